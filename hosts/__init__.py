@@ -1,0 +1,1 @@
+"""Hosts: the hypervisors, their storage and networks, connections to them and sync from libvirt."""

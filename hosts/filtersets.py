@@ -1,0 +1,59 @@
+"""Filters of the hosts room, shared by API lists and UI lists."""
+
+import django_filters
+
+from .choices import HostStatus, PoolState, PoolType
+from .models import Host, Network, StoragePool, Volume
+
+
+class GoneFilterMixin(django_filters.FilterSet):
+    """Objects gone from their host are hidden unless ``?gone=true`` (or false) is asked."""
+
+    gone = django_filters.BooleanFilter()
+
+    def filter_queryset(self, queryset):
+        if self.form.cleaned_data.get("gone") is None:
+            queryset = queryset.filter(gone=False)
+        return super().filter_queryset(queryset)
+
+
+class HostFilterSet(django_filters.FilterSet):
+    name = django_filters.CharFilter(lookup_expr="iexact")
+    q = django_filters.CharFilter(field_name="name", lookup_expr="icontains")
+    status = django_filters.MultipleChoiceFilter(choices=HostStatus.choices)
+
+    class Meta:
+        model = Host
+        fields = ["name", "q", "status", "simulated"]
+
+
+class StoragePoolFilterSet(GoneFilterMixin):
+    host = django_filters.NumberFilter(field_name="host_id")
+    name = django_filters.CharFilter(lookup_expr="iexact")
+    pool_type = django_filters.MultipleChoiceFilter(choices=PoolType.choices)
+    state = django_filters.MultipleChoiceFilter(choices=PoolState.choices)
+
+    class Meta:
+        model = StoragePool
+        fields = ["host", "name", "pool_type", "state", "gone"]
+
+
+class VolumeFilterSet(GoneFilterMixin):
+    host = django_filters.NumberFilter(field_name="pool__host_id")
+    pool = django_filters.NumberFilter(field_name="pool_id")
+    name = django_filters.CharFilter(lookup_expr="iexact")
+    q = django_filters.CharFilter(field_name="name", lookup_expr="icontains")
+    format = django_filters.CharFilter()
+
+    class Meta:
+        model = Volume
+        fields = ["host", "pool", "name", "q", "format", "gone"]
+
+
+class NetworkFilterSet(GoneFilterMixin):
+    host = django_filters.NumberFilter(field_name="host_id")
+    name = django_filters.CharFilter(lookup_expr="iexact")
+
+    class Meta:
+        model = Network
+        fields = ["host", "name", "forward_mode", "active", "gone"]

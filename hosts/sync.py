@@ -1,0 +1,191 @@
+"""Sync a host from libvirt: capabilities, storage pools and volumes, networks, then domains.
+
+Idempotent: running it twice changes nothing the second time. What vanished from the host is
+marked gone (with the time), never deleted with its history; what comes back is revived.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import libvirt
+from django.db import transaction
+from django.utils import timezone
+
+from .capabilities import apply_free_hugepages, parse_capabilities, simulated_topology
+from .choices import HostStatus, PoolState
+from .connection import HostConnectError, get_connection, libvirt_error_message, parse_uri
+from .models import Host, Network, StoragePool, Volume
+from .netxml import parse_network
+from .poolxml import parse_pool, parse_volume
+
+Log = Callable[[str], None]
+
+POOL_STATES = {
+    libvirt.VIR_STORAGE_POOL_INACTIVE: PoolState.INACTIVE,
+    libvirt.VIR_STORAGE_POOL_BUILDING: PoolState.BUILDING,
+    libvirt.VIR_STORAGE_POOL_RUNNING: PoolState.ACTIVE,
+    libvirt.VIR_STORAGE_POOL_DEGRADED: PoolState.DEGRADED,
+    libvirt.VIR_STORAGE_POOL_INACCESSIBLE: PoolState.INACCESSIBLE,
+}
+
+
+def _version(number: int) -> str:
+    return f"{number // 1000000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+def mark_unreachable(host: Host, message: str, status: str = HostStatus.ERROR) -> None:
+    Host.objects.filter(pk=host.pk).update(status=status, last_error=message[:2000])
+    host.status, host.last_error = status, message
+
+
+def read_host_facts(host: Host, conn: libvirt.virConnect) -> dict:
+    topo = parse_capabilities(conn.getCapabilities())
+    if parse_uri(host.uri).simulated:
+        virt_types = topo.virt_types
+        topo = simulated_topology()
+        topo.virt_types = virt_types
+    elif topo.numa_cells:
+        sizes = sorted({p["size_kib"] for c in topo.numa_cells for p in c["hugepages"]})
+        if sizes:
+            try:
+                free = conn.getFreePages(sizes, 0, len(topo.numa_cells))
+                apply_free_hugepages(topo, {int(k): v for k, v in free.items()})
+            except libvirt.libvirtError:
+                pass  # older hosts: keep totals as free
+    model, memory_kib, cpus, mhz, nodes, sockets, cores, threads = conn.getInfo()
+    fields = topo.as_fields()
+    fields["cpus"] = fields["cpus"] or cpus
+    fields["memory_mib"] = fields["memory_mib"] or memory_kib
+    fields["sockets"] = fields["sockets"] or sockets * nodes
+    fields["cores"] = fields["cores"] or cores
+    fields["threads"] = fields["threads"] or threads
+    fields["arch"] = fields["arch"] or model
+    fields["cpu_mhz"] = mhz
+    fields["hostname"] = conn.getHostname()
+    fields["hypervisor"] = conn.getType()
+    fields["hypervisor_version"] = _version(conn.getVersion())
+    fields["libvirt_version"] = _version(conn.getLibVersion())
+    fields["simulated"] = parse_uri(host.uri).simulated
+    return fields
+
+
+def sync_pools(host: Host, conn: libvirt.virConnect) -> dict:
+    now = timezone.now()
+    seen_pools: set[str] = set()
+    counts = {"pools": 0, "volumes": 0}
+    existing = {p.name: p for p in StoragePool.objects.filter(host=host)}
+    for pool in conn.listAllStoragePools(0):
+        values = parse_pool(pool.XMLDesc(0))
+        state = pool.info()[0]
+        values["state"] = POOL_STATES.get(state, PoolState.INACTIVE)
+        values["autostart"] = bool(pool.autostart())
+        values.update(gone=False, gone_at=None, synced_at=now)
+        name = values.pop("name")
+        row = existing.get(name)
+        if row is None:
+            row = StoragePool.objects.create(host=host, name=name, **values)
+        else:
+            StoragePool.objects.filter(pk=row.pk).update(**values)
+        seen_pools.add(name)
+        counts["pools"] += 1
+        if values["state"] == PoolState.ACTIVE:
+            counts["volumes"] += _sync_volumes(row, pool, now)
+    StoragePool.objects.filter(host=host, gone=False).exclude(name__in=seen_pools).update(
+        gone=True, gone_at=now
+    )
+    return counts
+
+
+def _sync_volumes(row: StoragePool, pool: libvirt.virStoragePool, now) -> int:
+    existing = {v.name: v for v in Volume.objects.filter(pool=row)}
+    seen: set[str] = set()
+    create, update = [], []
+    for vol in pool.listAllVolumes(0):
+        try:
+            values = parse_volume(vol.XMLDesc(0))
+        except libvirt.libvirtError:
+            continue  # deleted while listing
+        values.update(gone=False, gone_at=None, synced_at=now)
+        name = values.pop("name")
+        seen.add(name)
+        current = existing.get(name)
+        if current is None:
+            create.append(Volume(pool=row, name=name, **values))
+        else:
+            for key, value in values.items():
+                setattr(current, key, value)
+            update.append(current)
+    Volume.objects.bulk_create(create, batch_size=500)
+    if update:
+        Volume.objects.bulk_update(
+            update,
+            ["key", "path", "vol_type", "format", "capacity", "allocation", "backing_path",
+             "gone", "gone_at", "synced_at"],
+            batch_size=500,
+        )  # fmt: skip
+    Volume.objects.filter(pool=row, gone=False).exclude(name__in=seen).update(
+        gone=True, gone_at=now
+    )
+    return len(seen)
+
+
+def sync_networks(host: Host, conn: libvirt.virConnect) -> int:
+    now = timezone.now()
+    seen: set[str] = set()
+    for net in conn.listAllNetworks(0):
+        values = parse_network(net.XMLDesc(0))
+        values["active"] = bool(net.isActive())
+        values["autostart"] = bool(net.autostart())
+        values["persistent"] = bool(net.isPersistent())
+        values.update(gone=False, gone_at=None, synced_at=now)
+        name = values.pop("name")
+        seen.add(name)
+        Network.objects.update_or_create(host=host, name=name, defaults=values)
+    Network.objects.filter(host=host, gone=False).exclude(name__in=seen).update(
+        gone=True, gone_at=now
+    )
+    return len(seen)
+
+
+def sync_host(
+    host: Host, log: Log = lambda _m: None, progress: Callable[[int], None] = lambda _p: None
+) -> dict:
+    """Read everything from the host and update the inventory. Raises HostConnectError."""
+    from vms.sync import sync_domains
+
+    try:
+        conn = get_connection(host)
+    except HostConnectError as exc:
+        mark_unreachable(host, str(exc))
+        raise
+    try:
+        log("Reading host capabilities")
+        facts = read_host_facts(host, conn)
+        progress(15)
+        log("Reading storage pools and volumes")
+        with transaction.atomic():
+            storage = sync_pools(host, conn)
+        progress(40)
+        log("Reading networks")
+        with transaction.atomic():
+            networks = sync_networks(host, conn)
+        progress(55)
+        log("Reading domains")
+        domains = sync_domains(host, conn)
+        progress(95)
+    except libvirt.libvirtError as exc:
+        message = libvirt_error_message(exc)
+        mark_unreachable(host, message)
+        raise HostConnectError(message) from None
+    now = timezone.now()
+    facts.update(status=HostStatus.ONLINE, last_error="", last_seen=now, last_synced=now)
+    Host.objects.filter(pk=host.pk).update(**facts)
+    for key, value in facts.items():
+        setattr(host, key, value)
+    summary = {**storage, "networks": networks, **domains}
+    log(
+        "Synced {domains} domains ({created} new, {gone} gone), {pools} pools, "
+        "{volumes} volumes, {networks} networks".format(**summary)
+    )
+    return summary

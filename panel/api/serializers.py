@@ -1,0 +1,119 @@
+"""API shapes of the panel room: tasks, tenants, users, memberships, tokens."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from panel.choices import Role
+from panel.models import ApiToken, Membership, Task, Tenant
+
+User = get_user_model()
+
+
+class BriefSerializer(serializers.Serializer):
+    """``{"id", "name"}`` of a related object."""
+
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True)
+
+
+class BriefUserSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    username = serializers.CharField(read_only=True)
+
+
+class TaskSerializer(serializers.ModelSerializer):
+    host = BriefSerializer(read_only=True, allow_null=True)
+    vm = BriefSerializer(read_only=True, allow_null=True)
+    tenant = BriefSerializer(read_only=True, allow_null=True)
+    user = BriefUserSerializer(read_only=True, allow_null=True)
+    log = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Task
+        fields = [
+            "id", "kind", "state", "progress", "target", "vm", "host", "user", "tenant",
+            "created", "started", "finished", "error", "result", "log",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    @extend_schema_field(
+        serializers.ListField(
+            child=serializers.DictField(), help_text="Log lines: {ts, level, message}"
+        )
+    )
+    def get_log(self, task: Task) -> list[dict]:
+        return [
+            {"ts": e.ts, "level": e.level, "message": e.message} for e in task.log_entries.all()
+        ]
+
+
+class TaskEnvelopeSerializer(serializers.Serializer):
+    """An action's answer: 202 with the task that carries it out."""
+
+    task = TaskSerializer()
+
+
+class TenantSerializer(serializers.ModelSerializer):
+    vm_count = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Tenant
+        fields = ["id", "name", "description", "created", "vm_count"]
+        read_only_fields = ["id", "created", "vm_count"]
+
+
+class TenantUpdateSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Tenant
+        fields = ["description"]
+
+
+class UserSerializer(serializers.ModelSerializer):
+    password = serializers.CharField(write_only=True, style={"input_type": "password"})
+
+    class Meta:
+        model = User
+        fields = ["id", "username", "email", "is_superuser", "is_active", "date_joined", "password"]
+        read_only_fields = ["id", "is_active", "date_joined"]
+
+
+class MembershipSerializer(serializers.ModelSerializer):
+    user = serializers.SlugRelatedField(
+        slug_field="username", queryset=User.objects.all(), help_text="Username"
+    )
+    tenant = serializers.PrimaryKeyRelatedField(queryset=Tenant.objects.all())
+    role = serializers.ChoiceField(choices=Role.choices)
+
+    class Meta:
+        model = Membership
+        fields = ["id", "user", "tenant", "role", "created"]
+        read_only_fields = ["id", "created"]
+        # Uniqueness is checked by the service (400 with a field message).
+        validators = []
+
+
+class MembershipUpdateSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class TokenObtainSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    password = serializers.CharField(style={"input_type": "password"})
+    name = serializers.CharField(required=False, allow_blank=True, max_length=100)
+
+
+class TokenCreatedSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text="The secret; shown only now.")
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    prefix = serializers.CharField()
+
+
+class ApiTokenSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ApiToken
+        fields = ["id", "name", "prefix", "created", "last_used", "expires"]
+        read_only_fields = ["id", "prefix", "created", "last_used", "expires"]

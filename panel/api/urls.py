@@ -1,0 +1,38 @@
+"""All API routes under /api/."""
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from hosts.api.views import HostViewSet, NetworkViewSet, StoragePoolViewSet, VolumeViewSet
+from vms.api.views import VirtualMachineViewSet
+
+from .views import (
+    ApiTokenViewSet,
+    MembershipViewSet,
+    TaskViewSet,
+    TenantViewSet,
+    TokenObtainView,
+    UserViewSet,
+    WhoAmIView,
+)
+
+router = DefaultRouter()
+router.register("hosts", HostViewSet, basename="host")
+router.register("storage-pools", StoragePoolViewSet, basename="storagepool")
+router.register("volumes", VolumeViewSet, basename="volume")
+router.register("networks", NetworkViewSet, basename="network")
+router.register("vms", VirtualMachineViewSet, basename="vm")
+router.register("tasks", TaskViewSet, basename="task")
+router.register("tenants", TenantViewSet, basename="tenant")
+router.register("users", UserViewSet, basename="user")
+router.register("memberships", MembershipViewSet, basename="membership")
+router.register("tokens", ApiTokenViewSet, basename="token")
+
+urlpatterns = [
+    path("auth/token/", TokenObtainView.as_view(), name="auth-token"),
+    path("auth/whoami/", WhoAmIView.as_view(), name="auth-whoami"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("", include(router.urls)),
+]

@@ -1,0 +1,208 @@
+"""API views of the panel room: tasks, tenants, users, memberships, tokens."""
+
+from __future__ import annotations
+
+from django.contrib.auth import authenticate
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from panel import selectors, services
+from panel.filtersets import MembershipFilterSet, TaskFilterSet, TenantFilterSet, UserFilterSet
+from panel.models import ApiToken
+
+from .serializers import (
+    ApiTokenSerializer,
+    MembershipSerializer,
+    MembershipUpdateSerializer,
+    TaskSerializer,
+    TenantSerializer,
+    TenantUpdateSerializer,
+    TokenCreatedSerializer,
+    TokenObtainSerializer,
+    UserSerializer,
+)
+
+
+class ScopedViewSetMixin:
+    """The queryset is restricted to what the requesting user may see, once, for every action."""
+
+    def get_queryset(self):
+        return self.scoped_queryset(self.request.user)
+
+    def scoped_queryset(self, user):  # pragma: no cover - each viewset says
+        raise NotImplementedError
+
+
+class TaskViewSet(ScopedViewSetMixin, viewsets.ReadOnlyModelViewSet):
+    serializer_class = TaskSerializer
+    filterset_class = TaskFilterSet
+
+    def scoped_queryset(self, user):
+        return selectors.tasks_for(user)
+
+
+class TenantViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
+    serializer_class = TenantSerializer
+    filterset_class = TenantFilterSet
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def scoped_queryset(self, user):
+        return selectors.tenants_for(user)
+
+    def create(self, request, *args, **kwargs):
+        ser = TenantSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        tenant = services.tenant_create(user=request.user, **ser.validated_data)
+        tenant.vm_count = 0
+        return Response(TenantSerializer(tenant).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=TenantUpdateSerializer, responses=TenantSerializer)
+    def partial_update(self, request, *args, **kwargs):
+        tenant = self.get_object()
+        ser = TenantUpdateSerializer(data=request.data, partial=True)
+        ser.is_valid(raise_exception=True)
+        services.tenant_update(
+            user=request.user,
+            tenant=tenant,
+            description=ser.validated_data.get("description", tenant.description),
+        )
+        return Response(TenantSerializer(self.get_object()).data)
+
+    def destroy(self, request, *args, **kwargs):
+        services.tenant_delete(user=request.user, tenant=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class UserViewSet(ScopedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    serializer_class = UserSerializer
+    filterset_class = UserFilterSet
+
+    def scoped_queryset(self, user):
+        return selectors.users_for(user)
+
+    def create(self, request, *args, **kwargs):
+        ser = UserSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        user = services.user_create(
+            user=request.user,
+            username=ser.validated_data["username"],
+            password=ser.validated_data["password"],
+            email=ser.validated_data.get("email", ""),
+            is_superuser=ser.validated_data.get("is_superuser", False),
+        )
+        return Response(UserSerializer(user).data, status=status.HTTP_201_CREATED)
+
+
+class MembershipViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
+    serializer_class = MembershipSerializer
+    filterset_class = MembershipFilterSet
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def scoped_queryset(self, user):
+        return selectors.memberships_for(user)
+
+    def create(self, request, *args, **kwargs):
+        ser = MembershipSerializer(data=request.data)
+        if not ser.is_valid():
+            # A tenant the user cannot see must look exactly like one that does not exist.
+            return Response(ser.errors, status=status.HTTP_400_BAD_REQUEST)
+        tenant = ser.validated_data["tenant"]
+        if not selectors.tenants_for(request.user).filter(pk=tenant.pk).exists():
+            return Response(
+                {"tenant": [f'Invalid pk "{tenant.pk}" - object does not exist.']},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        membership = services.membership_create(
+            user=request.user,
+            member=ser.validated_data["user"],
+            tenant=tenant,
+            role=ser.validated_data["role"],
+        )
+        return Response(MembershipSerializer(membership).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=MembershipUpdateSerializer, responses=MembershipSerializer)
+    def partial_update(self, request, *args, **kwargs):
+        membership = self.get_object()
+        ser = MembershipUpdateSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        services.membership_update(
+            user=request.user, membership=membership, role=ser.validated_data["role"]
+        )
+        return Response(MembershipSerializer(membership).data)
+
+    def destroy(self, request, *args, **kwargs):
+        services.membership_delete(user=request.user, membership=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TokenObtainView(APIView):
+    """Exchange a username and password for a new API token."""
+
+    permission_classes = [permissions.AllowAny]
+    authentication_classes: list = []
+    throttle_scope = "token"
+
+    @extend_schema(request=TokenObtainSerializer, responses={201: TokenCreatedSerializer})
+    def post(self, request):
+        ser = TokenObtainSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        user = authenticate(
+            request,
+            username=ser.validated_data["username"],
+            password=ser.validated_data["password"],
+        )
+        if user is None or not user.is_active:
+            raise AuthenticationFailed("Wrong username or password.")
+        token, raw = services.token_issue(user=user, name=ser.validated_data.get("name", ""))
+        return Response(
+            {"token": raw, "id": token.pk, "name": token.name, "prefix": token.prefix},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class ApiTokenViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """The requesting user's own API tokens: list, create (secret shown once), revoke."""
+
+    serializer_class = ApiTokenSerializer
+
+    def get_queryset(self):
+        return ApiToken.objects.filter(user=self.request.user)
+
+    @extend_schema(responses={201: TokenCreatedSerializer})
+    def create(self, request, *args, **kwargs):
+        ser = ApiTokenSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        token, raw = services.token_issue(
+            user=request.user, name=ser.validated_data.get("name", "")
+        )
+        return Response(
+            {"token": raw, "id": token.pk, "name": token.name, "prefix": token.prefix},
+            status=status.HTTP_201_CREATED,
+        )
+
+    def perform_destroy(self, instance):
+        services.token_revoke(user=self.request.user, token=instance)
+
+
+class WhoAmIView(APIView):
+    """The authenticated user and their tenant roles (also the benchmark's trivial endpoint)."""
+
+    @extend_schema(responses={200: dict})
+    def get(self, request):
+        user = request.user
+        return Response(
+            {
+                "id": user.pk,
+                "username": user.username,
+                "is_superuser": user.is_superuser,
+            }
+        )

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class PanelConfig(AppConfig):
+    name = "panel"
+    verbose_name = "Paddock panel"

@@ -1,0 +1,183 @@
+"""Tenancy (tenants, memberships, API tokens) and the task log (tasks and their log lines)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from .choices import FINAL_TASK_STATES, Role, TaskState
+from .validators import validate_name
+
+DEFAULT_TENANT_NAME = "default"
+
+
+class Tenant(models.Model):
+    name = models.CharField(max_length=63, unique=True, validators=[validate_name])
+    description = models.CharField(max_length=200, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def get_default(cls) -> Tenant:
+        tenant, _ = cls.objects.get_or_create(
+            name=DEFAULT_TENANT_NAME,
+            defaults={"description": "VMs imported from hosts, until an admin moves them."},
+        )
+        return tenant
+
+
+class Membership(models.Model):
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["tenant__name", "user__username"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "tenant"],
+                name="membership_unique_user_tenant",
+                violation_error_message="This user is already a member of this tenant.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.tenant} ({self.role})"
+
+
+def _hash_token(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ApiTokenQuerySet(models.QuerySet):
+    def active(self) -> ApiTokenQuerySet:
+        now = timezone.now()
+        return self.filter(Q(expires__isnull=True) | Q(expires__gt=now))
+
+
+class ApiToken(models.Model):
+    """A bearer token for automation; only its SHA-256 is stored, the secret is shown once."""
+
+    PREFIX_LEN = 8
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=PREFIX_LEN, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created = models.DateTimeField(auto_now_add=True)
+    last_used = models.DateTimeField(null=True, blank=True)
+    expires = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.name or 'unnamed'})"
+
+    @classmethod
+    def issue(cls, *, user, name: str = "", expires=None) -> tuple[ApiToken, str]:
+        raw = secrets.token_urlsafe(32)
+        token = cls.objects.create(
+            user=user,
+            name=name,
+            prefix=raw[: cls.PREFIX_LEN],
+            key_hash=_hash_token(raw),
+            expires=expires,
+        )
+        return token, raw
+
+    @classmethod
+    def lookup(cls, raw: str) -> ApiToken | None:
+        return (
+            cls.objects.active()
+            .select_related("user")
+            .filter(key_hash=_hash_token(raw), user__is_active=True)
+            .first()
+        )
+
+
+class TaskQuerySet(models.QuerySet):
+    def unfinished(self) -> TaskQuerySet:
+        return self.filter(state__in=[TaskState.QUEUED, TaskState.RUNNING])
+
+
+class Task(models.Model):
+    """One long operation: who asked, on what, how far it got, what it logged, how it ended."""
+
+    kind = models.CharField(max_length=64, db_index=True)
+    state = models.CharField(
+        max_length=16, choices=TaskState.choices, default=TaskState.QUEUED, db_index=True
+    )
+    progress = models.PositiveSmallIntegerField(default=0)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    tenant = models.ForeignKey(
+        Tenant, null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks"
+    )
+    host = models.ForeignKey(
+        "hosts.Host", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks"
+    )
+    vm = models.ForeignKey(
+        "vms.VirtualMachine",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="tasks",
+    )
+    # What the task acts on, kept readable after the object itself is gone.
+    target = models.CharField(max_length=200, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=128, blank=True)
+    lease_expires = models.DateTimeField(null=True, blank=True)
+
+    objects = TaskQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [
+            models.Index(fields=["state", "lease_expires"], name="task_state_lease"),
+            models.Index(fields=["tenant", "-created"], name="task_tenant_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.pk} ({self.state})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_TASK_STATES
+
+
+class TaskLogEntry(models.Model):
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="log_entries")
+    ts = models.DateTimeField(default=timezone.now)
+    level = models.CharField(max_length=8, default="info")
+    message = models.TextField()
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"[{self.level}] {self.message}"

@@ -1,0 +1,287 @@
+"""The task engine: create, queue, claim, run, log, finish and recover Tasks.
+
+A task row moves ``queued -> running`` exactly once, by a compare-and-swap that also writes the
+lease owner and expiry; a redelivered or duplicated message for the same task finds it no longer
+queued and does nothing. The running task renews its lease; finishing is another CAS on
+``(state=running, lease_owner=me)``, so a worker that lost its lease to recovery cannot
+overwrite the verdict. Recovery resolves expired leases through each kind's ``recover`` hook
+(which looks at the host's truth), fails the task with a message and releases its locks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from . import locks
+from .choices import TaskState
+from .models import Task, TaskLogEntry
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[["TaskContext"], dict | None]
+Recover = Callable[[Task], str]
+
+
+@dataclass
+class TaskKind:
+    name: str
+    handler: Handler
+    recover: Recover | None = None
+
+
+_KINDS: dict[str, TaskKind] = {}
+
+
+def task_kind(name: str, *, recover: Recover | None = None) -> Callable[[Handler], Handler]:
+    """Register the function that carries out tasks of ``name``."""
+
+    def register(fn: Handler) -> Handler:
+        _KINDS[name] = TaskKind(name=name, handler=fn, recover=recover)
+        return fn
+
+    return register
+
+
+def get_kind(name: str) -> TaskKind:
+    if name not in _KINDS:
+        # Kinds register when their app's jobs module is imported.
+        from django.utils.module_loading import autodiscover_modules
+
+        autodiscover_modules("jobs")
+    return _KINDS[name]
+
+
+def lease_seconds() -> int:
+    return settings.PADDOCK["TASK_LEASE_SECONDS"]
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
+
+
+# --- creating ---------------------------------------------------------------------------------
+
+
+def create_task(
+    *,
+    kind: str,
+    user=None,
+    tenant=None,
+    host=None,
+    vm=None,
+    target: str = "",
+    params: dict | None = None,
+    lock: list | None = None,
+) -> Task:
+    """Write a queued Task, take the locks it needs, and queue it once the transaction commits.
+
+    Must run inside ``transaction.atomic()``: a LockConflict rolls the task row back with it.
+    """
+    task = Task.objects.create(
+        kind=kind,
+        user=user if user is not None and user.is_authenticated else None,
+        tenant=tenant,
+        host=host,
+        vm=vm,
+        target=target,
+        params=params or {},
+    )
+    for obj in lock or []:
+        locks.acquire(obj, task)
+    transaction.on_commit(lambda: dispatch(task.pk))
+    from .events import task_changed
+
+    task_changed(task)
+    return task
+
+
+def dispatch(task_id: int) -> None:
+    from .tasks import run_task
+
+    run_task.apply_async(args=[task_id], queue=settings.CELERY_TASK_DEFAULT_QUEUE)
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+class TaskContext:
+    """What a handler gets: the task row, and ways to log and report progress."""
+
+    def __init__(self, task: Task, owner: str):
+        self.task = task
+        self.owner = owner
+
+    def log(self, message: str, level: str = "info") -> None:
+        TaskLogEntry.objects.create(task=self.task, message=message, level=level)
+        from .events import task_log
+
+        task_log(self.task, message, level)
+
+    def progress(self, percent: int) -> None:
+        percent = max(0, min(100, int(percent)))
+        Task.objects.filter(
+            pk=self.task.pk, state=TaskState.RUNNING, lease_owner=self.owner
+        ).update(progress=percent)
+        self.task.progress = percent
+        from .events import task_changed
+
+        task_changed(self.task)
+
+
+class _Heartbeat(threading.Thread):
+    """Renews the running task's lease until stopped."""
+
+    def __init__(self, task_id: int, owner: str):
+        super().__init__(daemon=True, name=f"lease-{task_id}")
+        self.task_id = task_id
+        self.owner = owner
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        from django.db import connection
+
+        interval = max(1.0, lease_seconds() / 3)
+        try:
+            while not self.stop_event.wait(interval):
+                Task.objects.filter(
+                    pk=self.task_id, state=TaskState.RUNNING, lease_owner=self.owner
+                ).update(lease_expires=timezone.now() + timedelta(seconds=lease_seconds()))
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+
+def claim(task_id: int, owner: str) -> bool:
+    now = timezone.now()
+    return bool(
+        Task.objects.filter(pk=task_id, state=TaskState.QUEUED).update(
+            state=TaskState.RUNNING,
+            started=now,
+            lease_owner=owner,
+            lease_expires=now + timedelta(seconds=lease_seconds()),
+        )
+    )
+
+
+def execute(task_id: int, owner: str | None = None) -> bool:
+    """Run a queued task to its end. Returns False when the task was not ours to run."""
+    owner = owner or worker_identity()
+    if not claim(task_id, owner):
+        logger.info("task %s is not queued any more; message ignored", task_id)
+        return False
+    task = Task.objects.select_related("host", "vm", "tenant", "user").get(pk=task_id)
+    from .events import task_changed
+
+    task_changed(task)
+    ctx = TaskContext(task, owner)
+    heartbeat = _Heartbeat(task_id, owner)
+    heartbeat.start()
+    try:
+        kind = get_kind(task.kind)
+        result = kind.handler(ctx) or {}
+    except Exception as exc:
+        message = _error_message(exc)
+        logger.info("task %s (%s) failed: %s", task_id, task.kind, message)
+        try:
+            ctx.log(message, level="error")
+        except Exception:
+            logger.exception("could not log task failure")
+        finish(task, owner, TaskState.FAILED, error=message)
+    else:
+        finish(task, owner, TaskState.SUCCEEDED, result=result)
+    finally:
+        heartbeat.stop()
+    return True
+
+
+def _error_message(exc: BaseException) -> str:
+    from hosts.connection import libvirt_error_message
+
+    return libvirt_error_message(exc) or exc.__class__.__name__
+
+
+def finish(
+    task: Task, owner: str, state: str, *, error: str = "", result: dict | None = None
+) -> bool:
+    values = {"state": state, "finished": timezone.now(), "error": error, "lease_expires": None}
+    if state == TaskState.SUCCEEDED:
+        values["progress"] = 100
+    if result is not None:
+        values["result"] = result
+    with transaction.atomic():
+        done = Task.objects.filter(pk=task.pk, state=TaskState.RUNNING, lease_owner=owner).update(
+            **values
+        )
+        if done:
+            locks.release_all(task)
+    if done:
+        for key, value in values.items():
+            setattr(task, key, value)
+        from .events import task_changed
+
+        task_changed(task)
+    return bool(done)
+
+
+# --- recovering -------------------------------------------------------------------------------
+
+
+def recover_stale_tasks() -> list[int]:
+    """Resolve running tasks whose lease expired (their worker died). Returns their ids."""
+    now = timezone.now()
+    recovered = []
+    stale = Task.objects.filter(state=TaskState.RUNNING, lease_expires__lt=now).order_by("id")
+    for task in stale:
+        try:
+            kind = get_kind(task.kind)
+        except KeyError:
+            kind = None
+        note = ""
+        if kind is not None and kind.recover is not None:
+            try:
+                note = kind.recover(task)
+            except Exception as exc:
+                logger.exception("recovery of task %s failed", task.pk)
+                note = f"recovery could not inspect the host: {_error_message(exc)}"
+        message = "The worker running this task stopped before it finished."
+        if note:
+            message = f"{message} {note}"
+        with transaction.atomic():
+            # CAS on the very lease we saw expire: a worker that renewed meanwhile keeps its task.
+            done = Task.objects.filter(
+                pk=task.pk,
+                state=TaskState.RUNNING,
+                lease_owner=task.lease_owner,
+                lease_expires__lt=now,
+            ).update(state=TaskState.FAILED, finished=now, error=message, lease_expires=None)
+            if done:
+                locks.release_all(task)
+                TaskLogEntry.objects.create(task=task, message=message, level="error")
+        if done:
+            recovered.append(task.pk)
+            task.refresh_from_db()
+            from .events import task_changed
+
+            task_changed(task)
+    return recovered
+
+
+def requeue_orphaned_queued_tasks() -> int:
+    """Queue again the queued tasks whose message died with an in-process broker."""
+    ids = list(Task.objects.filter(state=TaskState.QUEUED).values_list("pk", flat=True))
+    for task_id in ids:
+        dispatch(task_id)
+    return len(ids)

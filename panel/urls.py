@@ -1,0 +1,11 @@
+"""Top-level URLs: the UI shell, the API, login."""
+
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+urlpatterns = [
+    path("login/", auth_views.LoginView.as_view(template_name="auth/login.html"), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("api/", include(("panel.api.urls", "api"), namespace="api")),
+    path("", include(("panel.ui_urls", "ui"), namespace="ui")),
+]

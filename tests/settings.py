@@ -1,0 +1,14 @@
+"""Test settings: the real settings, with test-friendly knobs set before they load."""
+
+import os
+
+os.environ.setdefault("PADDOCK_DEMO", "1")
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
+
+from panel.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Tasks run in-process when their transaction commits; tests that need a real worker start one.
+CELERY_TASK_ALWAYS_EAGER = True
+CELERY_BROKER_URL = "memory://"
+AUTH_PASSWORD_VALIDATORS = []

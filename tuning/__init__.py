@@ -1,0 +1,1 @@
+"""Tuning: policies turned into plans against a host's real topology (placement, pinning, NUMA)."""

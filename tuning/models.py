@@ -1,0 +1,1 @@
+"""Tuning models arrive with tuning policies."""

@@ -1,0 +1,1 @@
+"""VMs: virtual machines with their disks and NICs, domain XML, lifecycle services and tasks."""

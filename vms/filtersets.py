@@ -1,0 +1,35 @@
+"""Filters of VMs, shared by the API list and the UI list."""
+
+import django_filters
+from django.db.models import Q
+
+from hosts.filtersets import GoneFilterMixin
+
+from .choices import VMState
+from .models import VirtualMachine
+
+
+class VirtualMachineFilterSet(GoneFilterMixin):
+    host = django_filters.NumberFilter(field_name="host_id")
+    tenant = django_filters.CharFilter(method="filter_tenant", help_text="Tenant id or name")
+    name = django_filters.CharFilter(lookup_expr="iexact")
+    q = django_filters.CharFilter(method="filter_q", help_text="Name fragment, UUID or MAC")
+    state = django_filters.MultipleChoiceFilter(choices=VMState.choices)
+    is_template = django_filters.BooleanFilter()
+
+    class Meta:
+        model = VirtualMachine
+        fields = ["host", "tenant", "name", "q", "state", "is_template", "gone"]
+
+    def filter_tenant(self, queryset, name, value):
+        if value.isdigit():
+            return queryset.filter(tenant_id=int(value))
+        return queryset.filter(tenant__name=value)
+
+    def filter_q(self, queryset, name, value):
+        value = value.strip()
+        cond = Q(name__icontains=value) | Q(nics__mac__iexact=value.lower())
+        compact = value.replace("-", "").lower()
+        if 4 <= len(compact) <= 32 and all(c in "0123456789abcdef" for c in compact):
+            cond |= Q(uuid=compact) if len(compact) == 32 else Q(uuid__startswith=value.lower())
+        return queryset.filter(cond).distinct()

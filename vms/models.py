@@ -1,0 +1,112 @@
+"""Inventory of virtual machines, their disks and NICs, as libvirt reports them."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.urls import reverse
+
+from hosts.models import GoneQuerySet
+from panel.validators import validate_tags
+
+from .choices import DiskDevice, Firmware, VMState
+
+
+class VirtualMachine(models.Model):
+    host = models.ForeignKey("hosts.Host", on_delete=models.CASCADE, related_name="vms")
+    tenant = models.ForeignKey("panel.Tenant", on_delete=models.PROTECT, related_name="vms")
+    name = models.CharField(max_length=255, db_index=True)
+    uuid = models.UUIDField(db_index=True)
+    description = models.CharField(max_length=200, blank=True)
+    tags = models.JSONField(default=list, blank=True, validators=[validate_tags])
+
+    # Observed state is what libvirt last said; desired state is what was last asked, by Paddock
+    # or by whoever changed the domain on the host.
+    state = models.CharField(
+        max_length=16, choices=VMState.choices, default=VMState.UNKNOWN, db_index=True
+    )
+    state_reason = models.CharField(max_length=64, blank=True)
+    desired_state = models.CharField(max_length=16, choices=VMState.choices, blank=True)
+
+    vcpus = models.PositiveIntegerField(default=1)
+    max_vcpus = models.PositiveIntegerField(default=1)
+    memory_mib = models.PositiveIntegerField(default=0)
+    max_memory_mib = models.PositiveIntegerField(default=0)
+    virt_type = models.CharField(max_length=16, blank=True, help_text="kvm, qemu or test")
+    os_type = models.CharField(max_length=16, blank=True)
+    arch = models.CharField(max_length=16, blank=True)
+    machine = models.CharField(max_length=64, blank=True)
+    firmware = models.CharField(max_length=8, choices=Firmware.choices, default=Firmware.BIOS)
+    cpu_mode = models.CharField(max_length=32, blank=True)
+    cpu_model = models.CharField(max_length=64, blank=True)
+    boot_devices = models.JSONField(default=list, blank=True)
+    vnc_port = models.IntegerField(null=True, blank=True)
+    autostart = models.BooleanField(default=False)
+    persistent = models.BooleanField(default=True)
+    is_template = models.BooleanField(default=False)
+
+    gone = models.BooleanField(default=False, db_index=True)
+    gone_at = models.DateTimeField(null=True, blank=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+    lock = models.ForeignKey(
+        "panel.Task", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    objects = GoneQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        verbose_name = "virtual machine"
+        constraints = [models.UniqueConstraint(fields=["host", "uuid"], name="vm_unique_host_uuid")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("ui:vm", args=[self.pk])
+
+
+class Disk(models.Model):
+    vm = models.ForeignKey(VirtualMachine, on_delete=models.CASCADE, related_name="disks")
+    target = models.CharField(max_length=16, help_text="Guest device name, e.g. vda")
+    bus = models.CharField(max_length=16, blank=True)
+    device = models.CharField(max_length=8, choices=DiskDevice.choices, default=DiskDevice.DISK)
+    source_type = models.CharField(max_length=16, blank=True)
+    source = models.CharField(max_length=1024, blank=True)
+    volume = models.ForeignKey(
+        "hosts.Volume", null=True, blank=True, on_delete=models.SET_NULL, related_name="disks"
+    )
+    format = models.CharField(max_length=16, blank=True)
+    cache = models.CharField(max_length=16, blank=True)
+    io = models.CharField(max_length=16, blank=True)
+    readonly = models.BooleanField(default=False)
+    boot_order = models.PositiveSmallIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["vm", "target"]
+        constraints = [
+            models.UniqueConstraint(fields=["vm", "target"], name="disk_unique_vm_target")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.target} ({self.source or 'empty'})"
+
+
+class Nic(models.Model):
+    vm = models.ForeignKey(VirtualMachine, on_delete=models.CASCADE, related_name="nics")
+    mac = models.CharField(max_length=17, db_index=True)
+    model = models.CharField(max_length=32, blank=True)
+    source_type = models.CharField(max_length=16, blank=True, help_text="network, bridge, direct")
+    source = models.CharField(max_length=255, blank=True)
+    network = models.ForeignKey(
+        "hosts.Network", null=True, blank=True, on_delete=models.SET_NULL, related_name="nics"
+    )
+    target_dev = models.CharField(max_length=32, blank=True)
+    vlan = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["vm", "id"]
+
+    def __str__(self) -> str:
+        return self.mac

@@ -1,0 +1,200 @@
+"""Import a host's domains into the VM inventory: idempotent, bulk, never deleting history."""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from dataclasses import asdict
+
+import libvirt
+from django.db import transaction
+from django.utils import timezone
+
+from hosts.models import Host, Network, Volume
+from panel.models import Tenant
+
+from .choices import VMState
+from .domxml import DiskSpec, DomainSpec, NicSpec, parse_domain
+from .models import Disk, Nic, VirtualMachine
+
+LIBVIRT_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: VMState.UNKNOWN,
+    libvirt.VIR_DOMAIN_RUNNING: VMState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: VMState.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: VMState.PAUSED,
+    # "shutdown" means the guest is being shut down: it still runs.
+    libvirt.VIR_DOMAIN_SHUTDOWN: VMState.RUNNING,
+    libvirt.VIR_DOMAIN_SHUTOFF: VMState.SHUTOFF,
+    libvirt.VIR_DOMAIN_CRASHED: VMState.CRASHED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: VMState.PMSUSPENDED,
+}
+
+# Fields of VirtualMachine that mirror the domain definition.
+_MIRRORED = (
+    "name",
+    "virt_type",
+    "vcpus",
+    "max_vcpus",
+    "memory_mib",
+    "max_memory_mib",
+    "os_type",
+    "arch",
+    "machine",
+    "firmware",
+    "cpu_mode",
+    "cpu_model",
+    "boot_devices",
+    "vnc_port",
+)
+
+
+def state_from_libvirt(code: int) -> str:
+    return LIBVIRT_STATES.get(code, VMState.UNKNOWN)
+
+
+def _disk_key(d) -> tuple:
+    return (d.target, d.bus, d.device, d.source_type, d.source, d.format, d.cache, d.io,
+            d.readonly, d.boot_order)  # fmt: skip
+
+
+def _nic_key(n) -> tuple:
+    return (n.mac, n.model, n.source_type, n.source, n.target_dev, n.vlan)
+
+
+def read_domains(conn: libvirt.virConnect) -> list[tuple[DomainSpec, str, str, bool, bool]]:
+    """(spec, state, reason, autostart, persistent) for every domain, with as few calls as libvirt allows."""
+    domains = conn.listAllDomains(0)
+    autostart = {
+        d.UUIDString() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
+    }
+    transient = {
+        d.UUIDString() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT)
+    }
+    states = {}
+    for dom, stats in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE):
+        states[dom.UUIDString()] = (stats.get("state.state", 0), stats.get("state.reason", 0))
+    result = []
+    for dom in domains:
+        try:
+            xml = dom.XMLDesc(0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                continue  # undefined while we were listing
+            raise
+        spec = parse_domain(xml)
+        code, reason = states.get(spec.uuid) or dom.state()
+        result.append(
+            (spec, state_from_libvirt(code), str(reason), spec.uuid in autostart,
+             spec.uuid not in transient)
+        )  # fmt: skip
+    return result
+
+
+def sync_domains(host: Host, conn: libvirt.virConnect) -> dict:
+    """Bring the host's VM rows in line with libvirt. Returns counts of what changed."""
+    domains = read_domains(conn)
+    now = timezone.now()
+    default_tenant = Tenant.get_default()
+    volumes_by_path = dict(
+        Volume.objects.filter(pool__host=host, gone=False)
+        .exclude(path="")
+        .values_list("path", "pk")
+    )
+    networks_by_name = dict(Network.objects.filter(host=host, gone=False).values_list("name", "pk"))
+
+    existing = {
+        str(vm.uuid): vm
+        for vm in VirtualMachine.objects.filter(host=host).prefetch_related("disks", "nics")
+    }
+    seen: set[str] = set()
+    to_create: list[tuple[VirtualMachine, DomainSpec]] = []
+    to_update: list[VirtualMachine] = []
+    devices_changed: list[tuple[VirtualMachine, DomainSpec]] = []
+    update_fields: set[str] = set()
+
+    for spec, state, reason, autostart, persistent in domains:
+        key = str(uuidlib.UUID(spec.uuid))
+        seen.add(key)
+        values = {f: getattr(spec, f) for f in _MIRRORED}
+        values.update(state=state, state_reason=reason, autostart=autostart, persistent=persistent)
+        vm = existing.get(key)
+        if vm is None:
+            vm = VirtualMachine(
+                host=host,
+                tenant=default_tenant,
+                uuid=key,
+                description=spec.description,
+                desired_state=state,
+                synced_at=now,
+                **values,
+            )
+            to_create.append((vm, spec))
+            continue
+        changed = {f for f, v in values.items() if getattr(vm, f) != v}
+        if "state" in changed and vm.lock_id is None:
+            # A change made on the host is the new desired state, never undone.
+            values["desired_state"] = state
+            changed.add("desired_state")
+        if vm.gone:
+            values.update(gone=False, gone_at=None)
+            changed |= {"gone", "gone_at"}
+        for f in changed:
+            setattr(vm, f, values[f])
+        vm.synced_at = now
+        changed.add("synced_at")
+        to_update.append(vm)
+        update_fields |= changed
+        old_disks = sorted(_disk_key(d) for d in vm.disks.all())
+        old_nics = sorted(_nic_key(n) for n in vm.nics.all())
+        if old_disks != sorted(_disk_key(d) for d in spec.disks) or old_nics != sorted(
+            _nic_key(n) for n in spec.nics
+        ):
+            devices_changed.append((vm, spec))
+        elif any(d.volume_id != volumes_by_path.get(d.source) for d in vm.disks.all()):
+            devices_changed.append((vm, spec))
+
+    vanished = [vm for key, vm in existing.items() if key not in seen and not vm.gone]
+
+    with transaction.atomic():
+        if to_create:
+            VirtualMachine.objects.bulk_create([vm for vm, _ in to_create], batch_size=500)
+        if to_update:
+            VirtualMachine.objects.bulk_update(
+                to_update, sorted(update_fields | {"synced_at"}), batch_size=500
+            )
+        for vm in vanished:
+            vm.gone, vm.gone_at = True, now
+            vm.state, vm.vnc_port = VMState.UNKNOWN, None
+        if vanished:
+            VirtualMachine.objects.bulk_update(
+                vanished, ["gone", "gone_at", "state", "vnc_port"], batch_size=500
+            )
+
+        rewrite = to_create + devices_changed
+        if devices_changed:
+            ids = [vm.pk for vm, _ in devices_changed]
+            Disk.objects.filter(vm_id__in=ids).delete()
+            Nic.objects.filter(vm_id__in=ids).delete()
+        disks, nics = [], []
+        for vm, spec in rewrite:
+            for d in spec.disks:
+                disks.append(_disk_row(vm, d, volumes_by_path))
+            for n in spec.nics:
+                nics.append(_nic_row(vm, n, networks_by_name))
+        Disk.objects.bulk_create(disks, batch_size=1000)
+        Nic.objects.bulk_create(nics, batch_size=1000)
+
+    return {
+        "domains": len(domains),
+        "created": len(to_create),
+        "updated": len(to_update),
+        "gone": len(vanished),
+    }
+
+
+def _disk_row(vm: VirtualMachine, d: DiskSpec, volumes_by_path: dict[str, int]) -> Disk:
+    return Disk(vm=vm, volume_id=volumes_by_path.get(d.source), **asdict(d))
+
+
+def _nic_row(vm: VirtualMachine, n: NicSpec, networks_by_name: dict[str, int]) -> Nic:
+    network_id = networks_by_name.get(n.source) if n.source_type == "network" else None
+    return Nic(vm=vm, network_id=network_id, **asdict(n))
