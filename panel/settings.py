@@ -228,6 +228,8 @@ PADDOCK = {
     "TASK_LEASE_SECONDS": int(os.environ.get("PADDOCK_TASK_LEASE_SECONDS", "120")),
     # Seconds to wait for a host to answer when connecting.
     "CONNECT_TIMEOUT": int(os.environ.get("PADDOCK_CONNECT_TIMEOUT", "15")),
+    # Seconds between the watcher's reconcile rounds (what an event may have missed).
+    "RECONCILE_SECONDS": float(os.environ.get("PADDOCK_RECONCILE_SECONDS", "30")),
     # Private key Paddock uses for qemu+ssh hosts.
     "SSH_KEY": os.environ.get("PADDOCK_SSH_KEY", str(DATA_DIR / "ssh" / "id_ed25519")),
 }

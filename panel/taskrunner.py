@@ -239,12 +239,18 @@ def finish(
 # --- recovering -------------------------------------------------------------------------------
 
 
-def recover_stale_tasks() -> list[int]:
-    """Resolve running tasks whose lease expired (their worker died). Returns their ids."""
+def recover_stale_tasks(*, force: bool = False) -> list[int]:
+    """Resolve running tasks whose lease expired (their worker died). Returns their ids.
+
+    ``force`` treats every running task as stale: for a process that knows it is the only
+    worker (the embedded default at start-up), whatever was running died with the last run.
+    """
     now = timezone.now()
     recovered = []
-    stale = Task.objects.filter(state=TaskState.RUNNING, lease_expires__lt=now).order_by("id")
-    for task in stale:
+    stale = Task.objects.filter(state=TaskState.RUNNING)
+    if not force:
+        stale = stale.filter(lease_expires__lt=now)
+    for task in stale.order_by("id"):
         try:
             kind = get_kind(task.kind)
         except KeyError:
@@ -261,12 +267,14 @@ def recover_stale_tasks() -> list[int]:
             message = f"{message} {note}"
         with transaction.atomic():
             # CAS on the very lease we saw expire: a worker that renewed meanwhile keeps its task.
-            done = Task.objects.filter(
-                pk=task.pk,
-                state=TaskState.RUNNING,
-                lease_owner=task.lease_owner,
-                lease_expires__lt=now,
-            ).update(state=TaskState.FAILED, finished=now, error=message, lease_expires=None)
+            claim = Task.objects.filter(
+                pk=task.pk, state=TaskState.RUNNING, lease_owner=task.lease_owner
+            )
+            if not force:
+                claim = claim.filter(lease_expires__lt=now)
+            done = claim.update(
+                state=TaskState.FAILED, finished=now, error=message, lease_expires=None
+            )
             if done:
                 locks.release_all(task)
                 TaskLogEntry.objects.create(task=task, message=message, level="error")

@@ -1,0 +1,84 @@
+"""Run the panel: migrate, seed the demo, serve.
+
+With no DATABASE_URL/REDIS_URL, everything runs in this one process (SQLite, in-process broker).
+With both set, it starts the production shape instead: web, worker, beat and watcher as
+separate processes, all stopped together on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+
+class Command(BaseCommand):
+    help = "Migrate, seed the demo and serve the panel (embedded or production shape)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--bind", default=os.environ.get("BIND", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--no-seed", action="store_true", help="Do not seed demo data.")
+
+    def handle(self, *args, **options):
+        call_command("migrate", interactive=False, verbosity=0)
+        if not options["no_seed"]:
+            from panel.demo import seed
+
+            seed(stdout=self.stdout)
+        url = f"http://{options['bind']}:{options['port']}/"
+        mode = "embedded (SQLite, in-process worker)" if settings.EMBEDDED else "production"
+        self.stdout.write(
+            self.style.SUCCESS(f"Paddock is serving on {url} — {mode}")
+            + "\n  Demo login: admin / admin (platform admin; demo only)"
+            + "\n  Tenant users: alice, oscar, mia, victor (acme), gina (globex); password = name"
+            + "\n  Ctrl-C stops it."
+        )
+        sys.stdout.flush()
+        if settings.EMBEDDED:
+            from panel.embedded import run
+
+            run(options["bind"], options["port"])
+        else:
+            self.run_production(options["bind"], options["port"])
+
+    def run_production(self, bind: str, port: int) -> None:
+        py = sys.executable
+        base = os.path.dirname(py)
+        commands = {
+            "web": [os.path.join(base, "uvicorn"), "panel.asgi:application",
+                    "--host", bind, "--port", str(port), "--log-level", "warning"],
+            "worker": [py, "-m", "celery", "-A", "panel", "worker", "--loglevel", "WARNING",
+                       "-Q", settings.CELERY_TASK_DEFAULT_QUEUE, "--concurrency", "2"],
+            "beat": [py, "-m", "celery", "-A", "panel", "beat", "--loglevel", "WARNING",
+                     "--schedule", str(settings.DATA_DIR / "celerybeat-schedule")],
+            "watcher": [py, "manage.py", "watch_hosts"],
+        }  # fmt: skip
+        procs = {
+            name: subprocess.Popen(cmd, cwd=settings.BASE_DIR) for name, cmd in commands.items()
+        }
+        for name, proc in procs.items():
+            self.stdout.write(f"  started {name} (pid {proc.pid})")
+        try:
+            while all(p.poll() is None for p in procs.values()):
+                time.sleep(0.5)
+            dead = [n for n, p in procs.items() if p.poll() is not None]
+            self.stderr.write(f"{', '.join(dead)} exited; stopping the others")
+        except KeyboardInterrupt:
+            pass
+        finally:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            for proc in procs.values():
+                try:
+                    proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
