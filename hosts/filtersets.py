@@ -43,11 +43,12 @@ class VolumeFilterSet(GoneFilterMixin):
     pool = django_filters.NumberFilter(field_name="pool_id")
     name = django_filters.CharFilter(lookup_expr="iexact")
     q = django_filters.CharFilter(field_name="name", lookup_expr="icontains")
-    format = django_filters.CharFilter()
+    # Not "format": DRF reserves ?format= for choosing the response renderer.
+    image_format = django_filters.CharFilter(field_name="format")
 
     class Meta:
         model = Volume
-        fields = ["host", "pool", "name", "q", "format", "gone"]
+        fields = ["host", "pool", "name", "q", "image_format", "gone"]
 
 
 class NetworkFilterSet(GoneFilterMixin):
