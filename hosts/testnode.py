@@ -85,7 +85,7 @@ _TEMPLATES = (
     ("rocky-9-base.raw", "raw", 20),
 )
 _ISOS = (("debian-12.iso", 660 * MIB), ("alpine-3.20.iso", 210 * MIB))
-_SPARE_LV = ("scratch", 100)
+_SPARE_LV = ("scratch", 50)
 
 
 @dataclass
@@ -148,10 +148,12 @@ def _mac(rng: random.Random, used: set[str]) -> str:
 
 def _disk_volume(rng: random.Random, name: str, path: str, fmt: str, system: bool) -> _Volume:
     capacity = rng.randint(10, 80) if system else rng.randint(50, 200)
-    if fmt == "qcow2":
-        allocation = rng.randint(capacity * 1024 // 20, capacity * 1024 * 9 // 10)
-    else:  # raw files and logical volumes are fully allocated
-        allocation = capacity * 1024
+    # libvirt's test driver sizes every pool at 100 GiB whatever the node file says, so the
+    # simulated volumes are thin (qcow2, sparse raw files, thin LVs) with allocations that keep
+    # each pool plausibly filled instead of overflowing it.
+    allocation = rng.randint(800, 2200) if system else rng.randint(200, 1200)
+    if path.startswith(VG_DIR):
+        allocation = rng.randint(2048, 6144)
     return _Volume(name, path, fmt, capacity, allocation)
 
 
@@ -275,7 +277,7 @@ def _add_volumes(pool: etree._Element, volumes: list[_Volume], vol_type: str) ->
 def _add_pools(node: etree._Element, rng: random.Random, seed: int, inv: _Inventory) -> None:
     files = list(inv.files)
     for name, fmt, capacity in _TEMPLATES:
-        allocation = capacity * 1024 if fmt == "raw" else rng.randint(900, 2600)
+        allocation = rng.randint(900, 2600)
         files.append(_Volume(name, f"{IMAGES_DIR}/{name}", fmt, capacity, allocation))
     default = _sub(node, "pool", type="dir")
     _sub(default, "name", "default")
@@ -298,7 +300,7 @@ def _add_pools(node: etree._Element, rng: random.Random, seed: int, inv: _Invent
     _add_volumes(isos_pool, isos, "file")
 
     spare_name, spare_gib = _SPARE_LV
-    lvs = [*inv.lvs, _Volume(spare_name, f"{VG_DIR}/{spare_name}", "", spare_gib, spare_gib * 1024)]
+    lvs = [*inv.lvs, _Volume(spare_name, f"{VG_DIR}/{spare_name}", "", spare_gib, 4096)]
     vg = _sub(node, "pool", type="logical")
     _sub(vg, "name", VG_NAME)
     _sub(vg, "uuid", stable_uuid(seed, f"pool:{VG_NAME}"))

@@ -9,6 +9,7 @@ from vms.api.views import VirtualMachineViewSet
 
 from .views import (
     ApiTokenViewSet,
+    HealthView,
     MembershipViewSet,
     TaskViewSet,
     TenantViewSet,
@@ -32,6 +33,7 @@ router.register("tokens", ApiTokenViewSet, basename="token")
 urlpatterns = [
     path("auth/token/", TokenObtainView.as_view(), name="auth-token"),
     path("auth/whoami/", WhoAmIView.as_view(), name="auth-whoami"),
+    path("health/", HealthView.as_view(), name="health"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("", include(router.urls)),

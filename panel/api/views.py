@@ -206,3 +206,21 @@ class WhoAmIView(APIView):
                 "is_superuser": user.is_superuser,
             }
         )
+
+
+class HealthView(APIView):
+    """Liveness and readiness: the database answers. No authentication, no details leaked."""
+
+    permission_classes = [permissions.AllowAny]
+    authentication_classes: list = []
+
+    @extend_schema(responses={200: dict, 503: dict})
+    def get(self, request):
+        from django.db import connection
+
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except Exception:
+            return Response({"status": "unavailable"}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return Response({"status": "ok"})

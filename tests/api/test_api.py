@@ -189,7 +189,9 @@ class TestStorageAndNetworks:
         assert [p["name"] for p in lvm] == ["vg0"]
         pool = StoragePool.objects.get(name="default")
         response = client.patch(
-            f"/api/storage-pools/{pool.pk}/", {"description": "fast ssd", "capacity": 1}, format="json"
+            f"/api/storage-pools/{pool.pk}/",
+            {"description": "fast ssd", "capacity": 1},
+            format="json",
         )
         assert response.status_code == 200 and response.json()["description"] == "fast ssd"
         pool.refresh_from_db()
@@ -206,7 +208,9 @@ class TestStorageAndNetworks:
 
     def test_networks_list_filter(self, api, admin_user, synced_host):
         client = api.as_user(admin_user)
-        assert _list(client, "/api/networks/", host=synced_host.pk)["count"] == Network.objects.count()
+        assert (
+            _list(client, "/api/networks/", host=synced_host.pk)["count"] == Network.objects.count()
+        )
         lan = _list(client, "/api/networks/", name="lan")["results"][0]
         assert lan["forward_mode"] == "bridge"
         assert client.post("/api/networks/", {}, format="json").status_code == 405
@@ -253,7 +257,9 @@ class TestTenancyEndpoints:
         assert response.status_code == 201, response.content
         assert Membership.objects.get(user__username="dana").role == "operator"
         dup = client.post(
-            "/api/memberships/", {"user": "dana", "tenant": tenant.pk, "role": "viewer"}, format="json"
+            "/api/memberships/",
+            {"user": "dana", "tenant": tenant.pk, "role": "viewer"},
+            format="json",
         )
         assert dup.status_code == 400 and "user" in dup.json()
         bad_role = client.post(

@@ -25,7 +25,9 @@ def _populate(count: int, host: Host, tenant: Tenant) -> None:
     Disk.objects.bulk_create(
         [Disk(vm=vm, target=t, source=f"/img/{vm.name}-{t}") for vm in vms for t in ("vda", "vdb")]
     )
-    Nic.objects.bulk_create([Nic(vm=vm, mac=f"52:54:00:00:{i // 256:02x}:{i % 256:02x}") for i, vm in enumerate(vms)])
+    Nic.objects.bulk_create(
+        [Nic(vm=vm, mac=f"52:54:00:00:{i // 256:02x}:{i % 256:02x}") for i, vm in enumerate(vms)]
+    )
 
 
 def _queries(client, user, url: str) -> int:

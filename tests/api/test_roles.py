@@ -53,8 +53,10 @@ def world(synced_host, admin_user, make_member):
     }
 
 
-def S(platform, admin, operator, member, viewer, outsider, anonymous=401):  # noqa: N802
-    return dict(zip(ACTORS, [platform, admin, operator, member, viewer, outsider, anonymous], strict=True))
+def S(platform, admin, operator, member, viewer, outsider, anonymous=401):
+    return dict(
+        zip(ACTORS, [platform, admin, operator, member, viewer, outsider, anonymous], strict=True)
+    )
 
 
 MATRIX = [
