@@ -39,7 +39,7 @@ def reconcile_all() -> int:
         try:
             if reconcile_host(host) is not None:
                 count += 1
-        except Exception:  # noqa: BLE001 - one broken host must not stop the others
+        except Exception:
             logger.exception("reconcile of host %s failed", host.name)
     return count
 

@@ -64,7 +64,7 @@ def seed(stdout=None) -> None:
 
     new_hosts = []
     if not Host.objects.filter(name="sim-01").exists():
-        host, task = host_services.host_create(
+        _host, task = host_services.host_create(
             user=admin,
             name="sim-01",
             uri=f"test://{DEMO_NODE}",

@@ -54,7 +54,7 @@ def start_background(stop: threading.Event) -> list[threading.Thread]:
             close_old_connections()
             try:
                 taskrunner.recover_stale_tasks()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 logger.exception("recovery sweep failed")
 
     threads = [

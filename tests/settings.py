@@ -5,7 +5,7 @@ import os
 os.environ.setdefault("PADDOCK_DEMO", "1")
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 
-from panel.settings import *  # noqa: E402,F403
+from panel.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Tasks run in-process when their transaction commits; tests that need a real worker start one.
