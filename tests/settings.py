@@ -12,3 +12,12 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_BROKER_URL = "memory://"
 AUTH_PASSWORD_VALIDATORS = []
+
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    import tempfile
+
+    # A file, like the embedded default (WAL, busy timeout): the in-memory shared-cache test
+    # database answers concurrent writers with "table is locked" instead of waiting.
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": os.path.join(tempfile.gettempdir(), f"paddock-test-{os.getpid()}.sqlite3")
+    }
