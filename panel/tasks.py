@@ -1,6 +1,7 @@
 """Celery entry points of the task engine; thin wrappers over panel.taskrunner."""
 
 from celery import shared_task
+from celery.signals import worker_ready
 
 from . import taskrunner
 
@@ -12,4 +13,10 @@ def run_task(task_id: int) -> None:
 
 @shared_task(name="panel.tasks.recover_stale_tasks", ignore_result=True)
 def recover_stale_tasks() -> None:
+    taskrunner.recover_stale_tasks()
+
+
+@worker_ready.connect
+def _recover_on_start(**_kwargs) -> None:
+    """A starting worker first resolves what dead workers left running."""
     taskrunner.recover_stale_tasks()
