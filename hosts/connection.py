@@ -9,7 +9,11 @@ using one connection per test-driver host for that host's state to stay consiste
 from __future__ import annotations
 
 import logging
+import os
 import re
+import shlex
+import shutil
+import socket
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -108,9 +112,13 @@ def parse_uri(uri: str) -> HostURI:
 # --- SSH host keys --------------------------------------------------------------------------
 
 _KEYTYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa")
+_KEY_B64_RE = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
+_client_key_lock = threading.Lock()
+_ssh_files_lock = threading.Lock()
 
 
 def ssh_dir() -> Path:
+    """The directory of Paddock's SSH client key and the per-host known_hosts and ssh files."""
     path = Path(settings.PADDOCK["SSH_KEY"]).parent
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
@@ -120,16 +128,97 @@ def _known_hosts_host(address: str, port: int | None) -> str:
     return address if not port or port == 22 else f"[{address}]:{port}"
 
 
+def _pinned_key(key: str) -> str:
+    """``type base64`` of a stored key, refusing anything that is not exactly one public key
+    (a known_hosts file built from it must hold the pinned key and nothing else)."""
+    fields = (key or "").split()
+    if len(fields) < 2 or fields[0] not in _KEYTYPES or not _KEY_B64_RE.match(fields[1]):
+        raise HostConnectError("The pinned SSH host key is not a valid public key.")
+    return f"{fields[0]} {fields[1]}"
+
+
+def _atomic_write(path: Path, text: str, mode: int = 0o600) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def ensure_client_key() -> str:
+    """Create Paddock's own SSH client key (ed25519, no passphrase) if it does not exist yet,
+    and return its public half (``type base64 comment``) for the hosts' authorized_keys.
+
+    Safe against concurrent callers in several processes: the private key is installed with a
+    hard link, which fails when another process got there first, and the public half is always
+    derived from whichever private key is in place.
+    """
+    path = Path(settings.PADDOCK["SSH_KEY"])
+    pub = path.with_name(path.name + ".pub")
+    with _client_key_lock:
+        if path.exists() and pub.exists():
+            return pub.read_text().strip()
+        ssh_dir()
+        if not path.exists():
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+            for stale in (tmp, tmp.with_name(tmp.name + ".pub")):
+                stale.unlink(missing_ok=True)
+            try:
+                subprocess.run(
+                    ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "paddock", "-f", str(tmp)],
+                    capture_output=True, text=True, timeout=30, check=True, stdin=subprocess.DEVNULL,
+                )  # fmt: skip
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    pass  # another process created it first: use that one
+            except (OSError, subprocess.SubprocessError) as exc:
+                detail = getattr(exc, "stderr", "") or exc
+                raise HostConnectError(
+                    f"Could not create Paddock's SSH key {path}: {detail}"
+                ) from None
+            finally:
+                for stale in (tmp, tmp.with_name(tmp.name + ".pub")):
+                    stale.unlink(missing_ok=True)
+        try:
+            proc = subprocess.run(
+                ["ssh-keygen", "-y", "-f", str(path)],
+                capture_output=True, text=True, timeout=30, check=True, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        except (OSError, subprocess.SubprocessError) as exc:
+            detail = getattr(exc, "stderr", "") or exc
+            raise HostConnectError(f"Could not read Paddock's SSH key {path}: {detail}") from None
+        public = proc.stdout.strip()
+        if len(public.split()) == 2:
+            public += " paddock"
+        _atomic_write(pub, public + "\n", 0o644)
+        return public
+
+
 def scan_host_key(address: str, port: int | None, timeout: int = 5) -> str:
     """The host's SSH public key (``type base64``), as offered now: the key to pin."""
+    target = f"{address}:{port or 22}"
+    try:
+        # ssh-keyscan says nothing about why it got no key: a plain TCP connect does.
+        socket.create_connection((address, port or 22), timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or exc.__class__.__name__
+        raise HostConnectError(f"Could not reach SSH on {target}: {reason}.") from None
     cmd = ["ssh-keyscan", "-T", str(timeout), "-t", ",".join(_KEYTYPES)]
     if port:
         cmd += ["-p", str(port)]
-    cmd.append(address)
+    cmd += ["--", address]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 5, check=False)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout + 5, check=False,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise HostConnectError(f"Could not read the SSH host key of {address}: {exc}") from None
+        raise HostConnectError(f"Could not read the SSH host key of {target}: {exc}") from None
     keys = {}
     for line in proc.stdout.splitlines():
         fields = line.split()
@@ -138,37 +227,95 @@ def scan_host_key(address: str, port: int | None, timeout: int = 5) -> str:
     for keytype in _KEYTYPES:
         if keytype in keys:
             return keys[keytype]
-    raise HostConnectError(f"{address} offered no SSH host key (is sshd listening there?).")
+    raise HostConnectError(f"{target} offered no SSH host key (is sshd listening there?).")
 
 
-def known_hosts_file(host_name: str, address: str, port: int | None, key: str) -> Path:
-    """Write the pinned key where libvirt's libssh transport verifies it on every connection."""
-    path = ssh_dir() / f"known_hosts.{host_name}"
-    path.write_text(f"{_known_hosts_host(address, port)} {key}\n")
-    path.chmod(0o600)
+def _write_if_changed(path: Path, content: str, mode: int) -> Path:
+    """Replace ``path`` atomically, and only when its content changes, so a connection being
+    opened meanwhile never reads a partial file."""
+    with _ssh_files_lock:
+        try:
+            if path.read_text() == content:
+                return path
+        except OSError:
+            pass
+        _atomic_write(path, content, mode)
     return path
 
 
+def known_hosts_file(host_name: str, address: str, port: int | None, key: str) -> Path:
+    """The host's own known_hosts file: its pinned key and nothing else."""
+    content = f"{_known_hosts_host(address, port)} {_pinned_key(key)}\n"
+    return _write_if_changed(ssh_dir() / f"known_hosts.{host_name}", content, 0o600)
+
+
+def ssh_options(known_hosts: Path) -> list[str]:
+    """``ssh`` and the options every SSH connection to a host uses: the pinned key only (no
+    user or system known_hosts, no ssh_config), Paddock's own key only, never a prompt, a
+    bounded connect time and dead-peer detection."""
+    timeout = int(settings.PADDOCK.get("CONNECT_TIMEOUT", 15))
+    options = {
+        "UserKnownHostsFile": str(known_hosts),
+        "GlobalKnownHostsFile": "/dev/null",
+        "StrictHostKeyChecking": "yes",
+        "UpdateHostKeys": "no",
+        "CheckHostIP": "no",
+        "BatchMode": "yes",
+        "PreferredAuthentications": "publickey",
+        "IdentitiesOnly": "yes",
+        "IdentityFile": str(settings.PADDOCK["SSH_KEY"]),
+        "IdentityAgent": "none",
+        "ConnectTimeout": str(timeout),
+        "ServerAliveInterval": "5",
+        "ServerAliveCountMax": "3",
+        "LogLevel": "ERROR",
+    }
+    argv = [shutil.which("ssh") or "ssh", "-F", "/dev/null"]
+    for name, value in options.items():
+        argv += ["-o", f"{name}={value}"]
+    return argv
+
+
+def ssh_wrapper(host_name: str, known_hosts: Path) -> Path:
+    """An executable that runs ``ssh`` with :func:`ssh_options` for this host and passes its
+    arguments on: libvirt's ``command=`` URI parameter names a program, not a command line.
+
+    When a connection fails libvirt reports what ssh wrote to stderr, but only up to 1 KiB:
+    past that (ssh's changed-key banner with a long known_hosts path) it says "Value too large
+    for defined data type" instead. So only ssh's last two lines, the reason, are passed on.
+    """
+    script = (
+        "#!/bin/sh\n"
+        "{ " + shlex.join(ssh_options(known_hosts)) + ' "$@" 2>&1 1>&3 3>&- '
+        "| tr -d '\\r' | tail -n 2 | cut -c 1-400 >&2; } 3>&1\n"
+    )
+    return _write_if_changed(ssh_dir() / f"ssh.{host_name}", script, 0o700)
+
+
 def effective_uri(host) -> str:
-    """The URI libvirt is given: remote hosts go through libssh with the pinned known_hosts."""
+    """The URI libvirt is given. A remote host goes through OpenSSH (``qemu+ssh``), run by a
+    per-host wrapper that trusts only the key pinned for that host: on every connection ssh
+    refuses a changed key ("Host key for ... has changed and you have requested strict
+    checking. Host key verification failed.") and, with ``StrictHostKeyChecking=yes``, an
+    unknown one.
+
+    Not libvirt's libssh transport (``qemu+libssh``, ``known_hosts_verify=normal``), although it
+    checks the key too: with libvirt 9.0 and libssh 0.10 a reply larger than about 4 KiB (the
+    capabilities, most domain XML) stalls until the next keepalive tick, or forever without an
+    event loop; and it also reads ~/.ssh/config and the system-wide known_hosts file.
+    """
     parsed = parse_uri(host.uri)
     if parsed.kind != "ssh":
         return parsed.raw
     if not host.ssh_host_key:
         raise HostConnectError("The host has no pinned SSH host key.")
     known_hosts = known_hosts_file(host.name, parsed.address, parsed.port, host.ssh_host_key)
+    if not Path(settings.PADDOCK["SSH_KEY"]).exists():
+        ensure_client_key()  # a first start: the key to put in the hosts' authorized_keys
+    wrapper = ssh_wrapper(host.name, known_hosts)
     netloc = f"{parsed.user}@{parsed.address}" + (f":{parsed.port}" if parsed.port else "")
-    query = urlencode(
-        {
-            "keyfile": settings.PADDOCK["SSH_KEY"],
-            "known_hosts": str(known_hosts),
-            # "normal" refuses a changed key and, with nobody to ask, an unknown one.
-            "known_hosts_verify": "normal",
-            "sshauth": "privkey",
-            "no_tty": "1",
-        }
-    )
-    return f"qemu+libssh://{netloc}/system?{query}"
+    query = urlencode({"command": str(wrapper), "no_tty": "1"})
+    return f"qemu+ssh://{netloc}/system?{query}"
 
 
 # --- Connections ----------------------------------------------------------------------------

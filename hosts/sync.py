@@ -12,9 +12,21 @@ import libvirt
 from django.db import transaction
 from django.utils import timezone
 
-from .capabilities import apply_free_hugepages, parse_capabilities, simulated_topology
+from .capabilities import (
+    apply_free_hugepages,
+    parse_capabilities,
+    parse_domain_capabilities,
+    parse_machine_types,
+    simulated_topology,
+)
 from .choices import HostStatus, PoolState
-from .connection import HostConnectError, get_connection, libvirt_error_message, parse_uri
+from .connection import (
+    HostConnectError,
+    drop_connection,
+    get_connection,
+    libvirt_error_message,
+    parse_uri,
+)
 from .models import Host, Network, StoragePool, Volume
 from .netxml import parse_network
 from .poolxml import parse_pool, parse_volume
@@ -40,7 +52,8 @@ def mark_unreachable(host: Host, message: str, status: str = HostStatus.ERROR) -
 
 
 def read_host_facts(host: Host, conn: libvirt.virConnect) -> dict:
-    topo = parse_capabilities(conn.getCapabilities())
+    caps_xml = conn.getCapabilities()
+    topo = parse_capabilities(caps_xml)
     if parse_uri(host.uri).simulated:
         virt_types = topo.virt_types
         topo = simulated_topology()
@@ -67,6 +80,18 @@ def read_host_facts(host: Host, conn: libvirt.virConnect) -> dict:
     fields["hypervisor_version"] = _version(conn.getVersion())
     fields["libvirt_version"] = _version(conn.getLibVersion())
     fields["simulated"] = parse_uri(host.uri).simulated
+    fields["machine_types"] = parse_machine_types(caps_xml)
+    fields["cpu_models"], fields["uefi_loader"] = [], ""
+    preferred = "kvm" if "kvm" in topo.virt_types else "qemu"
+    if preferred in topo.virt_types:
+        try:
+            domcaps = conn.getDomainCapabilities(None, "x86_64", None, preferred, 0)
+        except libvirt.libvirtError:
+            domcaps = None  # not every driver answers; named models stay unknown
+        if domcaps:
+            parsed = parse_domain_capabilities(domcaps)
+            fields["cpu_models"] = parsed["cpu_models"]
+            fields["uefi_loader"] = parsed["uefi_loader"]
     return fields
 
 
@@ -177,6 +202,8 @@ def sync_host(
     except libvirt.libvirtError as exc:
         message = libvirt_error_message(exc)
         mark_unreachable(host, message)
+        # The connection may be dead: the next attempt opens a fresh one.
+        drop_connection(host)
         raise HostConnectError(message) from None
     now = timezone.now()
     facts.update(status=HostStatus.ONLINE, last_error="", last_seen=now, last_synced=now)
