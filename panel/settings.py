@@ -113,7 +113,16 @@ ASGI_APPLICATION = "panel.asgi.application"
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # Each ASGI request runs in its own thread, so persistent connections are never
+        # reused there: a small pool per process keeps connections open and bounded instead.
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": int(os.environ.get("PADDOCK_DB_POOL_MIN", "1")),
+            "max_size": int(os.environ.get("PADDOCK_DB_POOL_MAX", "8")),
+            "timeout": 10,
+        }
 else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {

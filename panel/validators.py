@@ -9,7 +9,7 @@ from django.core.validators import RegexValidator
 
 # Names Paddock hands to libvirt, file systems or shells: letters, digits and ._- only, starting
 # with a letter or digit. That excludes XML metacharacters, quotes, spaces, slashes and `..`.
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 
 validate_name = RegexValidator(
     NAME_RE,
@@ -17,7 +17,7 @@ validate_name = RegexValidator(
     code="invalid_name",
 )
 
-TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=-]{0,49}$")
+TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=-]{0,49}\Z")
 MAX_TAGS = 32
 
 

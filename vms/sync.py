@@ -110,6 +110,7 @@ def sync_domains(host: Host, conn: libvirt.virConnect) -> dict:
     to_update: list[VirtualMachine] = []
     devices_changed: list[tuple[VirtualMachine, DomainSpec]] = []
     update_fields: set[str] = set()
+    untouched: list[int] = []
 
     for spec, state, reason, autostart, persistent in domains:
         key = str(uuidlib.UUID(spec.uuid))
@@ -140,9 +141,11 @@ def sync_domains(host: Host, conn: libvirt.virConnect) -> dict:
         for f in changed:
             setattr(vm, f, values[f])
         vm.synced_at = now
-        changed.add("synced_at")
-        to_update.append(vm)
-        update_fields |= changed
+        if changed:
+            to_update.append(vm)
+            update_fields |= changed
+        else:
+            untouched.append(vm.pk)
         old_disks = sorted(_disk_key(d) for d in vm.disks.all())
         old_nics = sorted(_nic_key(n) for n in vm.nics.all())
         if old_disks != sorted(_disk_key(d) for d in spec.disks) or old_nics != sorted(
@@ -161,6 +164,8 @@ def sync_domains(host: Host, conn: libvirt.virConnect) -> dict:
             VirtualMachine.objects.bulk_update(
                 to_update, sorted(update_fields | {"synced_at"}), batch_size=500
             )
+        if untouched:
+            VirtualMachine.objects.filter(pk__in=untouched).update(synced_at=now)
         for vm in vanished:
             vm.gone, vm.gone_at = True, now
             vm.state, vm.vnc_port = VMState.UNKNOWN, None
@@ -187,6 +192,7 @@ def sync_domains(host: Host, conn: libvirt.virConnect) -> dict:
         "domains": len(domains),
         "created": len(to_create),
         "updated": len(to_update),
+        "unchanged": len(untouched),
         "gone": len(vanished),
     }
 
@@ -198,3 +204,86 @@ def _disk_row(vm: VirtualMachine, d: DiskSpec, volumes_by_path: dict[str, int]) 
 def _nic_row(vm: VirtualMachine, n: NicSpec, networks_by_name: dict[str, int]) -> Nic:
     network_id = networks_by_name.get(n.source) if n.source_type == "network" else None
     return Nic(vm=vm, network_id=network_id, **asdict(n))
+
+
+def refresh_vm(vm: VirtualMachine, conn: libvirt.virConnect) -> VirtualMachine:
+    """Re-read one VM's domain after an operation: fields, devices and snapshots.
+
+    Disks keep their ``owned`` flag by guest target and source path.
+    """
+    dom = conn.lookupByUUIDString(str(vm.uuid))
+    spec = parse_domain(dom.XMLDesc(0))
+    code, reason = dom.state()
+    state = state_from_libvirt(code)
+    values = {f: getattr(spec, f) for f in _MIRRORED}
+    values.update(
+        state=state,
+        state_reason=str(reason),
+        autostart=bool(dom.autostart()),
+        persistent=bool(dom.isPersistent()),
+        gone=False,
+        gone_at=None,
+        synced_at=timezone.now(),
+    )
+    owned = {(d.target, d.source) for d in vm.disks.filter(owned=True)}
+    volumes_by_path = dict(
+        Volume.objects.filter(pool__host_id=vm.host_id, gone=False)
+        .exclude(path="")
+        .values_list("path", "pk")
+    )
+    networks_by_name = dict(
+        Network.objects.filter(host_id=vm.host_id, gone=False).values_list("name", "pk")
+    )
+    with transaction.atomic():
+        VirtualMachine.objects.filter(pk=vm.pk).update(**values)
+        for key, value in values.items():
+            setattr(vm, key, value)
+        Disk.objects.filter(vm=vm).delete()
+        Nic.objects.filter(vm=vm).delete()
+        disks = [_disk_row(vm, d, volumes_by_path) for d in spec.disks]
+        for disk in disks:
+            disk.owned = (disk.target, disk.source) in owned
+        Disk.objects.bulk_create(disks)
+        Nic.objects.bulk_create([_nic_row(vm, n, networks_by_name) for n in spec.nics])
+        sync_snapshots(vm, dom)
+    return vm
+
+
+def sync_snapshots(vm: VirtualMachine, dom: libvirt.virDomain) -> None:
+    from datetime import UTC, datetime
+
+    from panel.xmlutil import parse as parse_xml
+
+    from .models import Snapshot
+
+    try:
+        snaps = dom.listAllSnapshots(0)
+    except libvirt.libvirtError:
+        return  # the driver keeps no snapshots
+    try:
+        current = dom.snapshotCurrent(0).getName()
+    except libvirt.libvirtError:
+        current = ""
+    rows = []
+    for snap in snaps:
+        root = parse_xml(snap.getXMLDesc(0))
+        try:
+            parent = snap.getParent(0).getName()
+        except libvirt.libvirtError:
+            parent = ""
+        created = root.findtext("creationTime")
+        rows.append(
+            Snapshot(
+                vm=vm,
+                name=snap.getName(),
+                parent_name=parent,
+                description=(root.findtext("description") or "")[:200],
+                vm_state=root.findtext("state") or "",
+                has_memory=root.find("memory[@snapshot='internal']") is not None
+                or (root.findtext("state") or "") in ("running", "paused"),
+                is_current=snap.getName() == current,
+                created=datetime.fromtimestamp(int(created), tz=UTC) if created else None,
+            )
+        )
+    Snapshot.objects.filter(vm=vm).delete()
+    Snapshot.objects.bulk_create(rows)
