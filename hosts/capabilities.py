@@ -122,3 +122,39 @@ def apply_free_hugepages(topo: Topology, free_by_cell: dict[int, dict[int, int]]
 
 def simulated_topology() -> Topology:
     return parse_capabilities(SIMULATED_CAPABILITIES.read_text())
+
+
+def parse_machine_types(xml: str, arch: str = "x86_64") -> list[str]:
+    """Machine type names (aliases such as ``q35`` and ``pc`` first) offered for ``arch``."""
+    root = parse(xml)
+    aliases, names = [], []
+    for machine in root.findall(f"guest/arch[@name='{arch}']/machine"):
+        name = (machine.text or "").strip()
+        if not name:
+            continue
+        target = aliases if machine.get("canonical") else names
+        if name not in target:
+            target.append(name)
+    return aliases + [n for n in names if n not in aliases]
+
+
+def parse_domain_capabilities(xml: str) -> dict:
+    """Usable named CPU models and the UEFI firmware path from ``getDomainCapabilities``."""
+    root = parse(xml)
+    models = [
+        (m.text or "").strip()
+        for m in root.findall("cpu/mode[@name='custom']/model")
+        if m.get("usable") == "yes" and (m.text or "").strip()
+    ]
+    loader = ""
+    for value in root.findall("os/loader/value"):
+        path = (value.text or "").strip()
+        # Prefer the plain OVMF build: no Secure Boot keys to enrol.
+        if path and "secboot" not in path and "ms" not in path.rsplit("/", 1)[-1].split("."):
+            loader = path
+            break
+    if root.find("os[@supported='yes']/enum[@name='firmware']/value") is None and not loader:
+        for value in root.findall("os/loader/value"):
+            loader = (value.text or "").strip()
+            break
+    return {"cpu_models": models, "uefi_loader": loader}

@@ -58,6 +58,11 @@ class Host(models.Model):
     #   "hugepages": [{"size_kib": 2048, "total": 0, "free": 0}], "distances": {"0": 10}}]
     numa_cells = models.JSONField(default=list, blank=True)
     virt_types = models.JSONField(default=list, blank=True, help_text="e.g. ['kvm', 'qemu']")
+    # From the domain capabilities of the preferred virt type: machine types, named CPU
+    # models that can run here, and whether UEFI (OVMF) firmware is available.
+    machine_types = models.JSONField(default=list, blank=True)
+    cpu_models = models.JSONField(default=list, blank=True)
+    uefi_loader = models.CharField(max_length=255, blank=True)
 
     lock = models.ForeignKey(
         "panel.Task", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -123,6 +128,9 @@ class Volume(models.Model):
     capacity = models.PositiveBigIntegerField(default=0, help_text="bytes")
     allocation = models.PositiveBigIntegerField(default=0, help_text="bytes")
     backing_path = models.CharField(max_length=1024, blank=True)
+    backing_depth = models.PositiveSmallIntegerField(
+        default=1, help_text="Images in the chain, this one included"
+    )
     description = models.CharField(max_length=200, blank=True)
     tags = models.JSONField(default=list, blank=True, validators=[validate_tags])
     gone = models.BooleanField(default=False, db_index=True)

@@ -76,6 +76,10 @@ def host_create(
             ssh_user=parsed.user,
             ssh_host_key=key,
         )
+        from panel.tasks import consume_host_queue
+
+        # Workers subscribe to the new host's queue before its first task is published.
+        transaction.on_commit(lambda: consume_host_queue(host.pk))
         task = taskrunner.create_task(
             kind=SYNC_KIND, user=user, host=host, target=f"host {host.name}", lock=[host]
         )

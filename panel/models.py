@@ -21,6 +21,17 @@ class Tenant(models.Model):
     description = models.CharField(max_length=200, blank=True)
     created = models.DateTimeField(auto_now_add=True)
 
+    # Where the tenant's operators may create VMs (platform admins create anywhere).
+    allowed_hosts = models.ManyToManyField("hosts.Host", blank=True, related_name="tenants")
+    allowed_pools = models.ManyToManyField("hosts.StoragePool", blank=True, related_name="tenants")
+    allowed_networks = models.ManyToManyField("hosts.Network", blank=True, related_name="tenants")
+
+    # Limits; empty means unlimited.
+    max_vms = models.PositiveIntegerField(null=True, blank=True)
+    max_vcpus = models.PositiveIntegerField(null=True, blank=True)
+    max_memory_mib = models.PositiveBigIntegerField(null=True, blank=True)
+    max_disk_gib = models.PositiveBigIntegerField(null=True, blank=True)
+
     class Meta:
         ordering = ["name"]
 

@@ -24,12 +24,29 @@ def tenant_create(*, user, name: str, description: str = "") -> Tenant:
     return tenant
 
 
-def tenant_update(*, user, tenant: Tenant, description: str) -> Tenant:
+QUOTA_FIELDS = ("max_vms", "max_vcpus", "max_memory_mib", "max_disk_gib")
+PLACEMENT_FIELDS = ("allowed_hosts", "allowed_pools", "allowed_networks")
+
+
+def tenant_update(*, user, tenant: Tenant, **changes) -> Tenant:
+    """Edit a tenant: description, quota limits (None = unlimited) and where it may create."""
     if not is_platform_admin(user):
         raise PermissionDenied("Only platform admins edit tenants.")
-    tenant.description = description
+    unknown = set(changes) - {"description", *QUOTA_FIELDS, *PLACEMENT_FIELDS}
+    if unknown:
+        raise ValidationError({f: "Not editable." for f in unknown})
+    fields = []
+    for key in ("description", *QUOTA_FIELDS):
+        if key in changes:
+            setattr(tenant, key, changes[key])
+            fields.append(key)
     tenant.full_clean()
-    tenant.save(update_fields=["description"])
+    with transaction.atomic():
+        if fields:
+            tenant.save(update_fields=fields)
+        for key in PLACEMENT_FIELDS:
+            if key in changes:
+                getattr(tenant, key).set(changes[key])
     return tenant
 
 

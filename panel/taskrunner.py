@@ -99,17 +99,28 @@ def create_task(
     )
     for obj in lock or []:
         locks.acquire(obj, task)
-    transaction.on_commit(lambda: dispatch(task.pk))
+    queue = queue_for(host.pk if host is not None else None)
+    transaction.on_commit(lambda: dispatch(task.pk, queue))
     from .events import task_changed
 
     task_changed(task)
     return task
 
 
-def dispatch(task_id: int) -> None:
+def queue_for(host_id: int | None) -> str:
+    """Each host has its own queue, so workers can run on (or near) the host they serve.
+
+    In the embedded default the one in-process worker takes everything from one queue.
+    """
+    if settings.EMBEDDED or host_id is None:
+        return settings.CELERY_TASK_DEFAULT_QUEUE
+    return f"host.{host_id}"
+
+
+def dispatch(task_id: int, queue: str | None = None) -> None:
     from .tasks import run_task
 
-    run_task.apply_async(args=[task_id], queue=settings.CELERY_TASK_DEFAULT_QUEUE)
+    run_task.apply_async(args=[task_id], queue=queue or settings.CELERY_TASK_DEFAULT_QUEUE)
 
 
 # --- running ----------------------------------------------------------------------------------
@@ -289,7 +300,7 @@ def recover_stale_tasks(*, force: bool = False) -> list[int]:
 
 def requeue_orphaned_queued_tasks() -> int:
     """Queue again the queued tasks whose message died with an in-process broker."""
-    ids = list(Task.objects.filter(state=TaskState.QUEUED).values_list("pk", flat=True))
-    for task_id in ids:
-        dispatch(task_id)
-    return len(ids)
+    rows = list(Task.objects.filter(state=TaskState.QUEUED).values_list("pk", "host_id"))
+    for task_id, host_id in rows:
+        dispatch(task_id, queue_for(host_id))
+    return len(rows)

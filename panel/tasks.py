@@ -17,6 +17,23 @@ def recover_stale_tasks() -> None:
 
 
 @worker_ready.connect
-def _recover_on_start(**_kwargs) -> None:
-    """A starting worker first resolves what dead workers left running."""
+def _on_worker_ready(sender=None, **_kwargs) -> None:
+    """A starting worker consumes every host's queue and resolves what dead workers left."""
+    from django.conf import settings
+
+    from hosts.models import Host
+
+    if sender is not None and not settings.EMBEDDED:
+        for host_id in Host.objects.values_list("pk", flat=True):
+            sender.add_task_queue(taskrunner.queue_for(host_id))
     taskrunner.recover_stale_tasks()
+
+
+def consume_host_queue(host_id: int) -> None:
+    """Tell running workers to consume a new host's queue: no restart needed."""
+    from django.conf import settings
+
+    from .celery import app
+
+    if not settings.EMBEDDED:
+        app.control.add_consumer(taskrunner.queue_for(host_id), reply=False)

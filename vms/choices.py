@@ -22,3 +22,32 @@ class DiskDevice(models.TextChoices):
     CDROM = "cdrom", "CD-ROM"
     FLOPPY = "floppy", "Floppy"
     LUN = "lun", "LUN"
+
+
+class Lifecycle(models.TextChoices):
+    """Paddock's own stage of a VM, beside libvirt's observed state."""
+
+    CREATING = "creating", "Creating"
+    READY = "ready", "Ready"
+    DELETING = "deleting", "Deleting"
+
+
+class PowerAction(models.TextChoices):
+    START = "start", "Start"
+    SHUTDOWN = "shutdown", "Shut down"
+    STOP = "stop", "Stop"
+    REBOOT = "reboot", "Reboot"
+    RESET = "reset", "Reset"
+    PAUSE = "pause", "Pause"
+    RESUME = "resume", "Resume"
+
+
+class DiskBus(models.TextChoices):
+    VIRTIO = "virtio", "VirtIO block"
+    SCSI = "scsi", "VirtIO SCSI"
+    SATA = "sata", "SATA"
+
+
+class MachineType(models.TextChoices):
+    Q35 = "q35", "q35 (PCIe)"
+    PC = "pc", "i440fx (PCI)"

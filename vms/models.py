@@ -8,7 +8,7 @@ from django.urls import reverse
 from hosts.models import GoneQuerySet
 from panel.validators import validate_tags
 
-from .choices import DiskDevice, Firmware, VMState
+from .choices import DiskDevice, Firmware, Lifecycle, VMState
 
 
 class VirtualMachine(models.Model):
@@ -43,6 +43,13 @@ class VirtualMachine(models.Model):
     autostart = models.BooleanField(default=False)
     persistent = models.BooleanField(default=True)
     is_template = models.BooleanField(default=False)
+    lifecycle = models.CharField(
+        max_length=16, choices=Lifecycle.choices, default=Lifecycle.READY, db_index=True
+    )
+    # The template this VM was created or cloned from (linked clones depend on its volumes).
+    source_template = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="clones"
+    )
 
     gone = models.BooleanField(default=False, db_index=True)
     gone_at = models.DateTimeField(null=True, blank=True)
@@ -82,6 +89,8 @@ class Disk(models.Model):
     io = models.CharField(max_length=16, blank=True)
     readonly = models.BooleanField(default=False)
     boot_order = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Paddock created this volume for this VM: deleting the VM may delete it.
+    owned = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["vm", "target"]
@@ -110,3 +119,25 @@ class Nic(models.Model):
 
     def __str__(self) -> str:
         return self.mac
+
+
+class Snapshot(models.Model):
+    """An internal snapshot of a VM, mirrored from libvirt (a tree by parent name)."""
+
+    vm = models.ForeignKey(VirtualMachine, on_delete=models.CASCADE, related_name="snapshots")
+    name = models.CharField(max_length=63)
+    parent_name = models.CharField(max_length=63, blank=True)
+    description = models.CharField(max_length=200, blank=True)
+    vm_state = models.CharField(max_length=16, blank=True, help_text="VM state when taken")
+    has_memory = models.BooleanField(default=False)
+    is_current = models.BooleanField(default=False)
+    created = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["vm", "created", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["vm", "name"], name="snapshot_unique_vm_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,34 +1,551 @@
-"""Writes on VMs. The UI and the API both call these; neither talks to libvirt."""
+"""Writes on VMs. The UI and the API both call these; neither talks to libvirt.
+
+Each function authorizes for the VM's tenant, validates everything it can from the inventory
+(answering ValidationError with field messages before anything is queued), checks the
+tenant's quota, takes the VM's lock and writes a Task that a worker carries out.
+"""
 
 from __future__ import annotations
 
+import random
+import re
+import uuid as uuidlib
+from dataclasses import dataclass
+
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import Sum
 
-from panel.models import Tenant
+from hosts.choices import HostStatus, PoolState, PoolType
+from hosts.models import Host, Network, StoragePool, Volume
+from panel import taskrunner
+from panel.models import Task, Tenant
 from panel.tenancy import Action, can, is_platform_admin
-from panel.validators import validate_tags
+from panel.validators import NAME_RE, validate_tags
 
-from .models import VirtualMachine
+from .choices import DiskBus, DiskDevice, Firmware, Lifecycle, MachineType, PowerAction, VMState
+from .models import Disk, Nic, VirtualMachine
+
+GIB = 1024**3
+MIN_MEMORY_MIB = 64
+MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+SNAPSHOT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+# Observed states from which each power action makes sense.
+POWER_FROM = {
+    PowerAction.START: {VMState.SHUTOFF, VMState.CRASHED},
+    PowerAction.SHUTDOWN: {VMState.RUNNING},
+    PowerAction.STOP: {VMState.RUNNING, VMState.PAUSED, VMState.CRASHED, VMState.PMSUSPENDED},
+    PowerAction.REBOOT: {VMState.RUNNING},
+    PowerAction.RESET: {VMState.RUNNING, VMState.PAUSED},
+    PowerAction.PAUSE: {VMState.RUNNING},
+    PowerAction.RESUME: {VMState.PAUSED, VMState.PMSUSPENDED},
+}
+POWER_DESIRED = {
+    PowerAction.START: VMState.RUNNING,
+    PowerAction.SHUTDOWN: VMState.SHUTOFF,
+    PowerAction.STOP: VMState.SHUTOFF,
+    PowerAction.REBOOT: VMState.RUNNING,
+    PowerAction.RESET: VMState.RUNNING,
+    PowerAction.PAUSE: VMState.PAUSED,
+    PowerAction.RESUME: VMState.RUNNING,
+}
+
+
+class Errors:
+    """Collects field errors so a request hears about every problem at once."""
+
+    def __init__(self):
+        self.errors: dict[str, list[str]] = {}
+
+    def add(self, field: str, message: str) -> None:
+        self.errors.setdefault(field, []).append(message)
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise ValidationError(self.errors)
+
+
+def _require(user, action: str, tenant_id: int | None, what: str) -> None:
+    if not can(user, action, tenant_id):
+        raise PermissionDenied(f"Your role may not {what}.")
+
+
+def _require_ready(vm: VirtualMachine) -> None:
+    if vm.gone:
+        raise ValidationError({"vm": "This VM is gone from its host."})
+    if vm.lifecycle != Lifecycle.READY:
+        raise ValidationError({"vm": f"This VM is {vm.get_lifecycle_display().lower()}."})
+
+
+# --- quotas and placement ---------------------------------------------------------------------
+
+
+def tenant_usage(tenant: Tenant) -> dict:
+    vms = VirtualMachine.objects.filter(tenant=tenant, gone=False, is_template=False)
+    agg = vms.aggregate(vcpus=Sum("vcpus"), memory=Sum("memory_mib"))
+    disk_bytes = (
+        Volume.objects.filter(disks__vm__tenant=tenant, disks__vm__gone=False, disks__device="disk")
+        .distinct()
+        .aggregate(total=Sum("capacity"))["total"]
+        or 0
+    )
+    return {
+        "vms": vms.count(),
+        "vcpus": agg["vcpus"] or 0,
+        "memory_mib": agg["memory"] or 0,
+        "disk_gib": round(disk_bytes / GIB, 1),
+    }
+
+
+def tenant_limits(tenant: Tenant) -> dict:
+    return {
+        "vms": tenant.max_vms,
+        "vcpus": tenant.max_vcpus,
+        "memory_mib": tenant.max_memory_mib,
+        "disk_gib": tenant.max_disk_gib,
+    }
+
+
+def check_quota(tenant: Tenant, *, vms=0, vcpus=0, memory_mib=0, disk_gib=0.0) -> None:
+    """Refuse a request that would take the tenant over a limit, saying limit and usage."""
+    usage = tenant_usage(tenant)
+    limits = tenant_limits(tenant)
+    asked = {"vms": vms, "vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib}
+    errors = Errors()
+    for key, extra in asked.items():
+        limit = limits[key]
+        if limit is not None and extra > 0 and usage[key] + extra > limit:
+            errors.add(
+                "quota",
+                f"Quota of tenant {tenant.name} exceeded for {key}: limit {limit}, "
+                f"in use {usage[key]}, asked {extra:g} more.",
+            )
+    errors.raise_if_any()
+
+
+def _allowed(user, tenant: Tenant, obj) -> bool:
+    if is_platform_admin(user):
+        return True
+    if isinstance(obj, Host):
+        return tenant.allowed_hosts.filter(pk=obj.pk).exists()
+    if isinstance(obj, StoragePool):
+        return tenant.allowed_pools.filter(pk=obj.pk).exists()
+    if isinstance(obj, Network):
+        return tenant.allowed_networks.filter(pk=obj.pk).exists()
+    return False
+
+
+def committed_memory_mib(host: Host) -> int:
+    return (
+        VirtualMachine.objects.filter(host=host, gone=False).aggregate(m=Sum("memory_mib"))["m"]
+        or 0
+    )
+
+
+def choose_host(user, tenant: Tenant, vcpus: int, memory_mib: int) -> Host | None:
+    """The online host with the most free memory that fits the VM, among those allowed."""
+    hosts = Host.objects.filter(status=HostStatus.ONLINE)
+    if not is_platform_admin(user):
+        hosts = hosts.filter(pk__in=tenant.allowed_hosts.values("pk"))
+    best, best_free = None, -1
+    for host in hosts:
+        if (host.cpus or 0) < vcpus:
+            continue
+        free = (host.memory_mib or 0) - committed_memory_mib(host)
+        if free >= memory_mib and free > best_free:
+            best, best_free = host, free
+    return best
+
+
+def default_virt_type(host: Host) -> str:
+    if "test" in host.virt_types:
+        return "test"
+    return "kvm" if "kvm" in host.virt_types else "qemu"
+
+
+def new_mac() -> str:
+    while True:
+        mac = "52:54:00:" + ":".join(f"{random.randrange(256):02x}" for _ in range(3))
+        if not Nic.objects.filter(mac=mac, vm__gone=False).exists():
+            return mac
+
+
+def _clean_mac(raw: str | None, errors: Errors, field: str, taken: set[str]) -> str:
+    if not raw:
+        mac = new_mac()
+        while mac in taken:
+            mac = new_mac()
+        taken.add(mac)
+        return mac
+    mac = raw.strip().lower().replace("-", ":")
+    if not MAC_RE.match(mac):
+        errors.add(field, f"{raw!r} is not a MAC address (aa:bb:cc:dd:ee:ff).")
+    elif int(mac[:2], 16) & 1:
+        errors.add(field, f"{raw} is a multicast address; a NIC needs a unicast MAC.")
+    elif mac in taken or Nic.objects.filter(mac=mac, vm__gone=False).exists():
+        errors.add(field, f"MAC {mac} is already in use.")
+    taken.add(mac)
+    return mac
+
+
+# --- create -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _DiskPlan:
+    params: dict
+    gib: float
+    pool_id: int | None
+
+
+def _plan_disks(user, tenant, host, disks, errors: Errors) -> list[_DiskPlan]:
+    plans: list[_DiskPlan] = []
+    need_per_pool: dict[int, float] = {}
+    for i, disk in enumerate(disks or []):
+        field = f"disks[{i}]"
+        bus = disk.get("bus") or DiskBus.VIRTIO
+        if bus not in DiskBus.values:
+            errors.add(field, f"Unknown bus {bus!r}: use {', '.join(DiskBus.values)}.")
+        if disk.get("source_volume"):
+            vol = (
+                Volume.objects.select_related("pool")
+                .filter(pk=disk["source_volume"], gone=False)
+                .first()
+            )
+            mode = disk.get("clone") or "linked"
+            if vol is None or (host and vol.pool.host_id != host.pk):
+                errors.add(field, "Unknown source volume on this host.")
+                continue
+            if not _allowed(user, tenant, vol.pool):
+                errors.add(field, "This tenant may not use that volume's pool.")
+                continue
+            if mode not in ("linked", "full"):
+                errors.add(field, "clone must be 'linked' or 'full'.")
+                continue
+            if mode == "linked" and vol.pool.pool_type != PoolType.DIR:
+                errors.add(field, "Linked clones need a directory pool (qcow2 backing files).")
+                continue
+            gib = vol.capacity / GIB
+            # A linked clone starts empty; a full copy needs the source's allocation.
+            need = 0.2 if mode == "linked" else max(vol.allocation, 1) / GIB
+            need_per_pool[vol.pool_id] = need_per_pool.get(vol.pool_id, 0) + need
+            plans.append(
+                _DiskPlan(
+                    params={
+                        "kind": "clone",
+                        "source_path": vol.path,
+                        "pool": vol.pool.name,
+                        "mode": mode,
+                        "bus": bus,
+                        "format": "qcow2" if mode == "linked" else (vol.format or "raw"),
+                    },
+                    gib=gib,
+                    pool_id=vol.pool_id,
+                )
+            )
+            continue
+        pool = StoragePool.objects.filter(pk=disk.get("pool"), gone=False).first()
+        if pool is None or (host and pool.host_id != host.pk):
+            errors.add(field, f"Unknown pool {disk.get('pool')!r} on this host.")
+            continue
+        if not _allowed(user, tenant, pool):
+            errors.add(field, f"This tenant may not use pool {pool.name}.")
+            continue
+        if pool.state != PoolState.ACTIVE:
+            errors.add(field, f"Pool {pool.name} is {pool.state}.")
+            continue
+        fmt = disk.get("format") or ("raw" if pool.pool_type == PoolType.LOGICAL else "qcow2")
+        if pool.pool_type == PoolType.LOGICAL and fmt != "raw":
+            errors.add(field, "LVM volumes are raw.")
+            continue
+        if fmt not in ("raw", "qcow2"):
+            errors.add(field, "format must be raw or qcow2.")
+            continue
+        try:
+            size = float(disk.get("size_gib"))
+        except (TypeError, ValueError):
+            errors.add(field, "size_gib must be a number of GiB.")
+            continue
+        if size <= 0 or size > 64 * 1024:
+            errors.add(field, "size_gib must be between 0 and 65536.")
+            continue
+        # qcow2 grows on demand; raw files in dir pools are sparse too, but LVM is not.
+        need = size if pool.pool_type == PoolType.LOGICAL else min(size, 1.0)
+        need_per_pool[pool.pk] = need_per_pool.get(pool.pk, 0) + (size if fmt == "raw" else need)
+        plans.append(
+            _DiskPlan(
+                params={
+                    "kind": "new",
+                    "pool": pool.name,
+                    "size_bytes": int(size * GIB),
+                    "format": fmt,
+                    "bus": bus,
+                    "logical": pool.pool_type == PoolType.LOGICAL,
+                },
+                gib=size,
+                pool_id=pool.pk,
+            )
+        )
+    for pool_id, need in need_per_pool.items():
+        pool = StoragePool.objects.get(pk=pool_id)
+        if need * GIB > pool.available:
+            errors.add(
+                "disks",
+                f"Pool {pool.name} has {pool.available / GIB:.1f} GiB free; "
+                f"these disks need {need:.1f} GiB.",
+            )
+    return plans
+
+
+def _host_of(disks, cdrom, nics) -> Host | None:
+    """The host implied by the pools, volumes and networks a request names."""
+    for disk in disks or []:
+        if disk.get("source_volume"):
+            vol = Volume.objects.filter(pk=disk["source_volume"]).select_related("pool").first()
+            if vol:
+                return vol.pool.host
+        elif disk.get("pool"):
+            pool = StoragePool.objects.filter(pk=disk["pool"]).first()
+            if pool:
+                return pool.host
+    if cdrom:
+        vol = Volume.objects.filter(pk=cdrom).select_related("pool").first()
+        if vol:
+            return vol.pool.host
+    for nic in nics or []:
+        net = Network.objects.filter(pk=nic.get("network")).first()
+        if net:
+            return net.host
+    return None
+
+
+def vm_create(
+    *,
+    user,
+    name: str,
+    tenant: Tenant,
+    vcpus: int,
+    memory_mib: int,
+    host: Host | None = None,
+    max_vcpus: int | None = None,
+    max_memory_mib: int | None = None,
+    firmware: str = Firmware.BIOS,
+    machine: str = MachineType.Q35,
+    virt_type: str | None = None,
+    cpu_model: str = "",
+    disks: list[dict] | None = None,
+    cdrom: int | None = None,
+    nics: list[dict] | None = None,
+    boot: list[str] | None = None,
+    autostart: bool = False,
+    start: bool = False,
+    description: str = "",
+    tags: list | None = None,
+) -> tuple[VirtualMachine, Task]:
+    """Validate a new VM against the inventory, quota and placement, and queue its creation."""
+    _require(user, Action.VM_CREATE, tenant.pk, "create VMs in this tenant")
+    errors = Errors()
+    if not NAME_RE.match(name or ""):
+        errors.add(
+            "name", "Use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit."
+        )
+    if not isinstance(vcpus, int) or vcpus < 1:
+        errors.add("vcpus", "At least 1 vCPU.")
+    if not isinstance(memory_mib, int) or memory_mib < MIN_MEMORY_MIB:
+        errors.add("memory_mib", f"At least {MIN_MEMORY_MIB} MiB.")
+    if firmware not in Firmware.values:
+        errors.add("firmware", "bios or uefi.")
+    if machine not in MachineType.values:
+        errors.add("machine", "q35 or pc.")
+    try:
+        validate_tags(tags or [])
+    except ValidationError as exc:
+        errors.add("tags", "; ".join(exc.messages))
+    errors.raise_if_any()
+
+    implied = _host_of(disks, cdrom, nics)
+    if host is not None and implied is not None and implied.pk != host.pk:
+        errors.add("host", "The pools, volumes and networks asked for are on another host.")
+    host = host or implied or choose_host(user, tenant, vcpus, memory_mib)
+    if host is None:
+        errors.add("host", "No online host this tenant may use has room for this VM.")
+        errors.raise_if_any()
+    if not _allowed(user, tenant, host):
+        errors.add("host", f"This tenant may not create VMs on host {host.name}.")
+    if host.status != HostStatus.ONLINE:
+        errors.add("host", f"Host {host.name} is {host.status}.")
+    if host.cpus and vcpus > host.cpus:
+        errors.add("vcpus", f"Host {host.name} has {host.cpus} CPUs; asked {vcpus}.")
+    max_vcpus = max(max_vcpus or vcpus, vcpus)
+    if host.cpus and max_vcpus > host.cpus:
+        errors.add("max_vcpus", f"Host {host.name} has {host.cpus} CPUs; asked {max_vcpus}.")
+    if host.memory_mib and memory_mib > host.memory_mib:
+        errors.add("memory_mib", f"Host {host.name} has {host.memory_mib} MiB; asked {memory_mib}.")
+    max_memory_mib = max(max_memory_mib or memory_mib, memory_mib)
+    virt_type = virt_type or default_virt_type(host)
+    if virt_type not in host.virt_types:
+        errors.add("virt_type", f"Host {host.name} offers {', '.join(host.virt_types) or 'none'}.")
+    if firmware == Firmware.UEFI and not (host.uefi_loader or host.simulated):
+        errors.add("firmware", f"Host {host.name} has no UEFI firmware (OVMF).")
+    if (
+        cpu_model
+        and cpu_model not in ("host-passthrough", "host-model")
+        and (host.cpu_models and cpu_model not in host.cpu_models)
+    ):
+        errors.add("cpu_model", f"CPU model {cpu_model} cannot run on host {host.name}.")
+    if VirtualMachine.objects.filter(host=host, name=name, gone=False).exists():
+        errors.add("name", f"A VM named {name} exists on host {host.name}.")
+
+    disk_plans = _plan_disks(user, tenant, host, disks, errors)
+    cdrom_path = ""
+    if cdrom:
+        iso = Volume.objects.filter(pk=cdrom, pool__host=host, gone=False).first()
+        if iso is None:
+            errors.add("cdrom", "Unknown ISO volume on this host.")
+        else:
+            cdrom_path = iso.path
+    nic_params = []
+    taken: set[str] = set()
+    for i, nic in enumerate(nics or []):
+        field = f"nics[{i}]"
+        net = Network.objects.filter(pk=nic.get("network"), host=host, gone=False).first()
+        if net is None:
+            errors.add(field, f"Unknown network {nic.get('network')!r} on this host.")
+            continue
+        if not _allowed(user, tenant, net):
+            errors.add(field, f"This tenant may not use network {net.name}.")
+            continue
+        mac = _clean_mac(nic.get("mac"), errors, field, taken)
+        nic_params.append({"mac": mac, "network": net.name, "model": nic.get("model") or "virtio"})
+    boot = boot or ["disk", "cdrom", "network"]
+    if any(b not in ("disk", "cdrom", "network") for b in boot):
+        errors.add("boot", "Boot devices are disk, cdrom and network.")
+    errors.raise_if_any()
+    check_quota(
+        tenant,
+        vms=1,
+        vcpus=vcpus,
+        memory_mib=memory_mib,
+        disk_gib=sum(p.gib for p in disk_plans),
+    )
+
+    params = {
+        "vcpus": vcpus,
+        "max_vcpus": max_vcpus,
+        "memory_mib": memory_mib,
+        "max_memory_mib": max_memory_mib,
+        "firmware": firmware,
+        "machine": machine,
+        "virt_type": virt_type,
+        "cpu_model": cpu_model,
+        "disks": [p.params for p in disk_plans],
+        "cdrom": cdrom_path,
+        "with_cdrom": bool(cdrom) or "cdrom" in boot[:1],
+        "nics": nic_params,
+        "boot": boot,
+        "autostart": bool(autostart),
+        "start": bool(start),
+        "description": description,
+        "created_volumes": [],
+    }
+    with transaction.atomic():
+        vm = VirtualMachine.objects.create(
+            host=host,
+            tenant=tenant,
+            name=name,
+            uuid=uuidlib.uuid4(),
+            description=description,
+            tags=tags or [],
+            vcpus=vcpus,
+            max_vcpus=max_vcpus,
+            memory_mib=memory_mib,
+            max_memory_mib=max_memory_mib,
+            firmware=firmware,
+            machine=machine,
+            virt_type=virt_type,
+            autostart=bool(autostart),
+            lifecycle=Lifecycle.CREATING,
+            desired_state=VMState.RUNNING if start else VMState.SHUTOFF,
+        )
+        task = taskrunner.create_task(
+            kind="vm.create",
+            user=user,
+            tenant=tenant,
+            host=host,
+            vm=vm,
+            target=f"vm {name}",
+            params=params,
+            lock=[vm],
+        )
+    return vm, task
+
+
+# --- power ------------------------------------------------------------------------------------
+
+
+def vm_power(
+    *, user, vm: VirtualMachine, action: str, force: bool = False, timeout: int = 120
+) -> Task:
+    _require(user, Action.VM_POWER, vm.tenant_id, "power this VM")
+    if action not in PowerAction.values:
+        raise ValidationError({"action": f"Unknown action {action!r}."})
+    _require_ready(vm)
+    if vm.is_template and action == PowerAction.START:
+        raise ValidationError({"vm": "A template cannot be started; clone it."})
+    if vm.state not in POWER_FROM[action]:
+        raise ValidationError(
+            {"vm": f"Cannot {action} a VM that is {vm.get_state_display().lower()}."}
+        )
+    if not 5 <= int(timeout) <= 3600:
+        raise ValidationError({"timeout": "Between 5 and 3600 seconds."})
+    with transaction.atomic():
+        task = taskrunner.create_task(
+            kind="vm.power",
+            user=user,
+            tenant=vm.tenant,
+            host=vm.host,
+            vm=vm,
+            target=f"vm {vm.name}",
+            params={"action": action, "force": bool(force), "timeout": int(timeout)},
+            lock=[vm],
+        )
+        VirtualMachine.objects.filter(pk=vm.pk).update(desired_state=POWER_DESIRED[action])
+    return task
+
+
+# --- edit -------------------------------------------------------------------------------------
 
 
 def vm_update(
-    *, user, vm: VirtualMachine, description: str | None = None, tags: list | None = None,
+    *,
+    user,
+    vm: VirtualMachine,
+    description: str | None = None,
+    tags: list | None = None,
     tenant: Tenant | None = None,
-) -> VirtualMachine:  # fmt: skip
-    """Edit Paddock's own fields of a VM: description, tags and (platform admins) tenant."""
-    if not can(user, Action.VM_CHANGE, vm.tenant_id):
-        raise PermissionDenied("Your role may not edit this VM.")
+    name: str | None = None,
+    vcpus: int | None = None,
+    memory_mib: int | None = None,
+    autostart: bool | None = None,
+) -> Task | None:
+    """Edit a VM. Paddock's own fields change at once; what the host must change is a task.
+
+    Returns the task, or None when nothing on the host had to change.
+    """
+    _require(user, Action.VM_CHANGE, vm.tenant_id, "edit this VM")
+    errors = Errors()
     fields = []
     if description is not None:
         if len(description) > 200:
-            raise ValidationError({"description": "At most 200 characters."})
+            errors.add("description", "At most 200 characters.")
         vm.description = description
         fields.append("description")
     if tags is not None:
         try:
             validate_tags(tags)
         except ValidationError as exc:
-            raise ValidationError({"tags": exc.messages}) from None
+            errors.add("tags", "; ".join(exc.messages))
         vm.tags = tags
         fields.append("tags")
     if tenant is not None and tenant.pk != vm.tenant_id:
@@ -36,6 +553,353 @@ def vm_update(
             raise PermissionDenied("Only platform admins move VMs between tenants.")
         vm.tenant = tenant
         fields.append("tenant")
-    if fields:
-        vm.save(update_fields=[*fields, "updated"])
+
+    host_change: dict = {}
+    running = vm.state in (VMState.RUNNING, VMState.PAUSED)
+    if name is not None and name != vm.name:
+        if not NAME_RE.match(name):
+            errors.add("name", "Use 1-63 letters, digits, '.', '_' or '-'.")
+        elif VirtualMachine.objects.filter(host=vm.host, name=name, gone=False).exists():
+            errors.add("name", f"A VM named {name} exists on host {vm.host.name}.")
+        elif running:
+            errors.add("name", "Shut the VM down to rename it.")
+        host_change["name"] = name
+    if vcpus is not None and vcpus != vm.vcpus:
+        if vcpus < 1:
+            errors.add("vcpus", "At least 1 vCPU.")
+        elif vm.host.cpus and vcpus > vm.host.cpus:
+            errors.add("vcpus", f"Host {vm.host.name} has {vm.host.cpus} CPUs; asked {vcpus}.")
+        elif running and vcpus > vm.max_vcpus:
+            errors.add(
+                "vcpus",
+                f"A running VM can grow to its maximum of {vm.max_vcpus} vCPUs; "
+                "shut it down to go further.",
+            )
+        host_change["vcpus"] = vcpus
+    if memory_mib is not None and memory_mib != vm.memory_mib:
+        if memory_mib < MIN_MEMORY_MIB:
+            errors.add("memory_mib", f"At least {MIN_MEMORY_MIB} MiB.")
+        elif vm.host.memory_mib and memory_mib > vm.host.memory_mib:
+            errors.add("memory_mib", f"Host {vm.host.name} has {vm.host.memory_mib} MiB.")
+        elif running and memory_mib > vm.max_memory_mib:
+            errors.add(
+                "memory_mib",
+                f"A running VM's balloon can reach its maximum of {vm.max_memory_mib} MiB; "
+                "shut it down to go further.",
+            )
+        host_change["memory_mib"] = memory_mib
+    if autostart is not None and autostart != vm.autostart:
+        host_change["autostart"] = bool(autostart)
+    errors.raise_if_any()
+    if host_change:
+        _require_ready(vm)
+        check_quota(
+            vm.tenant,
+            vcpus=max(0, host_change.get("vcpus", vm.vcpus) - vm.vcpus),
+            memory_mib=max(0, host_change.get("memory_mib", vm.memory_mib) - vm.memory_mib),
+        )
+    with transaction.atomic():
+        if fields:
+            vm.save(update_fields=[*fields, "updated"])
+        if not host_change:
+            return None
+        return taskrunner.create_task(
+            kind="vm.edit",
+            user=user,
+            tenant=vm.tenant,
+            host=vm.host,
+            vm=vm,
+            target=f"vm {vm.name}",
+            params=host_change,
+            lock=[vm],
+        )
+
+
+# --- devices ----------------------------------------------------------------------------------
+
+
+def _vm_task(user, vm: VirtualMachine, kind: str, params: dict) -> Task:
+    with transaction.atomic():
+        return taskrunner.create_task(
+            kind=kind,
+            user=user,
+            tenant=vm.tenant,
+            host=vm.host,
+            vm=vm,
+            target=f"vm {vm.name}",
+            params=params,
+            lock=[vm],
+        )
+
+
+def disk_attach(
+    *, user, vm: VirtualMachine, size_gib=None, pool=None, format=None, bus="virtio", volume=None
+) -> Task:
+    """Add a new volume (size, pool, format) or an existing one to the VM, hot when it runs."""
+    _require(user, Action.VM_CHANGE, vm.tenant_id, "change this VM's hardware")
+    _require_ready(vm)
+    errors = Errors()
+    used = set(vm.disks.values_list("target", flat=True))
+    if bus not in DiskBus.values:
+        errors.add("bus", f"Use {', '.join(DiskBus.values)}.")
+    if vm.state in (VMState.RUNNING, VMState.PAUSED) and bus == DiskBus.SATA:
+        errors.add("bus", "SATA disks cannot be hot-plugged; use virtio or scsi.")
+    from .domxml import target_names
+
+    target = target_names(bus if bus == "virtio" else "scsi", used)[0]
+    params: dict = {"bus": bus, "target": target, "created_volumes": []}
+    if volume is not None:
+        vol = Volume.objects.filter(pk=volume, pool__host=vm.host_id, gone=False).first()
+        if vol is None:
+            errors.add("volume", "Unknown volume on this VM's host.")
+        elif Disk.objects.filter(volume=vol, vm__gone=False).exists():
+            errors.add("volume", f"Volume {vol.name} is attached to a VM already.")
+        else:
+            params.update(kind="existing", path=vol.path, format=vol.format or "raw")
+        errors.raise_if_any()
+    else:
+        plans = _plan_disks(
+            user, vm.tenant, vm.host, [{"size_gib": size_gib, "pool": pool, "format": format,
+                                        "bus": bus}], errors,
+        )  # fmt: skip
+        errors.raise_if_any()
+        check_quota(vm.tenant, disk_gib=plans[0].gib)
+        params.update(plans[0].params)
+    return _vm_task(user, vm, "vm.disk_attach", params)
+
+
+def disk_detach(*, user, vm: VirtualMachine, disk: Disk, delete_volume: bool = False) -> Task:
+    _require(user, Action.VM_CHANGE, vm.tenant_id, "change this VM's hardware")
+    _require_ready(vm)
+    if disk.device == DiskDevice.CDROM:
+        raise ValidationError({"disk": "Eject the CD-ROM instead of removing the drive."})
+    if vm.state in (VMState.RUNNING, VMState.PAUSED) and disk.bus == DiskBus.SATA:
+        raise ValidationError({"disk": "SATA disks cannot be unplugged live; shut the VM down."})
+    return _vm_task(
+        user,
+        vm,
+        "vm.disk_detach",
+        {"target": disk.target, "path": disk.source, "delete_volume": bool(delete_volume)},
+    )
+
+
+def disk_grow(*, user, vm: VirtualMachine, disk: Disk, size_gib) -> Task:
+    _require(user, Action.VM_CHANGE, vm.tenant_id, "change this VM's hardware")
+    _require_ready(vm)
+    try:
+        size = float(size_gib)
+    except (TypeError, ValueError):
+        raise ValidationError({"size_gib": "A number of GiB."}) from None
+    current = disk.volume.capacity if disk.volume else 0
+    if disk.device != DiskDevice.DISK or not disk.source:
+        raise ValidationError({"disk": "Only disks with a volume can grow."})
+    if size * GIB < current:
+        raise ValidationError(
+            {"size_gib": f"Shrinking is refused: the disk is {current / GIB:g} GiB and "
+             f"shrinking it would destroy the data past {size:g} GiB."}
+        )  # fmt: skip
+    if size * GIB == current:
+        raise ValidationError({"size_gib": f"The disk is {size:g} GiB already."})
+    check_quota(vm.tenant, disk_gib=(size * GIB - current) / GIB)
+    return _vm_task(
+        user, vm, "vm.disk_grow", {"target": disk.target, "path": disk.source,
+                                   "size_bytes": int(size * GIB)}
+    )  # fmt: skip
+
+
+def cdrom_change(*, user, vm: VirtualMachine, volume: int | None) -> Task:
+    _require(user, Action.VM_CHANGE, vm.tenant_id, "change this VM's hardware")
+    _require_ready(vm)
+    drive = vm.disks.filter(device=DiskDevice.CDROM).first()
+    if drive is None:
+        raise ValidationError({"cdrom": "This VM has no CD-ROM drive."})
+    path = ""
+    if volume is not None:
+        iso = Volume.objects.filter(pk=volume, pool__host=vm.host_id, gone=False).first()
+        if iso is None:
+            raise ValidationError({"volume": "Unknown ISO volume on this VM's host."})
+        path = iso.path
+    return _vm_task(user, vm, "vm.cdrom", {"target": drive.target, "bus": drive.bus, "path": path})
+
+
+def nic_attach(*, user, vm: VirtualMachine, network: int, mac: str | None = None,
+               model: str = "virtio") -> Task:  # fmt: skip
+    _require(user, Action.VM_CHANGE, vm.tenant_id, "change this VM's hardware")
+    _require_ready(vm)
+    errors = Errors()
+    net = Network.objects.filter(pk=network, host=vm.host_id, gone=False).first()
+    if net is None:
+        errors.add("network", "Unknown network on this VM's host.")
+    elif not _allowed(user, vm.tenant, net):
+        errors.add("network", f"This tenant may not use network {net.name}.")
+    if model not in ("virtio", "e1000e", "rtl8139"):
+        errors.add("model", "virtio, e1000e or rtl8139.")
+    mac = _clean_mac(mac, errors, "mac", set())
+    errors.raise_if_any()
+    return _vm_task(user, vm, "vm.nic_attach", {"mac": mac, "network": net.name, "model": model})
+
+
+def nic_detach(*, user, vm: VirtualMachine, nic: Nic) -> Task:
+    _require(user, Action.VM_CHANGE, vm.tenant_id, "change this VM's hardware")
+    _require_ready(vm)
+    return _vm_task(user, vm, "vm.nic_detach", {"mac": nic.mac})
+
+
+# --- snapshots --------------------------------------------------------------------------------
+
+
+def snapshot_refusal(vm: VirtualMachine) -> str | None:
+    """Why an internal snapshot is impossible for this VM, or None."""
+    disks = [d for d in vm.disks.all() if d.device == DiskDevice.DISK]
+    raw = [d.target for d in disks if d.format != "qcow2"]
+    if raw:
+        return (
+            f"Internal snapshots need qcow2 disks; {', '.join(raw)} "
+            f"{'is' if len(raw) == 1 else 'are'} not qcow2."
+        )
+    if vm.firmware == Firmware.UEFI and vm.state in (VMState.RUNNING, VMState.PAUSED):
+        return "A running UEFI VM cannot take an internal snapshot (its NVRAM is not qcow2); shut it down first."
+    return None
+
+
+def snapshot_create(*, user, vm: VirtualMachine, name: str, description: str = "") -> Task:
+    _require(user, Action.VM_SNAPSHOT, vm.tenant_id, "take snapshots of this VM")
+    _require_ready(vm)
+    if not SNAPSHOT_NAME_RE.match(name or ""):
+        raise ValidationError({"name": "Use 1-63 letters, digits, '.', '_' or '-'."})
+    if vm.snapshots.filter(name=name).exists():
+        raise ValidationError({"name": f"A snapshot named {name} exists."})
+    if len(description) > 200:
+        raise ValidationError({"description": "At most 200 characters."})
+    reason = snapshot_refusal(vm)
+    if reason:
+        raise ValidationError({"vm": reason})
+    return _vm_task(user, vm, "vm.snapshot_create", {"name": name, "description": description})
+
+
+def snapshot_revert(*, user, vm: VirtualMachine, name: str) -> Task:
+    _require(user, Action.VM_SNAPSHOT, vm.tenant_id, "revert this VM")
+    _require_ready(vm)
+    return _vm_task(user, vm, "vm.snapshot_revert", {"name": name})
+
+
+def snapshot_delete(*, user, vm: VirtualMachine, name: str) -> Task:
+    _require(user, Action.VM_SNAPSHOT, vm.tenant_id, "delete this VM's snapshots")
+    _require_ready(vm)
+    return _vm_task(user, vm, "vm.snapshot_delete", {"name": name})
+
+
+# --- templates, clones, delete ----------------------------------------------------------------
+
+
+def vm_make_template(*, user, vm: VirtualMachine) -> VirtualMachine:
+    _require(user, Action.VM_CHANGE, vm.tenant_id, "edit this VM")
+    _require_ready(vm)
+    if vm.state != VMState.SHUTOFF:
+        raise ValidationError({"vm": "Shut the VM down before making it a template."})
+    vm.is_template = True
+    vm.save(update_fields=["is_template", "updated"])
     return vm
+
+
+class CloneConflict(Exception):
+    """The source is running: cloning would copy disks that are being written."""
+
+
+def vm_clone(
+    *, user, vm: VirtualMachine, name: str, mode: str = "full"
+) -> tuple[VirtualMachine, Task]:
+    _require(user, Action.VM_CREATE, vm.tenant_id, "create VMs in this tenant")
+    _require_ready(vm)
+    if vm.state != VMState.SHUTOFF:
+        raise CloneConflict(
+            f"{vm.name} is {vm.get_state_display().lower()}: shut it down before cloning, "
+            "so its disks are not copied while they are written."
+        )
+    errors = Errors()
+    if mode not in ("full", "linked"):
+        errors.add("mode", "full or linked.")
+    elif mode == "linked" and not vm.is_template:
+        errors.add("mode", "Linked clones are made from templates; mark the VM as a template.")
+    if not NAME_RE.match(name or ""):
+        errors.add("name", "Use 1-63 letters, digits, '.', '_' or '-'.")
+    elif VirtualMachine.objects.filter(host=vm.host, name=name, gone=False).exists():
+        errors.add("name", f"A VM named {name} exists on host {vm.host.name}.")
+    disks = [d for d in vm.disks.select_related("volume__pool") if d.device == DiskDevice.DISK]
+    for d in disks:
+        if d.volume is None:
+            errors.add("vm", f"Disk {d.target} is not a volume of a pool Paddock knows.")
+        elif mode == "linked" and d.volume.pool.pool_type != PoolType.DIR:
+            errors.add("mode", f"Disk {d.target} is on LVM; linked clones need a directory pool.")
+    errors.raise_if_any()
+    disk_gib = sum(d.volume.capacity for d in disks) / GIB
+    check_quota(vm.tenant, vms=1, vcpus=vm.vcpus, memory_mib=vm.memory_mib, disk_gib=disk_gib)
+    params = {
+        "source_uuid": str(vm.uuid),
+        "name": name,
+        "mode": mode,
+        "disks": [
+            {
+                "target": d.target,
+                "path": d.source,
+                "pool": d.volume.pool.name,
+                "format": d.volume.format,
+            }
+            for d in disks
+        ],
+        "macs": {n.mac: new_mac() for n in vm.nics.all()},
+        "created_volumes": [],
+    }
+    with transaction.atomic():
+        clone = VirtualMachine.objects.create(
+            host=vm.host,
+            tenant=vm.tenant,
+            name=name,
+            uuid=uuidlib.uuid4(),
+            vcpus=vm.vcpus,
+            max_vcpus=vm.max_vcpus,
+            memory_mib=vm.memory_mib,
+            max_memory_mib=vm.max_memory_mib,
+            firmware=vm.firmware,
+            machine=vm.machine,
+            virt_type=vm.virt_type,
+            lifecycle=Lifecycle.CREATING,
+            desired_state=VMState.SHUTOFF,
+            source_template=vm if vm.is_template else None,
+        )
+        task = taskrunner.create_task(
+            kind="vm.clone",
+            user=user,
+            tenant=vm.tenant,
+            host=vm.host,
+            vm=clone,
+            target=f"vm {name} (clone of {vm.name})",
+            params=params,
+            # The source is locked too: it must not start or change while it is copied.
+            lock=[clone, vm],
+        )
+    return clone, task
+
+
+def vm_delete(*, user, vm: VirtualMachine, delete_volumes: bool = False) -> Task:
+    _require(user, Action.VM_DELETE, vm.tenant_id, "delete this VM")
+    if vm.lifecycle == Lifecycle.CREATING:
+        raise ValidationError({"vm": "This VM is still being created."})
+    if vm.is_template and vm.clones.filter(gone=False).exists() and delete_volumes:
+        names = ", ".join(vm.clones.filter(gone=False).values_list("name", flat=True)[:5])
+        raise ValidationError(
+            {"delete_volumes": f"Linked clones ({names}) use this template's volumes."}
+        )
+    with transaction.atomic():
+        task = taskrunner.create_task(
+            kind="vm.delete",
+            user=user,
+            tenant=vm.tenant,
+            host=vm.host,
+            vm=vm,
+            target=f"vm {vm.name}",
+            params={"delete_volumes": bool(delete_volumes), "uuid": str(vm.uuid)},
+            lock=[vm],
+        )
+        VirtualMachine.objects.filter(pk=vm.pk).update(lifecycle=Lifecycle.DELETING)
+    return task

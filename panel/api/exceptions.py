@@ -19,6 +19,10 @@ def validation_detail(exc: DjangoValidationError) -> dict:
 def exception_handler(exc, context):
     if isinstance(exc, DjangoValidationError):
         return Response(validation_detail(exc), status=status.HTTP_400_BAD_REQUEST)
+    from vms.services import CloneConflict
+
+    if isinstance(exc, CloneConflict):
+        return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, LockConflict):
         from .serializers import TaskSerializer
 

@@ -61,14 +61,29 @@ class TenantSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Tenant
-        fields = ["id", "name", "description", "created", "vm_count"]
-        read_only_fields = ["id", "created", "vm_count"]
+        fields = [
+            "id", "name", "description", "created", "vm_count", "max_vms", "max_vcpus",
+            "max_memory_mib", "max_disk_gib", "allowed_hosts", "allowed_pools", "allowed_networks",
+        ]  # fmt: skip
+        read_only_fields = [
+            "id", "created", "vm_count", "allowed_hosts", "allowed_pools", "allowed_networks",
+        ]  # fmt: skip
 
 
 class TenantUpdateSerializer(serializers.ModelSerializer):
+    """Platform admins: description, quota limits (null = unlimited) and placement grants."""
+
     class Meta:
         model = Tenant
-        fields = ["description"]
+        fields = [
+            "description", "max_vms", "max_vcpus", "max_memory_mib", "max_disk_gib",
+            "allowed_hosts", "allowed_pools", "allowed_networks",
+        ]  # fmt: skip
+        extra_kwargs = {
+            "allowed_hosts": {"required": False},
+            "allowed_pools": {"required": False},
+            "allowed_networks": {"required": False},
+        }
 
 
 class UserSerializer(serializers.ModelSerializer):

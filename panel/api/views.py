@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -62,14 +63,34 @@ class TenantViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
     @extend_schema(request=TenantUpdateSerializer, responses=TenantSerializer)
     def partial_update(self, request, *args, **kwargs):
         tenant = self.get_object()
-        ser = TenantUpdateSerializer(data=request.data, partial=True)
+        ser = TenantUpdateSerializer(tenant, data=request.data, partial=True)
         ser.is_valid(raise_exception=True)
-        services.tenant_update(
-            user=request.user,
-            tenant=tenant,
-            description=ser.validated_data.get("description", tenant.description),
-        )
+        services.tenant_update(user=request.user, tenant=tenant, **ser.validated_data)
         return Response(TenantSerializer(self.get_object()).data)
+
+    @extend_schema(responses={200: dict})
+    @action(detail=True, methods=["get"])
+    def usage(self, request, pk=None):
+        """Quota limits (null = unlimited) and what the tenant uses now."""
+        from vms.api.views import tenant_usage_response
+
+        return tenant_usage_response(self.get_object())
+
+    @extend_schema(responses={200: dict})
+    @action(detail=True, methods=["get"])
+    def placement(self, request, pk=None):
+        """The hosts, pools and networks the tenant's operators may create VMs on."""
+        tenant = self.get_object()
+        return Response(
+            {
+                "hosts": [{"id": h.pk, "name": h.name, "status": h.status}
+                          for h in tenant.allowed_hosts.all()],
+                "pools": [{"id": p.pk, "name": p.name, "host": p.host_id, "pool_type": p.pool_type,
+                           "available": p.available} for p in tenant.allowed_pools.all()],
+                "networks": [{"id": n.pk, "name": n.name, "host": n.host_id}
+                             for n in tenant.allowed_networks.all()],
+            }
+        )  # fmt: skip
 
     def destroy(self, request, *args, **kwargs):
         services.tenant_delete(user=request.user, tenant=self.get_object())

@@ -14,7 +14,7 @@ class DiskSerializer(serializers.ModelSerializer):
         model = Disk
         fields = [
             "id", "target", "bus", "device", "source_type", "source", "volume", "format",
-            "cache", "io", "readonly", "boot_order",
+            "cache", "io", "readonly", "boot_order", "owned",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -38,8 +38,8 @@ class VirtualMachineSerializer(serializers.ModelSerializer):
             "id", "name", "uuid", "host", "tenant", "state", "state_reason", "desired_state",
             "vcpus", "max_vcpus", "memory_mib", "max_memory_mib", "virt_type", "os_type", "arch",
             "machine", "firmware", "cpu_mode", "cpu_model", "boot_devices", "autostart",
-            "persistent", "is_template", "description", "tags", "gone", "gone_at", "synced_at",
-            "lock", "disks", "nics", "created", "updated",
+            "persistent", "is_template", "lifecycle", "description", "tags", "gone", "gone_at",
+            "synced_at", "lock", "disks", "nics", "created", "updated",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -50,3 +50,119 @@ class VirtualMachineUpdateSerializer(serializers.Serializer):
     tenant = serializers.PrimaryKeyRelatedField(
         queryset=Tenant.objects.all(), required=False, help_text="Platform admins only"
     )
+
+
+class DiskSpecSerializer(serializers.Serializer):
+    size_gib = serializers.FloatField(required=False, min_value=0.001)
+    pool = serializers.IntegerField(required=False)
+    format = serializers.ChoiceField(choices=["raw", "qcow2"], required=False)
+    bus = serializers.ChoiceField(choices=["virtio", "scsi", "sata"], required=False)
+    source_volume = serializers.IntegerField(required=False)
+    clone = serializers.ChoiceField(choices=["linked", "full"], required=False)
+
+    def validate(self, attrs):
+        if attrs.get("source_volume"):
+            return attrs
+        if attrs.get("size_gib") is None or attrs.get("pool") is None:
+            raise serializers.ValidationError(
+                "Give size_gib and pool for a new volume, or source_volume to clone one."
+            )
+        return attrs
+
+
+class NicSpecSerializer(serializers.Serializer):
+    network = serializers.IntegerField()
+    mac = serializers.CharField(required=False, allow_blank=True)
+    model = serializers.ChoiceField(choices=["virtio", "e1000e", "rtl8139"], required=False)
+
+
+class VirtualMachineCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=63)
+    tenant = serializers.IntegerField()
+    host = serializers.IntegerField(required=False, help_text="Omit to let Paddock choose")
+    vcpus = serializers.IntegerField(min_value=1)
+    max_vcpus = serializers.IntegerField(min_value=1, required=False)
+    memory_mib = serializers.IntegerField(min_value=1)
+    max_memory_mib = serializers.IntegerField(min_value=1, required=False)
+    firmware = serializers.ChoiceField(choices=["bios", "uefi"], required=False)
+    machine = serializers.ChoiceField(choices=["q35", "pc"], required=False)
+    virt_type = serializers.ChoiceField(choices=["kvm", "qemu", "test"], required=False)
+    cpu_model = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    disks = DiskSpecSerializer(many=True, required=False)
+    cdrom = serializers.IntegerField(required=False, allow_null=True, help_text="ISO volume id")
+    nics = NicSpecSerializer(many=True, required=False)
+    boot = serializers.ListField(
+        child=serializers.ChoiceField(choices=["disk", "cdrom", "network"]), required=False
+    )
+    autostart = serializers.BooleanField(required=False)
+    start = serializers.BooleanField(required=False)
+    description = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    tags = serializers.ListField(child=serializers.CharField(), required=False)
+
+
+class VirtualMachineEditSerializer(VirtualMachineUpdateSerializer):
+    name = serializers.CharField(max_length=63, required=False)
+    vcpus = serializers.IntegerField(min_value=1, required=False)
+    memory_mib = serializers.IntegerField(min_value=1, required=False)
+    autostart = serializers.BooleanField(required=False)
+
+
+class PowerSerializer(serializers.Serializer):
+    force = serializers.BooleanField(
+        required=False, default=False, help_text="shutdown: stop after the timeout"
+    )
+    timeout = serializers.IntegerField(required=False, default=120, min_value=5, max_value=3600)
+
+
+class DiskAttachSerializer(serializers.Serializer):
+    size_gib = serializers.FloatField(required=False, min_value=0.001)
+    pool = serializers.IntegerField(required=False)
+    format = serializers.ChoiceField(choices=["raw", "qcow2"], required=False)
+    bus = serializers.ChoiceField(
+        choices=["virtio", "scsi", "sata"], required=False, default="virtio"
+    )
+    volume = serializers.IntegerField(required=False, help_text="Attach an existing volume")
+
+    def validate(self, attrs):
+        if attrs.get("volume") is None and (
+            attrs.get("size_gib") is None or attrs.get("pool") is None
+        ):
+            raise serializers.ValidationError("Give size_gib and pool, or volume.")
+        return attrs
+
+
+class DiskResizeSerializer(serializers.Serializer):
+    size_gib = serializers.FloatField(min_value=0.001)
+
+
+class NicAttachSerializer(serializers.Serializer):
+    network = serializers.IntegerField()
+    mac = serializers.CharField(required=False, allow_blank=True)
+    model = serializers.ChoiceField(
+        choices=["virtio", "e1000e", "rtl8139"], required=False, default="virtio"
+    )
+
+
+class CdromSerializer(serializers.Serializer):
+    volume = serializers.IntegerField(allow_null=True, help_text="ISO volume id; null ejects")
+
+
+class SnapshotSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=63)
+    parent = serializers.CharField(source="parent_name", read_only=True)
+    description = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, default=""
+    )
+    vm_state = serializers.CharField(read_only=True)
+    has_memory = serializers.BooleanField(read_only=True)
+    is_current = serializers.BooleanField(read_only=True)
+    created = serializers.DateTimeField(read_only=True)
+    children = serializers.SerializerMethodField()
+
+    def get_children(self, snap) -> list[str]:
+        return sorted(getattr(snap, "children_names", []))
+
+
+class CloneSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=63)
+    mode = serializers.ChoiceField(choices=["full", "linked"], default="full")

@@ -1,0 +1,306 @@
+"""VM lifecycle through the API on a test-driver host: validation, quotas, locks, roles."""
+
+from __future__ import annotations
+
+import libvirt
+import pytest
+
+from hosts.connection import get_connection
+from hosts.models import Network, StoragePool, Volume
+from panel.models import Task
+from tests.conftest import run_queued_tasks
+from vms.models import VirtualMachine
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def world(synced_host, tenant, admin_user, make_member):
+    pool = StoragePool.objects.get(host=synced_host, name="default")
+    net = Network.objects.get(host=synced_host, name="lan")
+    return {
+        "host": synced_host,
+        "pool": pool,
+        "net": net,
+        "tenant": tenant,
+        "admin": admin_user,
+        "operator": make_member(tenant, "operator"),
+        "member": make_member(tenant, "member"),
+        "viewer": make_member(tenant, "viewer"),
+    }
+
+
+def _body(world, **over):
+    body = {
+        "name": "app-01",
+        "tenant": world["tenant"].pk,
+        "host": world["host"].pk,
+        "vcpus": 2,
+        "memory_mib": 1024,
+        "disks": [{"size_gib": 8, "pool": world["pool"].pk, "format": "qcow2"}],
+        "nics": [{"network": world["net"].pk}],
+    }
+    body.update(over)
+    return body
+
+
+def _nothing_made(world, name="app-01"):
+    assert not VirtualMachine.objects.filter(name=name).exists()
+    assert not Task.objects.filter(kind="vm.create").exists()
+    names = [d.name() for d in get_connection(world["host"]).listAllDomains()]
+    assert name not in names
+
+
+def test_create_defines_domain_and_volume_and_reports_task(api, world):
+    client = api.as_user(world["admin"])
+    response = client.post("/api/vms/", _body(world, start=True), format="json")
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["vm"]["lifecycle"] == "creating" and body["task"]["kind"] == "vm.create"
+    run_queued_tasks()
+    task = client.get(f"/api/tasks/{body['task']['id']}/").json()
+    assert task["state"] == "succeeded", task
+    conn = get_connection(world["host"])
+    dom = conn.lookupByName("app-01")
+    assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    vm = client.get(f"/api/vms/{body['vm']['id']}/").json()
+    assert vm["state"] == "running" and vm["lifecycle"] == "ready"
+    assert vm["vcpus"] == 2 and vm["memory_mib"] == 1024
+    assert [d["target"] for d in vm["disks"] if d["device"] == "disk"] == ["vda"]
+    assert vm["disks"][0]["owned"] is True
+    path = vm["disks"][0]["source"]
+    assert conn.storageVolLookupByPath(path).info()[1] == 8 * 1024**3
+    assert Volume.objects.filter(path=path).exists()
+    assert vm["nics"][0]["mac"].startswith("52:54:00:")
+
+
+@pytest.mark.parametrize(
+    "over, field",
+    [
+        ({"disks": [{"size_gib": 8, "pool": 999999}]}, "disks[0]"),
+        ({"disks": [{"size_gib": 100000, "pool": "POOL"}]}, "disks[0]"),
+        (
+            {
+                "disks": [
+                    {"size_gib": 90, "pool": "POOL"},
+                    {"size_gib": 90, "pool": "POOL", "format": "raw"},
+                ]
+            },
+            "disks",
+        ),
+        ({"vcpus": 64}, "vcpus"),
+        ({"nics": [{"network": "NET", "mac": "zz:00:00:00:00:01"}]}, "nics[0]"),
+        ({"nics": [{"network": "NET", "mac": "01:00:5e:00:00:01"}]}, "nics[0]"),
+        ({"name": "bad<name>"}, "name"),
+        ({"name": "x'; rm -rf /"}, "name"),
+        ({"memory_mib": 8}, "memory_mib"),
+        ({"virt_type": "kvm"}, "virt_type"),
+        ({"nics": [{"network": 999999}]}, "nics[0]"),
+    ],
+)
+def test_bad_input_answers_400_and_makes_nothing(api, world, over, field):
+    body = _body(world, **over)
+    for disk in body.get("disks", []):
+        if disk.get("pool") == "POOL":
+            disk["pool"] = world["pool"].pk
+    for nic in body.get("nics", []):
+        if nic.get("network") == "NET":
+            nic["network"] = world["net"].pk
+    response = api.as_user(world["admin"]).post("/api/vms/", body, format="json")
+    assert response.status_code == 400, response.content
+    assert field in response.json(), response.json()
+    _nothing_made(world, body["name"])
+
+
+def test_duplicate_name_on_host_is_refused(api, world):
+    existing = VirtualMachine.objects.filter(host=world["host"]).first()
+    response = api.as_user(world["admin"]).post(
+        "/api/vms/", _body(world, name=existing.name), format="json"
+    )
+    assert response.status_code == 400 and "name" in response.json()
+
+
+def test_duplicate_mac_is_refused(api, world):
+    mac = VirtualMachine.objects.filter(nics__isnull=False).first().nics.first().mac
+    response = api.as_user(world["admin"]).post(
+        "/api/vms/", _body(world, nics=[{"network": world["net"].pk, "mac": mac}]), format="json"
+    )
+    assert response.status_code == 400 and "already in use" in str(response.json())
+
+
+def test_quota_refuses_with_limit_and_usage(api, world):
+    tenant = world["tenant"]
+    tenant.max_vcpus = 3
+    tenant.save()
+    tenant.allowed_hosts.add(world["host"])
+    tenant.allowed_pools.add(world["pool"])
+    tenant.allowed_networks.add(world["net"])
+    client = api.as_user(world["operator"])
+    assert client.post("/api/vms/", _body(world), format="json").status_code == 202
+    run_queued_tasks()
+    response = client.post("/api/vms/", _body(world, name="app-02"), format="json")
+    assert response.status_code == 400
+    message = " ".join(response.json()["quota"])
+    assert "limit 3" in message and "in use 2" in message
+    usage = client.get(f"/api/tenants/{tenant.pk}/usage/").json()
+    assert usage["limits"]["vcpus"] == 3 and usage["usage"]["vcpus"] == 2
+    assert usage["usage"]["vms"] == 1 and usage["usage"]["disk_gib"] == 8
+
+
+def test_tenant_operator_creates_only_where_allowed(api, world):
+    client = api.as_user(world["operator"])
+    response = client.post("/api/vms/", _body(world), format="json")
+    assert response.status_code == 400
+    assert "host" in response.json()
+    world["tenant"].allowed_hosts.add(world["host"])
+    response = client.post("/api/vms/", _body(world), format="json")
+    assert response.status_code == 400 and "disks[0]" in response.json()
+    world["tenant"].allowed_pools.add(world["pool"])
+    world["tenant"].allowed_networks.add(world["net"])
+    placement = client.get(f"/api/tenants/{world['tenant'].pk}/placement/").json()
+    assert [p["name"] for p in placement["pools"]] == ["default"]
+    assert client.post("/api/vms/", _body(world), format="json").status_code == 202
+
+
+@pytest.mark.parametrize("role, status", [("member", 403), ("viewer", 403)])
+def test_members_and_viewers_cannot_create(api, world, role, status):
+    world["tenant"].allowed_hosts.add(world["host"])
+    response = api.as_user(world[role]).post("/api/vms/", _body(world), format="json")
+    assert response.status_code == status
+
+
+def _tenant_vm(world, state="shutoff"):
+    vm = VirtualMachine.objects.filter(host=world["host"], state=state).first()
+    VirtualMachine.objects.filter(pk=vm.pk).update(tenant=world["tenant"])
+    return vm
+
+
+def test_power_actions_follow_libvirt(api, world):
+    vm = _tenant_vm(world)
+    client = api.as_user(world["member"])
+    assert client.post(f"/api/vms/{vm.pk}/start/").status_code == 202
+    run_queued_tasks()
+    dom = get_connection(world["host"]).lookupByUUIDString(str(vm.uuid))
+    assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    for action, expected in (("pause", 3), ("resume", 1), ("stop", 5)):
+        response = client.post(f"/api/vms/{vm.pk}/{action}/")
+        assert response.status_code == 202, (action, response.content)
+        run_queued_tasks()
+        assert dom.state()[0] == expected, action
+    vm.refresh_from_db()
+    assert vm.state == "shutoff" and vm.desired_state == "shutoff"
+
+
+def test_power_action_in_wrong_state_is_400(api, world):
+    vm = _tenant_vm(world)
+    response = api.as_user(world["member"]).post(f"/api/vms/{vm.pk}/pause/")
+    assert response.status_code == 400
+    assert "shut off" in str(response.json())
+
+
+def test_viewer_cannot_power(api, world):
+    vm = _tenant_vm(world)
+    assert api.as_user(world["viewer"]).post(f"/api/vms/{vm.pk}/start/").status_code == 403
+
+
+def test_other_tenant_cannot_see_or_act(api, world, other_tenant, make_member):
+    vm = _tenant_vm(world)
+    outsider = make_member(other_tenant, "admin")
+    client = api.as_user(outsider)
+    for method, url in (
+        ("post", f"/api/vms/{vm.pk}/start/"),
+        ("post", f"/api/vms/{vm.pk}/clone/"),
+        ("delete", f"/api/vms/{vm.pk}/"),
+        ("get", f"/api/vms/{vm.pk}/snapshots/"),
+    ):
+        assert getattr(client, method)(url, {}, format="json").status_code == 404
+
+
+def test_two_conflicting_operations_exactly_one_runs(api, world):
+    vm = _tenant_vm(world)
+    client = api.as_user(world["operator"])
+    first = client.post(f"/api/vms/{vm.pk}/start/")
+    second = client.delete(f"/api/vms/{vm.pk}/")
+    assert first.status_code == 202
+    assert second.status_code == 409
+    assert second.json()["task"]["id"] == first.json()["task"]["id"]
+    run_queued_tasks()
+    assert Task.objects.filter(vm=vm).count() == 1
+
+
+def test_cloning_a_running_vm_is_409_with_reason(api, world):
+    vm = _tenant_vm(world, state="running")
+    response = api.as_user(world["operator"]).post(
+        f"/api/vms/{vm.pk}/clone/", {"name": "copy"}, format="json"
+    )
+    assert response.status_code == 409
+    assert "shut it down" in response.json()["detail"]
+
+
+def test_linked_clone_needs_a_template(api, world):
+    vm = _tenant_vm(world)
+    response = api.as_user(world["operator"]).post(
+        f"/api/vms/{vm.pk}/clone/", {"name": "copy", "mode": "linked"}, format="json"
+    )
+    assert response.status_code == 400 and "template" in str(response.json())
+
+
+def test_edit_cold_changes_vcpus_and_memory(api, world):
+    vm = _tenant_vm(world)
+    response = api.as_user(world["operator"]).patch(
+        f"/api/vms/{vm.pk}/", {"vcpus": 3, "memory_mib": 768, "description": "x"}, format="json"
+    )
+    assert response.status_code == 202, response.content
+    run_queued_tasks()
+    vm.refresh_from_db()
+    assert vm.vcpus == 3 and vm.memory_mib == 768 and vm.description == "x"
+    dom = get_connection(world["host"]).lookupByUUIDString(str(vm.uuid))
+    assert dom.info()[3] == 3
+
+
+def test_edit_running_vm_beyond_maximum_is_refused(api, world):
+    vm = _tenant_vm(world, state="running")
+    response = api.as_user(world["operator"]).patch(
+        f"/api/vms/{vm.pk}/", {"vcpus": vm.max_vcpus + 1}, format="json"
+    )
+    assert response.status_code == 400 and "maximum" in str(response.json()["vcpus"])
+
+
+def test_delete_removes_domain_and_only_asked_volumes(api, world):
+    client = api.as_user(world["admin"])
+    body = client.post("/api/vms/", _body(world), format="json").json()
+    run_queued_tasks()
+    vm = VirtualMachine.objects.get(pk=body["vm"]["id"])
+    path = vm.disks.get(device="disk").source
+    response = client.delete(f"/api/vms/{vm.pk}/?delete_volumes=true")
+    assert response.status_code == 202
+    run_queued_tasks()
+    conn = get_connection(world["host"])
+    with pytest.raises(libvirt.libvirtError):
+        conn.lookupByName("app-01")
+    with pytest.raises(libvirt.libvirtError):
+        conn.storageVolLookupByPath(path)
+    assert not VirtualMachine.objects.filter(pk=vm.pk).exists()
+
+
+def test_delete_keeps_volumes_unless_asked(api, world):
+    client = api.as_user(world["admin"])
+    body = client.post("/api/vms/", _body(world), format="json").json()
+    run_queued_tasks()
+    path = VirtualMachine.objects.get(pk=body["vm"]["id"]).disks.get(device="disk").source
+    client.delete(f"/api/vms/{body['vm']['id']}/")
+    run_queued_tasks()
+    assert get_connection(world["host"]).storageVolLookupByPath(path) is not None
+
+
+def test_schema_publishes_lifecycle_endpoints(api, admin_user):
+    paths = api.as_user(admin_user).get("/api/schema/?format=json").json()["paths"]
+    for path in (
+        "/api/vms/{id}/start/", "/api/vms/{id}/shutdown/", "/api/vms/{id}/stop/",
+        "/api/vms/{id}/reboot/", "/api/vms/{id}/reset/", "/api/vms/{id}/pause/",
+        "/api/vms/{id}/resume/", "/api/vms/{id}/disks/", "/api/vms/{id}/disks/{disk_id}/",
+        "/api/vms/{id}/nics/", "/api/vms/{id}/nics/{nic_id}/", "/api/vms/{id}/snapshots/",
+        "/api/vms/{id}/snapshots/{name}/revert/", "/api/vms/{id}/snapshots/{name}/",
+        "/api/vms/{id}/clone/", "/api/vms/{id}/template/", "/api/tenants/{id}/usage/",
+    ):  # fmt: skip
+        assert path in paths, path

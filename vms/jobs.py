@@ -1,0 +1,702 @@
+"""VM task kinds: what a worker does on the host for each VM operation.
+
+Every kind that creates something on the host records it in the task's params as soon as it
+exists (``created_volumes``, ``defined_uuid``), so that a failure, or recovery after a dead
+worker, can remove exactly that and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid as uuidlib
+
+import libvirt
+from django.db import transaction
+
+from hosts import storage
+from hosts.connection import get_connection
+from hosts.models import Host
+from panel.models import Task
+from panel.taskrunner import TaskContext, task_kind
+
+from . import domxml
+from .choices import DiskDevice, Lifecycle, PowerAction, VMState
+from .models import VirtualMachine
+from .sync import refresh_vm, state_from_libvirt
+
+logger = logging.getLogger(__name__)
+
+AFFECT_CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+AFFECT_LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
+
+
+def _remember(task: Task, **values) -> None:
+    """Write progress facts into the task's params at once: recovery reads them."""
+    task.params.update(values)
+    Task.objects.filter(pk=task.pk).update(params=task.params)
+
+
+def _remember_volume(task: Task, path: str) -> None:
+    task.params.setdefault("created_volumes", []).append(path)
+    Task.objects.filter(pk=task.pk).update(params=task.params)
+
+
+def _domain(conn: libvirt.virConnect, uuid: str) -> libvirt.virDomain | None:
+    try:
+        return conn.lookupByUUIDString(uuid)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise
+
+
+def _undefine(dom: libvirt.virDomain) -> None:
+    if dom.isActive():
+        dom.destroy()
+    flags = (
+        libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+        | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+        | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+    )
+    try:
+        dom.undefineFlags(flags)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG):
+            raise
+        dom.undefine()
+
+
+def _live(dom: libvirt.virDomain) -> bool:
+    return bool(dom.isActive())
+
+
+def _wait_state(dom: libvirt.virDomain, states: set[int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if dom.state()[0] in states:
+            return True
+        time.sleep(0.25)
+    return dom.state()[0] in states
+
+
+def _vm(ctx: TaskContext) -> VirtualMachine:
+    return VirtualMachine.objects.select_related("host", "tenant").get(pk=ctx.task.vm_id)
+
+
+def _refresh_host_storage(host: Host, conn: libvirt.virConnect) -> None:
+    from hosts.sync import sync_pools
+
+    with transaction.atomic():
+        sync_pools(host, conn)
+
+
+# --- create -----------------------------------------------------------------------------------
+
+
+def _rollback_created(task: Task, conn: libvirt.virConnect, uuid: str | None) -> list[str]:
+    """Remove the domain and volumes this task created. Returns what was removed."""
+    removed = []
+    if uuid:
+        dom = _domain(conn, uuid)
+        if dom is not None:
+            _undefine(dom)
+            removed.append(f"domain {uuid}")
+    for path in reversed(task.params.get("created_volumes", [])):
+        try:
+            if storage.delete_volume(conn, path):
+                removed.append(path)
+        except storage.StorageError as exc:
+            logger.warning("rollback could not delete %s: %s", path, exc)
+    return removed
+
+
+def _forget_unborn(task: Task) -> None:
+    """Drop the inventory row of a VM whose creation failed: it never existed on the host."""
+    VirtualMachine.objects.filter(pk=task.vm_id, lifecycle=Lifecycle.CREATING).delete()
+
+
+def _recover_create(task: Task) -> str:
+    conn = get_connection(Host.objects.get(pk=task.host_id))
+    vm = VirtualMachine.objects.filter(pk=task.vm_id).first()
+    uuid = task.params.get("defined_uuid") or (str(vm.uuid) if vm else None)
+    removed = _rollback_created(task, conn, uuid)
+    _forget_unborn(task)
+    return (
+        "Rolled back: removed "
+        + (", ".join(removed) if removed else "nothing (nothing was made)")
+        + "."
+    )
+
+
+@task_kind("vm.create", recover=_recover_create)
+def run_vm_create(ctx: TaskContext) -> dict:
+    task = ctx.task
+    vm = _vm(ctx)
+    host = vm.host
+    p = task.params
+    conn = get_connection(host)
+    try:
+        try:
+            conn.lookupByName(vm.name)
+        except libvirt.libvirtError:
+            pass
+        else:
+            raise RuntimeError(f"A domain named {vm.name} exists on {host.name} already.")
+
+        disks: list[domxml.DiskBuild] = []
+        used: set[str] = set()
+        for i, d in enumerate(p["disks"]):
+            bus = d.get("bus", "virtio")
+            target = domxml.target_names("virtio" if bus == "virtio" else "scsi", used)[0]
+            used.add(target)
+            name = storage.volume_name_for(vm.name, i, d["format"] if not d.get("logical") else "")
+            if d["kind"] == "new":
+                ctx.log(
+                    f"Creating {d['size_bytes'] / 1024**3:g} GiB {d['format']} volume {name} in {d['pool']}"
+                )
+                vol = storage.create_volume(conn, d["pool"], name, d["size_bytes"], d["format"])
+            else:
+                ctx.log(f"Cloning {d['source_path']} ({d['mode']}) as {name} in {d['pool']}")
+                vol = storage.clone_volume(conn, d["pool"], d["source_path"], name, d["mode"])
+            _remember_volume(task, vol["path"])
+            disks.append(
+                domxml.DiskBuild(
+                    target=target,
+                    path=vol["path"],
+                    format=d["format"] if not d.get("logical") else "raw",
+                    bus=bus,
+                    source_type="block" if d.get("logical") else "file",
+                )
+            )
+            ctx.progress(10 + 50 * (i + 1) // max(1, len(p["disks"])))
+        boot = p.get("boot") or ["disk"]
+        order = 1
+        for dev in boot:
+            if dev == "disk" and disks:
+                disks[0].boot_order = order
+                order += 1
+            elif dev == "cdrom" and p.get("with_cdrom"):
+                order += 1  # assigned below
+        if p.get("with_cdrom") or p.get("cdrom"):
+            cd_order = boot.index("cdrom") + 1 if "cdrom" in boot else None
+            cd_bus = "sata" if p["machine"] == "q35" else "ide"
+            disks.append(
+                domxml.DiskBuild(
+                    target="sda" if cd_bus == "sata" else "hdc",
+                    path=p.get("cdrom", ""),
+                    format="raw",
+                    bus=cd_bus,
+                    device=DiskDevice.CDROM,
+                    boot_order=cd_order,
+                )
+            )
+        nics = [
+            domxml.NicBuild(mac=n["mac"], source=n["network"], model=n.get("model", "virtio"))
+            for n in p["nics"]
+        ]
+        if nics and "network" in boot:
+            nics[0].boot_order = boot.index("network") + 1
+        spec = domxml.DomainBuild(
+            name=vm.name,
+            uuid=str(vm.uuid),
+            virt_type=p["virt_type"],
+            vcpus=p["vcpus"],
+            max_vcpus=p["max_vcpus"],
+            memory_mib=p["memory_mib"],
+            max_memory_mib=p["max_memory_mib"],
+            machine=p["machine"],
+            firmware=p["firmware"],
+            cpu_model=p.get("cpu_model", ""),
+            disks=disks,
+            nics=nics,
+            description=p.get("description", ""),
+            task_id=task.pk,
+        )
+        ctx.log("Defining the domain")
+        _remember(task, defined_uuid=str(vm.uuid))
+        dom = conn.defineXML(domxml.build_domain(spec))
+        ctx.progress(75)
+        if p.get("autostart"):
+            dom.setAutostart(1)
+        if p.get("start"):
+            ctx.log("Starting")
+            dom.create()
+        ctx.progress(90)
+    except Exception:
+        ctx.log("Rolling back what this task created", level="warning")
+        _rollback_created(task, conn, task.params.get("defined_uuid"))
+        _forget_unborn(task)
+        raise
+    _refresh_host_storage(host, conn)
+    refresh_vm(vm, conn)
+    created = set(task.params.get("created_volumes", []))
+    vm.disks.filter(source__in=created).update(owned=True)
+    VirtualMachine.objects.filter(pk=vm.pk).update(lifecycle=Lifecycle.READY)
+    ctx.log(f"Created {vm.name} ({vm.state})")
+    return {"vm": vm.pk, "state": vm.state}
+
+
+# --- clone ------------------------------------------------------------------------------------
+
+
+@task_kind("vm.clone", recover=_recover_create)
+def run_vm_clone(ctx: TaskContext) -> dict:
+    task = ctx.task
+    vm = _vm(ctx)
+    p = task.params
+    conn = get_connection(vm.host)
+    try:
+        source = conn.lookupByUUIDString(p["source_uuid"])
+        if source.isActive():
+            raise RuntimeError("The source VM was started meanwhile; cloning stopped.")
+        disk_map = {}
+        for i, d in enumerate(p["disks"]):
+            fmt = "qcow2" if p["mode"] == "linked" else (d.get("format") or "raw")
+            name = storage.volume_name_for(vm.name, i, fmt)
+            ctx.log(f"Copying {d['target']} ({p['mode']}) to {name}")
+            vol = storage.clone_volume(conn, d["pool"], d["path"], name, p["mode"])
+            _remember_volume(task, vol["path"])
+            disk_map[d["target"]] = (vol["path"], fmt)
+            ctx.progress(10 + 70 * (i + 1) // max(1, len(p["disks"])))
+        xml = domxml.clone_domain_xml(
+            source.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE),
+            name=vm.name,
+            uuid=str(vm.uuid),
+            disks=disk_map,
+            macs=p["macs"],
+            task_id=task.pk,
+        )
+        _remember(task, defined_uuid=str(vm.uuid))
+        conn.defineXML(xml)
+    except Exception:
+        ctx.log("Rolling back what this task created", level="warning")
+        _rollback_created(task, conn, task.params.get("defined_uuid"))
+        _forget_unborn(task)
+        raise
+    _refresh_host_storage(vm.host, conn)
+    refresh_vm(vm, conn)
+    vm.disks.filter(source__in=set(task.params["created_volumes"])).update(owned=True)
+    VirtualMachine.objects.filter(pk=vm.pk).update(lifecycle=Lifecycle.READY)
+    ctx.log(f"Cloned into {vm.name}")
+    return {"vm": vm.pk}
+
+
+# --- delete -----------------------------------------------------------------------------------
+
+
+def _recover_delete(task: Task) -> str:
+    conn = get_connection(Host.objects.get(pk=task.host_id))
+    dom = _domain(conn, task.params["uuid"])
+    if dom is None:
+        # The domain is gone: finish the deletion in the inventory.
+        VirtualMachine.objects.filter(pk=task.vm_id).delete()
+        return "The domain was already undefined; the VM is removed from the inventory."
+    VirtualMachine.objects.filter(pk=task.vm_id).update(lifecycle=Lifecycle.READY)
+    vm = VirtualMachine.objects.filter(pk=task.vm_id).first()
+    if vm is not None:
+        refresh_vm(vm, conn)
+    return "The domain still exists; the VM is kept. Delete it again."
+
+
+@task_kind("vm.delete", recover=_recover_delete)
+def run_vm_delete(ctx: TaskContext) -> dict:
+    vm = _vm(ctx)
+    conn = get_connection(vm.host)
+    try:
+        dom = _domain(conn, str(vm.uuid))
+        volumes = []
+        if ctx.task.params.get("delete_volumes"):
+            volumes = [
+                d.source
+                for d in vm.disks.all()
+                if d.device == DiskDevice.DISK and d.source and _deletable(vm, d)
+            ]
+        if dom is not None:
+            ctx.log("Stopping and undefining the domain")
+            _undefine(dom)
+        ctx.progress(50)
+        kept = []
+        for path in volumes:
+            try:
+                storage.delete_volume(conn, path)
+                ctx.log(f"Deleted volume {path}")
+            except storage.StorageError as exc:
+                kept.append(path)
+                ctx.log(f"Kept {path}: {exc}", level="warning")
+    except Exception:
+        VirtualMachine.objects.filter(pk=vm.pk).update(lifecycle=Lifecycle.READY)
+        raise
+    _refresh_host_storage(vm.host, conn)
+    VirtualMachine.objects.filter(pk=vm.pk).delete()
+    return {"deleted_volumes": [v for v in volumes if v not in kept], "kept_volumes": kept}
+
+
+def _deletable(vm: VirtualMachine, disk) -> bool:
+    """A volume goes with the VM unless another VM uses it."""
+    from .models import Disk
+
+    return (
+        not Disk.objects.filter(source=disk.source, vm__host=vm.host, vm__gone=False)
+        .exclude(vm=vm)
+        .exists()
+    )
+
+
+# --- power and edit ---------------------------------------------------------------------------
+
+
+def _resync_after_failure(vm: VirtualMachine, conn) -> None:
+    try:
+        refresh_vm(vm, conn)
+    except libvirt.libvirtError:
+        pass
+
+
+@task_kind("vm.power")
+def run_vm_power(ctx: TaskContext) -> dict:
+    vm = _vm(ctx)
+    p = ctx.task.params
+    action = p["action"]
+    conn = get_connection(vm.host)
+    dom = conn.lookupByUUIDString(str(vm.uuid))
+    try:
+        ctx.log(f"{action.capitalize()} {vm.name}")
+        if action == PowerAction.START:
+            dom.create()
+        elif action == PowerAction.STOP:
+            dom.destroy()
+        elif action == PowerAction.REBOOT:
+            dom.reboot(0)
+        elif action == PowerAction.RESET:
+            dom.reset(0)
+        elif action == PowerAction.PAUSE:
+            dom.suspend()
+        elif action == PowerAction.RESUME:
+            if dom.state()[0] == libvirt.VIR_DOMAIN_PMSUSPENDED:
+                dom.pMWakeup(0)
+            else:
+                dom.resume()
+        elif action == PowerAction.SHUTDOWN:
+            dom.shutdown()
+            timeout = p.get("timeout", 120)
+            if not _wait_state(dom, {libvirt.VIR_DOMAIN_SHUTOFF}, timeout):
+                if not p.get("force"):
+                    raise RuntimeError(
+                        f"The guest did not shut down within {timeout} s "
+                        "(no ACPI support, or it ignored the request)."
+                    )
+                ctx.log(f"Still running after {timeout} s: forcing it off", level="warning")
+                dom.destroy()
+    except Exception:
+        _resync_after_failure(vm, conn)
+        raise
+    refresh_vm(vm, conn)
+    return {"state": vm.state}
+
+
+@task_kind("vm.edit")
+def run_vm_edit(ctx: TaskContext) -> dict:
+    vm = _vm(ctx)
+    p = ctx.task.params
+    conn = get_connection(vm.host)
+    dom = conn.lookupByUUIDString(str(vm.uuid))
+    live = _live(dom)
+    try:
+        if "name" in p:
+            ctx.log(f"Renaming to {p['name']}")
+            dom.rename(p["name"], 0)
+            dom = conn.lookupByUUIDString(str(vm.uuid))
+        if "vcpus" in p:
+            n = p["vcpus"]
+            if live:
+                ctx.log(f"Setting {n} vCPUs live")
+                dom.setVcpusFlags(n, AFFECT_LIVE | AFFECT_CONFIG)
+            else:
+                if n > dom.vcpusFlags(AFFECT_CONFIG | libvirt.VIR_DOMAIN_VCPU_MAXIMUM):
+                    dom.setVcpusFlags(n, AFFECT_CONFIG | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
+                dom.setVcpusFlags(n, AFFECT_CONFIG)
+                ctx.log(f"Set {n} vCPUs")
+        if "memory_mib" in p:
+            kib = p["memory_mib"] * 1024
+            if live:
+                ctx.log(f"Setting the balloon to {p['memory_mib']} MiB")
+                dom.setMemoryFlags(kib, AFFECT_LIVE | AFFECT_CONFIG)
+            else:
+                if kib > dom.maxMemory():
+                    dom.setMemoryFlags(kib, AFFECT_CONFIG | libvirt.VIR_DOMAIN_MEM_MAXIMUM)
+                dom.setMemoryFlags(kib, AFFECT_CONFIG)
+                ctx.log(f"Set memory to {p['memory_mib']} MiB")
+        if "autostart" in p:
+            dom.setAutostart(1 if p["autostart"] else 0)
+            ctx.log(f"Autostart {'on' if p['autostart'] else 'off'}")
+    except Exception:
+        _resync_after_failure(vm, conn)
+        raise
+    refresh_vm(vm, conn)
+    return {"vcpus": vm.vcpus, "memory_mib": vm.memory_mib}
+
+
+# --- devices ----------------------------------------------------------------------------------
+
+
+def _flags(dom) -> int:
+    return AFFECT_CONFIG | (AFFECT_LIVE if _live(dom) else 0)
+
+
+def _recover_attach(task: Task) -> str:
+    conn = get_connection(Host.objects.get(pk=task.host_id))
+    vm = VirtualMachine.objects.filter(pk=task.vm_id).first()
+    removed = []
+    for path in task.params.get("created_volumes", []):
+        in_use = (
+            vm is not None
+            and _domain(conn, str(vm.uuid)) is not None
+            and path in (_domain(conn, str(vm.uuid)).XMLDesc(0))
+        )
+        if not in_use and storage.delete_volume(conn, path):
+            removed.append(path)
+    if vm is not None:
+        refresh_vm(vm, conn)
+    return "Removed the unattached volume " + ", ".join(removed) + "." if removed else ""
+
+
+@task_kind("vm.disk_attach", recover=_recover_attach)
+def run_disk_attach(ctx: TaskContext) -> dict:
+    vm = _vm(ctx)
+    p = ctx.task.params
+    conn = get_connection(vm.host)
+    dom = conn.lookupByUUIDString(str(vm.uuid))
+    created = None
+    try:
+        if p["kind"] == "existing":
+            path, fmt = p["path"], p["format"]
+        else:
+            index = vm.disks.count()
+            name = storage.volume_name_for(
+                vm.name, index, p["format"] if not p.get("logical") else ""
+            )
+            while True:
+                try:
+                    conn.storagePoolLookupByName(p["pool"]).storageVolLookupByName(name)
+                except libvirt.libvirtError:
+                    break
+                index += 1
+                name = storage.volume_name_for(
+                    vm.name, index, p["format"] if not p.get("logical") else ""
+                )
+            ctx.log(f"Creating {p['size_bytes'] / 1024**3:g} GiB volume {name} in {p['pool']}")
+            vol = storage.create_volume(conn, p["pool"], name, p["size_bytes"], p["format"])
+            created = vol["path"]
+            _remember_volume(ctx.task, created)
+            path, fmt = created, p["format"] if not p.get("logical") else "raw"
+        disk = domxml.DiskBuild(
+            target=p["target"],
+            path=path,
+            format=fmt,
+            bus=p["bus"],
+            source_type="block" if p.get("logical") else "file",
+        )
+        ctx.log(f"Attaching {path} as {p['target']}{' (hot-plug)' if _live(dom) else ''}")
+        dom.attachDeviceFlags(domxml.to_string(domxml.disk_element(disk)), _flags(dom))
+    except Exception:
+        if created:
+            storage.delete_volume(conn, created)
+        _resync_after_failure(vm, conn)
+        raise
+    _refresh_host_storage(vm.host, conn)
+    refresh_vm(vm, conn)
+    if created:
+        vm.disks.filter(source=created).update(owned=True)
+    return {"target": p["target"], "path": path}
+
+
+def _wait_device_gone(conn, vm, needle: str, timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if needle not in conn.lookupByUUIDString(str(vm.uuid)).XMLDesc(0):
+            return True
+        time.sleep(0.25)
+    return False
+
+
+def _live_device_xml(dom, tag: str, match) -> str | None:
+    from panel.xmlutil import parse
+
+    root = parse(dom.XMLDesc(0))
+    for el in root.findall(f"devices/{tag}"):
+        if match(el):
+            from lxml import etree
+
+            return etree.tostring(el).decode()
+    return None
+
+
+@task_kind("vm.disk_detach")
+def run_disk_detach(ctx: TaskContext) -> dict:
+    vm = _vm(ctx)
+    p = ctx.task.params
+    conn = get_connection(vm.host)
+    dom = conn.lookupByUUIDString(str(vm.uuid))
+    xml = _live_device_xml(
+        dom,
+        "disk",
+        lambda el: el.find("target") is not None and el.find("target").get("dev") == p["target"],
+    )
+    if xml is None:
+        raise RuntimeError(f"The VM has no disk {p['target']}.")
+    live = _live(dom)
+    ctx.log(f"Detaching {p['target']}{' (the guest must release it)' if live else ''}")
+    try:
+        dom.detachDeviceFlags(xml, _flags(dom))
+        if live and not _wait_device_gone(conn, vm, f"dev='{p['target']}'"):
+            raise RuntimeError(
+                f"The guest did not release {p['target']} within 20 s; it stays attached live "
+                "and is removed from the configuration."
+            )
+    except Exception:
+        _resync_after_failure(vm, conn)
+        raise
+    result = {"target": p["target"], "deleted_volume": False}
+    if p.get("delete_volume") and p.get("path"):
+        storage.delete_volume(conn, p["path"])
+        ctx.log(f"Deleted volume {p['path']}")
+        result["deleted_volume"] = True
+        _refresh_host_storage(vm.host, conn)
+    refresh_vm(vm, conn)
+    return result
+
+
+@task_kind("vm.disk_grow")
+def run_disk_grow(ctx: TaskContext) -> dict:
+    vm = _vm(ctx)
+    p = ctx.task.params
+    conn = get_connection(vm.host)
+    dom = conn.lookupByUUIDString(str(vm.uuid))
+    if _live(dom):
+        ctx.log(f"Growing {p['target']} live to {p['size_bytes'] / 1024**3:g} GiB")
+        dom.blockResize(p["target"], p["size_bytes"], libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+    else:
+        ctx.log(f"Growing {p['path']} to {p['size_bytes'] / 1024**3:g} GiB")
+        storage.grow_volume(conn, p["path"], p["size_bytes"])
+    _refresh_host_storage(vm.host, conn)
+    refresh_vm(vm, conn)
+    return {"size_bytes": p["size_bytes"]}
+
+
+@task_kind("vm.cdrom")
+def run_cdrom(ctx: TaskContext) -> dict:
+    vm = _vm(ctx)
+    p = ctx.task.params
+    conn = get_connection(vm.host)
+    dom = conn.lookupByUUIDString(str(vm.uuid))
+    disk = domxml.DiskBuild(
+        target=p["target"], path=p["path"], format="raw", bus=p["bus"], device=DiskDevice.CDROM
+    )
+    ctx.log(f"Inserting {p['path']}" if p["path"] else "Ejecting the CD-ROM")
+    dom.updateDeviceFlags(domxml.to_string(domxml.disk_element(disk)), _flags(dom))
+    refresh_vm(vm, conn)
+    return {"path": p["path"]}
+
+
+@task_kind("vm.nic_attach")
+def run_nic_attach(ctx: TaskContext) -> dict:
+    vm = _vm(ctx)
+    p = ctx.task.params
+    conn = get_connection(vm.host)
+    dom = conn.lookupByUUIDString(str(vm.uuid))
+    nic = domxml.NicBuild(mac=p["mac"], source=p["network"], model=p["model"])
+    ctx.log(f"Attaching a {p['model']} NIC {p['mac']} on {p['network']}")
+    try:
+        dom.attachDeviceFlags(domxml.to_string(domxml.nic_element(nic)), _flags(dom))
+    except Exception:
+        _resync_after_failure(vm, conn)
+        raise
+    refresh_vm(vm, conn)
+    return {"mac": p["mac"]}
+
+
+@task_kind("vm.nic_detach")
+def run_nic_detach(ctx: TaskContext) -> dict:
+    vm = _vm(ctx)
+    mac = ctx.task.params["mac"]
+    conn = get_connection(vm.host)
+    dom = conn.lookupByUUIDString(str(vm.uuid))
+    xml = _live_device_xml(
+        dom,
+        "interface",
+        lambda el: el.find("mac") is not None and el.find("mac").get("address", "").lower() == mac,
+    )
+    if xml is None:
+        raise RuntimeError(f"The VM has no NIC {mac}.")
+    live = _live(dom)
+    ctx.log(f"Detaching NIC {mac}")
+    try:
+        dom.detachDeviceFlags(xml, _flags(dom))
+        if live and not _wait_device_gone(conn, vm, mac):
+            raise RuntimeError(f"The guest did not release NIC {mac} within 20 s.")
+    except Exception:
+        _resync_after_failure(vm, conn)
+        raise
+    refresh_vm(vm, conn)
+    return {"mac": mac}
+
+
+# --- snapshots --------------------------------------------------------------------------------
+
+
+def _snapshot_xml(name: str, description: str) -> str:
+    from lxml import etree
+
+    root = etree.Element("domainsnapshot")
+    etree.SubElement(root, "name").text = name
+    if description:
+        etree.SubElement(root, "description").text = description
+    return etree.tostring(root).decode()
+
+
+@task_kind("vm.snapshot_create")
+def run_snapshot_create(ctx: TaskContext) -> dict:
+    vm = _vm(ctx)
+    p = ctx.task.params
+    conn = get_connection(vm.host)
+    dom = conn.lookupByUUIDString(str(vm.uuid))
+    live = _live(dom)
+    ctx.log(f"Taking snapshot {p['name']}{' with memory state' if live else ''}")
+    dom.snapshotCreateXML(_snapshot_xml(p["name"], p.get("description", "")), 0)
+    refresh_vm(vm, conn)
+    return {"name": p["name"], "memory": live}
+
+
+@task_kind("vm.snapshot_revert")
+def run_snapshot_revert(ctx: TaskContext) -> dict:
+    vm = _vm(ctx)
+    name = ctx.task.params["name"]
+    conn = get_connection(vm.host)
+    dom = conn.lookupByUUIDString(str(vm.uuid))
+    snap = dom.snapshotLookupByName(name, 0)
+    ctx.log(f"Reverting to {name}")
+    dom.revertToSnapshot(snap, 0)
+    refresh_vm(vm, conn)
+    VirtualMachine.objects.filter(pk=vm.pk).update(desired_state=vm.state)
+    return {"name": name, "state": vm.state}
+
+
+@task_kind("vm.snapshot_delete")
+def run_snapshot_delete(ctx: TaskContext) -> dict:
+    vm = _vm(ctx)
+    name = ctx.task.params["name"]
+    conn = get_connection(vm.host)
+    dom = conn.lookupByUUIDString(str(vm.uuid))
+    ctx.log(f"Deleting snapshot {name}")
+    dom.snapshotLookupByName(name, 0).delete(0)
+    refresh_vm(vm, conn)
+    return {"name": name}
+
+
+def observed_state(conn, uuid: str) -> str:
+    dom = _domain(conn, uuid)
+    return state_from_libvirt(dom.state()[0]) if dom else VMState.UNKNOWN
+
+
+__all__ = ["observed_state", "uuidlib"]
