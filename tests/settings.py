@@ -21,3 +21,6 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
     DATABASES["default"]["TEST"] = {  # noqa: F405
         "NAME": os.path.join(tempfile.gettempdir(), f"paddock-test-{os.getpid()}.sqlite3")
     }
+elif os.environ.get("PADDOCK_TEST_DB"):
+    # Lets two test runs share one PostgreSQL server without dropping each other's database.
+    DATABASES["default"]["TEST"] = {"NAME": os.environ["PADDOCK_TEST_DB"]}  # noqa: F405

@@ -302,6 +302,21 @@ def build_domain(spec: DomainBuild) -> str:
     if max_vcpus > spec.vcpus:
         vcpu_attrs["current"] = spec.vcpus
     _el(dom, "vcpu", max_vcpus, **vcpu_attrs)
+    if max_vcpus > spec.vcpus and spec.virt_type != "test":
+        # Each vCPU described, the first ones fixed and the rest hot-pluggable: libvirt then
+        # starts a restored guest with the CPUs it had, so a snapshot of a VM whose vCPUs
+        # were hot-plugged can be reverted.
+        vcpus_el = _el(dom, "vcpus")
+        for i in range(max_vcpus):
+            on = i < spec.vcpus
+            attrs = {
+                "id": i,
+                "enabled": "yes" if on else "no",
+                "hotpluggable": "no" if i == 0 else "yes",
+            }
+            if on:
+                attrs["order"] = i + 1
+            _el(vcpus_el, "vcpu", **attrs)
 
     os_attrs = {"firmware": "efi"} if spec.firmware == Firmware.UEFI else {}
     os_el = _el(dom, "os", **os_attrs)

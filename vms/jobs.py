@@ -412,6 +412,7 @@ def run_vm_edit(ctx: TaskContext) -> dict:
             if live:
                 ctx.log(f"Setting {n} vCPUs live")
                 dom.setVcpusFlags(n, AFFECT_LIVE | AFFECT_CONFIG)
+                VirtualMachine.objects.filter(pk=vm.pk).update(vcpus_hotplugged=True)
             else:
                 if n > dom.vcpusFlags(AFFECT_CONFIG | libvirt.VIR_DOMAIN_VCPU_MAXIMUM):
                     dom.setVcpusFlags(n, AFFECT_CONFIG | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)

@@ -43,6 +43,9 @@ class VirtualMachine(models.Model):
     autostart = models.BooleanField(default=False)
     persistent = models.BooleanField(default=True)
     is_template = models.BooleanField(default=False)
+    # vCPUs were hot-plugged since the guest started: QEMU cannot restore a memory snapshot
+    # of it. Cleared whenever the VM is seen shut off.
+    vcpus_hotplugged = models.BooleanField(default=False)
     lifecycle = models.CharField(
         max_length=16, choices=Lifecycle.choices, default=Lifecycle.READY, db_index=True
     )

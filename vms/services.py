@@ -757,6 +757,11 @@ def snapshot_refusal(vm: VirtualMachine) -> str | None:
             f"Internal snapshots need qcow2 disks; {', '.join(raw)} "
             f"{'is' if len(raw) == 1 else 'are'} not qcow2."
         )
+    if vm.vcpus_hotplugged and vm.state in (VMState.RUNNING, VMState.PAUSED):
+        return (
+            "vCPUs were hot-plugged since this VM started, and QEMU cannot restore a memory "
+            "snapshot of such a guest; shut it down and start it again, or snapshot it shut off."
+        )
     if vm.firmware == Firmware.UEFI and vm.state in (VMState.RUNNING, VMState.PAUSED):
         return "A running UEFI VM cannot take an internal snapshot (its NVRAM is not qcow2); shut it down first."
     return None

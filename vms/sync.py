@@ -130,6 +130,8 @@ def sync_domains(host: Host, conn: libvirt.virConnect) -> dict:
             )
             to_create.append((vm, spec))
             continue
+        if state == VMState.SHUTOFF:
+            values["vcpus_hotplugged"] = False
         changed = {f for f, v in values.items() if getattr(vm, f) != v}
         if "state" in changed and vm.lock_id is None:
             # A change made on the host is the new desired state, never undone.
@@ -216,7 +218,12 @@ def refresh_vm(vm: VirtualMachine, conn: libvirt.virConnect) -> VirtualMachine:
     code, reason = dom.state()
     state = state_from_libvirt(code)
     values = {f: getattr(spec, f) for f in _MIRRORED}
+    if state == VMState.SHUTOFF:
+        values_extra = {"vcpus_hotplugged": False}
+    else:
+        values_extra = {}
     values.update(
+        **values_extra,
         state=state,
         state_reason=str(reason),
         autostart=bool(dom.autostart()),
