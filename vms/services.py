@@ -27,7 +27,13 @@ from .choices import DiskBus, DiskDevice, Firmware, Lifecycle, MachineType, Powe
 from .models import Disk, Nic, VirtualMachine
 
 GIB = 1024**3
+MIB = 1024**2
 MIN_MEMORY_MIB = 64
+
+
+def gib_to_bytes(gib: float) -> int:
+    """A size in GiB as bytes, rounded up to whole MiB: QEMU wants sector-aligned images."""
+    return -(-int(gib * GIB) // MIB) * MIB
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 SNAPSHOT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
@@ -278,7 +284,7 @@ def _plan_disks(user, tenant, host, disks, errors: Errors) -> list[_DiskPlan]:
                 params={
                     "kind": "new",
                     "pool": pool.name,
-                    "size_bytes": int(size * GIB),
+                    "size_bytes": gib_to_bytes(size),
                     "format": fmt,
                     "bus": bus,
                     "logical": pool.pool_type == PoolType.LOGICAL,
@@ -693,17 +699,18 @@ def disk_grow(*, user, vm: VirtualMachine, disk: Disk, size_gib) -> Task:
     current = disk.volume.capacity if disk.volume else 0
     if disk.device != DiskDevice.DISK or not disk.source:
         raise ValidationError({"disk": "Only disks with a volume can grow."})
-    if size * GIB < current:
+    new_bytes = gib_to_bytes(size)
+    if new_bytes < current:
         raise ValidationError(
             {"size_gib": f"Shrinking is refused: the disk is {current / GIB:g} GiB and "
              f"shrinking it would destroy the data past {size:g} GiB."}
         )  # fmt: skip
-    if size * GIB == current:
+    if new_bytes == current:
         raise ValidationError({"size_gib": f"The disk is {size:g} GiB already."})
-    check_quota(vm.tenant, disk_gib=(size * GIB - current) / GIB)
+    check_quota(vm.tenant, disk_gib=(new_bytes - current) / GIB)
     return _vm_task(
         user, vm, "vm.disk_grow", {"target": disk.target, "path": disk.source,
-                                   "size_bytes": int(size * GIB)}
+                                   "size_bytes": new_bytes}
     )  # fmt: skip
 
 

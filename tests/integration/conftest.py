@@ -1,0 +1,4 @@
+"""Fixtures shared by the integration tests on real services."""
+
+from tests.integration.lab import lab  # noqa: F401
+from tests.integration.tinyguest import make_tiny_guest, tiny_guest_files  # noqa: F401
