@@ -17,15 +17,8 @@ def recover_stale_tasks() -> None:
 
 
 @worker_ready.connect
-def _on_worker_ready(sender=None, **_kwargs) -> None:
-    """A starting worker consumes every host's queue and resolves what dead workers left."""
-    from django.conf import settings
-
-    from hosts.models import Host
-
-    if sender is not None and not settings.EMBEDDED:
-        for host_id in Host.objects.values_list("pk", flat=True):
-            sender.add_task_queue(taskrunner.queue_for(host_id))
+def _on_worker_ready(**_kwargs) -> None:
+    """A starting worker first resolves what dead workers left running."""
     taskrunner.recover_stale_tasks()
 
 

@@ -201,6 +201,11 @@ def test_compose_commands_exist_in_project():
 
 def test_worker_consumes_default_task_queue():
     argv = as_argv(app_services()["worker"]["command"])
+    if "run_worker" in argv:
+        # The project's worker command builds -Q itself: the default queue plus every host's.
+        source = (ROOT / "panel" / "management" / "commands" / "run_worker.py").read_text()
+        assert "CELERY_TASK_DEFAULT_QUEUE" in source and '"-Q"' in source
+        return
     queues = option_value(argv, "-Q", "--queues")
     if queues is None:
         return  # the worker listens on the default queue, whatever it is called

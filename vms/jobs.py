@@ -17,6 +17,7 @@ from django.db import transaction
 from hosts import storage
 from hosts.connection import get_connection
 from hosts.models import Host
+from panel.failpoints import failpoint
 from panel.models import Task
 from panel.taskrunner import TaskContext, task_kind
 
@@ -213,10 +214,12 @@ def run_vm_create(ctx: TaskContext) -> dict:
             description=p.get("description", ""),
             task_id=task.pk,
         )
+        failpoint("vm.create.volumes_made")
         ctx.log("Defining the domain")
         _remember(task, defined_uuid=str(vm.uuid))
         dom = conn.defineXML(domxml.build_domain(spec))
         ctx.progress(75)
+        failpoint("vm.create.defined")
         if p.get("autostart"):
             dom.setAutostart(1)
         if p.get("start"):
@@ -289,9 +292,17 @@ def _recover_delete(task: Task) -> str:
     conn = get_connection(Host.objects.get(pk=task.host_id))
     dom = _domain(conn, task.params["uuid"])
     if dom is None:
-        # The domain is gone: finish the deletion in the inventory.
+        # The domain is gone: finish the deletion, volumes included when they were asked for.
+        removed = []
+        for path in task.params.get("volumes", []):
+            try:
+                if storage.delete_volume(conn, path):
+                    removed.append(path)
+            except storage.StorageError as exc:
+                logger.warning("recovery kept %s: %s", path, exc)
         VirtualMachine.objects.filter(pk=task.vm_id).delete()
-        return "The domain was already undefined; the VM is removed from the inventory."
+        done = f" Deleted {', '.join(removed)}." if removed else ""
+        return "The domain was already undefined; the VM is removed from the inventory." + done
     VirtualMachine.objects.filter(pk=task.vm_id).update(lifecycle=Lifecycle.READY)
     vm = VirtualMachine.objects.filter(pk=task.vm_id).first()
     if vm is not None:
@@ -312,10 +323,12 @@ def run_vm_delete(ctx: TaskContext) -> dict:
                 for d in vm.disks.all()
                 if d.device == DiskDevice.DISK and d.source and _deletable(vm, d)
             ]
+        _remember(ctx.task, volumes=volumes)
         if dom is not None:
             ctx.log("Stopping and undefining the domain")
             _undefine(dom)
         ctx.progress(50)
+        failpoint("vm.delete.undefined")
         kept = []
         for path in volumes:
             try:

@@ -54,8 +54,8 @@ class Command(BaseCommand):
         commands = {
             "web": [os.path.join(base, "uvicorn"), "panel.asgi:application",
                     "--host", bind, "--port", str(port), "--log-level", "warning"],
-            "worker": [py, "-m", "celery", "-A", "panel", "worker", "--loglevel", "WARNING",
-                       "-Q", settings.CELERY_TASK_DEFAULT_QUEUE, "--concurrency", "2"],
+            "worker": [py, "manage.py", "run_worker", "--", "--loglevel", "WARNING",
+                       "--concurrency", "2"],
             "beat": [py, "-m", "celery", "-A", "panel", "beat", "--loglevel", "WARNING",
                      "--schedule", str(settings.DATA_DIR / "celerybeat-schedule")],
             "watcher": [py, "manage.py", "watch_hosts"],
