@@ -1,10 +1,47 @@
-"""UI routes (filled in by the UI shell)."""
+"""UI routes: the server-rendered console (namespace ``ui``)."""
 
 from django.urls import path
-from django.views.generic import RedirectView
+
+from hosts import views as host_views
+from vms import views as vm_views
+
+from . import views
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/api/"), name="datacenter"),
-    path("hosts/<int:pk>/", RedirectView.as_view(url="/api/hosts/%(pk)s/"), name="host"),
-    path("vms/<int:pk>/", RedirectView.as_view(url="/api/vms/%(pk)s/"), name="vm"),
+    # Datacenter level
+    path("", views.datacenter, name="datacenter"),
+    path("search/", views.search, name="search"),
+    path("hosts/", host_views.host_list, name="host_list"),
+    path("vms/", vm_views.vm_list, name="vm_list"),
+    path("tasks/", views.task_list, name="task_list"),
+    path("tenants/", views.tenant_list, name="tenant_list"),
+    path("users/", views.user_list, name="user_list"),
+    path("tokens/", views.tokens, name="tokens"),
+    path("tokens/<int:pk>/revoke/", views.token_revoke, name="token_revoke"),
+    # Hosts and what they hold
+    path("hosts/add/", host_views.host_add, name="host_add"),
+    path("hosts/<int:pk>/", host_views.host_detail, name="host"),
+    path("hosts/<int:pk>/edit/", host_views.host_edit, name="host_edit"),
+    path("hosts/<int:pk>/sync/", host_views.host_sync, name="host_sync"),
+    path("hosts/<int:pk>/remove/", host_views.host_remove, name="host_remove"),
+    path("pools/<int:pk>/", host_views.pool_detail, name="pool"),
+    path("networks/<int:pk>/", host_views.network_detail, name="network"),
+    # VMs
+    path("vms/<int:pk>/", vm_views.vm_detail, name="vm"),
+    path("vms/<int:pk>/edit/", vm_views.vm_edit, name="vm_edit"),
+    # Tasks
+    path("tasks/<int:pk>/", views.task_detail, name="task"),
+    path("tasks/<int:pk>/live/", views.task_live, name="task_live"),
+    path("tasks/<int:pk>/row/", views.task_row, name="task_row"),
+    path("tasks/bar/", views.taskbar, name="taskbar"),
+    # Tenancy
+    path("tenants/<int:pk>/", views.tenant_detail, name="tenant"),
+    path("tenants/<int:pk>/members/add/", views.membership_add, name="membership_add"),
+    path("memberships/<int:pk>/role/", views.membership_role, name="membership_role"),
+    path("memberships/<int:pk>/remove/", views.membership_remove, name="membership_remove"),
+    # Lazily loaded nodes of the resource tree
+    path("tree/hosts/<int:pk>/vms/", vm_views.tree_host_vms, name="tree_host_vms"),
+    path("tree/hosts/<int:pk>/pools/", host_views.tree_host_pools, name="tree_host_pools"),
+    path("tree/hosts/<int:pk>/networks/", host_views.tree_host_networks, name="tree_host_networks"),
+    path("tree/tenants/<int:pk>/vms/", vm_views.tree_tenant_vms, name="tree_tenant_vms"),
 ]

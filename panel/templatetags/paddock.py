@@ -1,0 +1,230 @@
+"""Template helpers of the UI shell: icons, state badges, sizes, the resource tree, the task bar."""
+
+from __future__ import annotations
+
+from django import template
+from django.templatetags.static import static
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from hosts import selectors as host_selectors
+from panel import selectors as panel_selectors
+from panel.choices import TaskState
+from panel.tenancy import is_platform_admin, role_in
+from vms.choices import VMState
+
+register = template.Library()
+
+# A tree node lists at most this many children; the rest is one "show all" link away.
+TREE_LIMIT = 200
+# Rows of the task bar.
+TASKBAR_ROWS = 12
+
+_VM_STATE_LABELS = dict(VMState.choices)
+_TASK_STATE_LABELS = dict(TaskState.choices)
+_TASK_STATE_ICONS = {
+    TaskState.QUEUED: "clock",
+    TaskState.RUNNING: "spinner",
+    TaskState.SUCCEEDED: "check",
+    TaskState.FAILED: "alert",
+    TaskState.CANCELLED: "x",
+}
+
+
+@register.simple_tag
+def icon(name: str, extra_class: str = "", title: str = "") -> SafeString:
+    """An icon of the sprite in static/img/icons.svg."""
+    sprite = static("img/icons.svg")
+    if title:
+        return format_html(
+            '<svg class="i i-{} {}" role="img" aria-label="{}"><title>{}</title>'
+            '<use href="{}#{}"></use></svg>',
+            name, extra_class, title, title, sprite, name,
+        )  # fmt: skip
+    return format_html(
+        '<svg class="i i-{} {}" aria-hidden="true"><use href="{}#{}"></use></svg>',
+        name, extra_class, sprite, name,
+    )  # fmt: skip
+
+
+@register.simple_tag
+def vm_state(state: str, label: bool = True) -> SafeString:
+    """A VM's observed state: a coloured glyph and, unless ``label=False``, its name."""
+    text = _VM_STATE_LABELS.get(state, state)
+    glyph = icon(f"st-{state}" if state in _VM_STATE_LABELS else "st-unknown")
+    if not label:
+        return format_html('<span class="state state-{}" title="{}">{}</span>', state, text, glyph)
+    return format_html('<span class="state state-{}">{}{}</span>', state, glyph, text)
+
+
+@register.simple_tag
+def task_state(state: str, label: bool = True) -> SafeString:
+    text = _TASK_STATE_LABELS.get(state, state)
+    glyph = icon(_TASK_STATE_ICONS.get(state, "clock"))
+    if not label:
+        return format_html(
+            '<span class="tstate tstate-{}" title="{}">{}</span>', state, text, glyph
+        )
+    return format_html('<span class="tstate tstate-{}">{}{}</span>', state, glyph, text)
+
+
+@register.filter
+def mib(value) -> str:
+    """Mebibytes as a readable size: 2048 -> '2.0 GiB'."""
+    if value in (None, ""):
+        return "—"
+    value = float(value)
+    for unit in ("MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "MiB" else f"{value:.1f} {unit}"
+        value /= 1024
+    return ""  # pragma: no cover
+
+
+@register.filter
+def kib(value) -> str:
+    """A page size in KiB as the kernel names it: 2048 -> '2 MiB', 1048576 -> '1 GiB'."""
+    value = int(value or 0)
+    for unit in ("KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value} {unit}"
+        value //= 1024
+    return ""  # pragma: no cover
+
+
+@register.filter
+def iec(value) -> str:
+    """Bytes as a readable size with binary units."""
+    if value in (None, ""):
+        return "—"
+    value = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(value) < 1024 or unit == "PiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return ""  # pragma: no cover
+
+
+@register.filter
+def percent(part, whole) -> float:
+    """``part`` as a share of ``whole`` in percent (0 when ``whole`` is empty)."""
+    try:
+        return round(100.0 * float(part or 0) / float(whole), 1) if whole else 0.0
+    except (TypeError, ValueError):
+        return 0.0
+
+
+@register.filter
+def bar_width(value) -> str:
+    """A percentage clamped to 0-100 for a CSS width (locale-proof decimal point)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        value = 0.0
+    return f"{max(0.0, min(100.0, value)):.1f}%"
+
+
+@register.filter
+def cpu_ranges(cpus) -> str:
+    """CPU ids as ranges: [0, 1, 2, 3, 8, 9] -> '0-3, 8-9'."""
+    ids = sorted({int(c) for c in cpus or []})
+    if not ids:
+        return "—"
+    ranges, start, prev = [], ids[0], ids[0]
+    for cpu in ids[1:]:
+        if cpu != prev + 1:
+            ranges.append((start, prev))
+            start = cpu
+        prev = cpu
+    ranges.append((start, prev))
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
+
+
+@register.filter
+def task_kind(kind: str) -> str:
+    """'host.sync' -> 'Host sync'."""
+    return kind.replace(".", " ").replace("_", " ").capitalize() if kind else ""
+
+
+@register.filter
+def duration(task) -> str:
+    """How long a task ran (or has been running)."""
+    from django.utils import timezone
+
+    if not task.started:
+        return ""
+    end = task.finished or timezone.now()
+    seconds = max(0, int((end - task.started).total_seconds()))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+@register.filter
+def role_of(user, tenant_id) -> str:
+    """The user's role in a tenant ('' when none)."""
+    return role_in(user, tenant_id) or ""
+
+
+@register.simple_tag(takes_context=True)
+def tab_url(context, tab: str) -> str:
+    """The current page with ``?tab=`` set (other query parameters dropped)."""
+    return f"{context['request'].path}?tab={tab}"
+
+
+@register.inclusion_tag("includes/tree.html", takes_context=True)
+def resource_tree(context) -> dict:
+    """The left resource tree: its first levels; deeper nodes load when expanded."""
+    request = context["request"]
+    user = request.user
+    admin = is_platform_admin(user)
+    hosts = list(host_selectors.hosts().order_by("name")[: TREE_LIMIT + 1]) if admin else []
+    tenants = list(panel_selectors.tenants_for(user).order_by("name")[: TREE_LIMIT + 1])
+    return {
+        "request": request,
+        "is_platform_admin": admin,
+        "hosts": hosts[:TREE_LIMIT],
+        "hosts_more": len(hosts) > TREE_LIMIT,
+        "tenants": tenants[:TREE_LIMIT],
+        "tenants_more": len(tenants) > TREE_LIMIT,
+        "reveal": context.get("tree_reveal", ""),
+    }
+
+
+@register.inclusion_tag("includes/taskbar.html", takes_context=True)
+def taskbar(context) -> dict:
+    request = context["request"]
+    return {
+        "request": request,
+        "tasks": recent_tasks(request.user),
+        "collapsed": request.COOKIES.get("paddock_taskbar") == "collapsed",
+        "is_platform_admin": is_platform_admin(request.user),
+    }
+
+
+def recent_tasks(user) -> list:
+    """The task bar's rows: the user's most recent tasks (their logs are not needed here)."""
+    return list(panel_selectors.tasks_for(user).prefetch_related(None)[:TASKBAR_ROWS])
+
+
+@register.filter
+def get_item(mapping, key):
+    """``mapping[key]`` in a template (None when missing)."""
+    return (mapping or {}).get(key)
+
+
+@register.filter
+def other_states(states) -> int:
+    """VMs of a state count mapping that are neither running nor shut off."""
+    return sum(n for state, n in (states or {}).items() if state not in ("running", "shutoff"))
+
+
+@register.filter
+def hugepages_used(hp: dict) -> float:
+    """Share of a hugepage pool in use, in percent."""
+    total = int(hp.get("total") or 0)
+    return round(100.0 * (total - int(hp.get("free") or 0)) / total, 1) if total else 0.0

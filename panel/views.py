@@ -1,0 +1,399 @@
+"""Pages of the UI shell: datacenter, search, tasks and the task bar, tenants, users, tokens.
+
+Views are thin: they read through selectors, write through the same services as the API, put
+a service's ValidationError back on the form, and turn a LockConflict into a message.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Count, Q, Sum
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from hosts import selectors as host_selectors
+from hosts.choices import HostStatus
+from vms import selectors as vm_selectors
+from vms.choices import VMState
+
+from . import selectors, services
+from .choices import Role, TaskState
+from .filtersets import TaskFilterSet
+from .forms import (
+    MembershipAddForm,
+    MembershipRoleForm,
+    TenantCreateForm,
+    TokenCreateForm,
+    UserCreateForm,
+    apply_service_errors,
+)
+from .models import ApiToken
+from .templatetags.paddock import recent_tasks
+from .tenancy import Action, can, is_platform_admin, role_in
+
+User = get_user_model()
+
+PAGE_SIZE = 50
+SEARCH_LIMIT = 50
+SEARCH_SUGGESTIONS = 8
+
+
+# --- helpers shared by the apps' views -------------------------------------------------------
+
+
+def require_platform_admin(request: HttpRequest) -> None:
+    if not is_platform_admin(request.user):
+        raise PermissionDenied("Only platform admins see this page.")
+
+
+def is_htmx(request: HttpRequest) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def paginate(request: HttpRequest, queryset, per_page: int = PAGE_SIZE):
+    return Paginator(queryset, per_page).get_page(request.GET.get("page"))
+
+
+def current_tab(request: HttpRequest, tabs: tuple[str, ...]) -> str:
+    tab = request.GET.get("tab", tabs[0])
+    return tab if tab in tabs else tabs[0]
+
+
+# --- datacenter ----------------------------------------------------------------------------
+
+
+@login_required
+def datacenter(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    admin = is_platform_admin(user)
+    vms = vm_selectors.vms_for(user).prefetch_related(None).filter(gone=False)
+    by_state = dict(vms.order_by().values_list("state").annotate(n=Count("pk")))
+    running = vms.filter(state=VMState.RUNNING).aggregate(
+        vcpus=Sum("vcpus"), memory_mib=Sum("memory_mib")
+    )
+    vm_states = [
+        (value, label, by_state.get(value, 0))
+        for value, label in VMState.choices
+        if by_state.get(value) or value in (VMState.RUNNING, VMState.SHUTOFF)
+    ]
+    context = {
+        "active_tab": "summary",
+        "vm_total": sum(by_state.values()),
+        "vm_states": vm_states,
+        "running": running,
+        "recent_tasks": selectors.tasks_for(user).prefetch_related(None)[:10],
+        "tenants": selectors.tenants_for(user).order_by("name")[:50],
+        "tenant_count": selectors.tenants_for(user).count(),
+    }
+    if admin:
+        status_counts = {
+            status: Count("pk", filter=Q(status=status)) for status in HostStatus.values
+        }
+        hosts = host_selectors.hosts().aggregate(
+            total=Count("pk"), cpus=Sum("cpus"), memory_mib=Sum("memory_mib"), **status_counts
+        )
+        context["hosts"] = hosts
+        context["host_states"] = [
+            (value, label, hosts[value]) for value, label in HostStatus.choices if hosts[value]
+        ]
+    else:
+        per_tenant: dict[int, dict[str, int]] = {}
+        for tenant_id, state, n in (
+            vms.order_by().values_list("tenant_id", "state").annotate(n=Count("pk"))
+        ):
+            per_tenant.setdefault(tenant_id, {})[state] = n
+        context["tenant_states"] = per_tenant
+    return render(request, "panel/datacenter.html", context)
+
+
+# --- search --------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def search(request: HttpRequest) -> HttpResponse:
+    query = request.GET.get("q", "").strip()
+    if is_htmx(request):
+        results = list(vm_selectors.search(request.user, query, limit=SEARCH_SUGGESTIONS + 1))
+        return render(
+            request,
+            "panel/_search_suggestions.html",
+            {
+                "q": query,
+                "results": results[:SEARCH_SUGGESTIONS],
+                "more": len(results) > SEARCH_SUGGESTIONS,
+            },
+        )
+    results = list(vm_selectors.search(request.user, query, limit=SEARCH_LIMIT + 1))
+    return render(
+        request,
+        "panel/search.html",
+        {"q": query, "results": results[:SEARCH_LIMIT], "more": len(results) > SEARCH_LIMIT},
+    )
+
+
+# --- tasks ---------------------------------------------------------------------------------
+
+
+@login_required
+def task_list(request: HttpRequest) -> HttpResponse:
+    tasks = selectors.tasks_for(request.user).prefetch_related(None)
+    filterset = TaskFilterSet(request.GET or None, queryset=tasks)
+    kinds = tasks.order_by("kind").values_list("kind", flat=True).distinct()
+    return render(
+        request,
+        "panel/task_list.html",
+        {
+            "active_tab": "tasks",
+            "filterset": filterset,
+            "page": paginate(request, filterset.qs),
+            "kinds": list(kinds),
+            "task_states": TaskState.choices,
+            "selected_states": request.GET.getlist("state"),
+        },
+    )
+
+
+@login_required
+def task_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    task = get_object_or_404(selectors.tasks_for(request.user), pk=pk)
+    return render(
+        request,
+        "panel/task_detail.html",
+        {"task": task, "tree_reveal": _reveal(request.user, task)},
+    )
+
+
+@login_required
+@require_GET
+def task_live(request: HttpRequest, pk: int) -> HttpResponse:
+    """The live part of a task page: state, progress, error and log; polled while unfinished."""
+    task = get_object_or_404(selectors.tasks_for(request.user), pk=pk)
+    return render(request, "panel/_task_live.html", {"task": task})
+
+
+@login_required
+@require_GET
+def taskbar(request: HttpRequest) -> HttpResponse:
+    """The rows of the task bar (polled; a websocket push can later call task_row instead)."""
+    return render(request, "includes/taskbar_rows.html", {"tasks": recent_tasks(request.user)})
+
+
+@login_required
+@require_GET
+def task_row(request: HttpRequest, pk: int) -> HttpResponse:
+    """One row of the task bar, for a client that heard this task changed."""
+    task = get_object_or_404(selectors.tasks_for(request.user).prefetch_related(None), pk=pk)
+    return render(request, "includes/taskbar_row.html", {"task": task})
+
+
+def _reveal(user, task) -> str:
+    """Tree nodes to open on a task's page: the path to what it acted on."""
+    if not is_platform_admin(user):
+        return f"tenant-{task.tenant_id}" if task.tenant_id else ""
+    if task.vm_id:
+        return f"host-{task.vm.host_id} host-{task.vm.host_id}-vms"
+    if task.host_id:
+        return f"host-{task.host_id}"
+    return ""
+
+
+# --- tenants and memberships ---------------------------------------------------------------
+
+
+@login_required
+def tenant_list(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    form = None
+    if is_platform_admin(user):
+        form = TenantCreateForm(request.POST or None, prefix="tenant")
+        if request.method == "POST" and form.is_valid():
+            try:
+                tenant = services.tenant_create(user=user, **form.cleaned_data)
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                messages.success(request, f"Tenant {tenant.name} created.")
+                return redirect("ui:tenant", pk=tenant.pk)
+    elif request.method == "POST":
+        raise PermissionDenied("Only platform admins create tenants.")
+    tenants = selectors.tenants_for(user).order_by("name")
+    return render(
+        request,
+        "panel/tenant_list.html",
+        {"active_tab": "tenants", "page": paginate(request, tenants), "form": form},
+    )
+
+
+@login_required
+def tenant_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    from vms.views import vm_table_context
+
+    user = request.user
+    tenant = get_object_or_404(selectors.tenants_for(user), pk=pk)
+    tab = current_tab(request, ("members", "vms"))
+    can_manage = can(user, Action.MEMBERSHIP_MANAGE, tenant.pk)
+    role = None if is_platform_admin(user) else role_in(user, tenant.pk)
+    context = {
+        "tenant": tenant,
+        "tab": tab,
+        "can_manage": can_manage,
+        "tree_reveal": f"tenant-{tenant.pk}",
+        "my_role": Role(role).label if role else "",
+    }
+    if tab == "members":
+        context["memberships"] = selectors.memberships_for(user).filter(tenant=tenant)
+        context["roles"] = Role.choices
+        if can_manage:
+            context["add_form"] = MembershipAddForm(prefix="member")
+    else:
+        context.update(vm_table_context(request, fixed={"tenant": str(tenant.pk)}))
+    return render(request, "panel/tenant_detail.html", context)
+
+
+@login_required
+@require_POST
+def membership_add(request: HttpRequest, pk: int) -> HttpResponse:
+    user = request.user
+    tenant = get_object_or_404(selectors.tenants_for(user), pk=pk)
+    form = MembershipAddForm(request.POST, prefix="member")
+    if form.is_valid():
+        member = User.objects.filter(username=form.cleaned_data["username"]).first()
+        if member is None:
+            form.add_error("username", "No user with this name.")
+        else:
+            try:
+                services.membership_create(
+                    user=user, member=member, tenant=tenant, role=form.cleaned_data["role"]
+                )
+            except ValidationError as exc:
+                apply_service_errors(form, exc, {"user": "username"})
+            else:
+                messages.success(request, f"{member.username} added to {tenant.name}.")
+                return redirect("ui:tenant", pk=tenant.pk)
+    elif not can(user, Action.MEMBERSHIP_MANAGE, tenant.pk):
+        raise PermissionDenied("Only the tenant's admins manage its memberships.")
+    return render(
+        request,
+        "panel/tenant_detail.html",
+        {
+            "tenant": tenant,
+            "tab": "members",
+            "can_manage": can(user, Action.MEMBERSHIP_MANAGE, tenant.pk),
+            "memberships": selectors.memberships_for(user).filter(tenant=tenant),
+            "roles": Role.choices,
+            "add_form": form,
+            "tree_reveal": f"tenant-{tenant.pk}",
+        },
+        status=400,
+    )
+
+
+@login_required
+@require_POST
+def membership_role(request: HttpRequest, pk: int) -> HttpResponse:
+    membership = get_object_or_404(selectors.memberships_for(request.user), pk=pk)
+    form = MembershipRoleForm(request.POST)
+    if form.is_valid():
+        try:
+            services.membership_update(
+                user=request.user, membership=membership, role=form.cleaned_data["role"]
+            )
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+        else:
+            messages.success(
+                request, f"{membership.user.username} is now {membership.get_role_display()}."
+            )
+    else:
+        messages.error(request, "Choose a valid role.")
+    return redirect("ui:tenant", pk=membership.tenant_id)
+
+
+@login_required
+@require_POST
+def membership_remove(request: HttpRequest, pk: int) -> HttpResponse:
+    membership = get_object_or_404(selectors.memberships_for(request.user), pk=pk)
+    tenant_id = membership.tenant_id
+    try:
+        services.membership_delete(user=request.user, membership=membership)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(
+            request, f"{membership.user.username} removed from {membership.tenant.name}."
+        )
+    if selectors.tenants_for(request.user).filter(pk=tenant_id).exists():
+        return redirect("ui:tenant", pk=tenant_id)
+    return redirect("ui:tenant_list")
+
+
+# --- users ---------------------------------------------------------------------------------
+
+
+@login_required
+def user_list(request: HttpRequest) -> HttpResponse:
+    require_platform_admin(request)
+    form = UserCreateForm(request.POST or None, prefix="user")
+    if request.method == "POST" and form.is_valid():
+        try:
+            created = services.user_create(user=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            messages.success(request, f"User {created.username} created.")
+            return redirect("ui:user_list")
+    users = selectors.users_for(request.user).prefetch_related("memberships__tenant")
+    return render(
+        request,
+        "panel/user_list.html",
+        {"active_tab": "users", "page": paginate(request, users), "form": form},
+        status=400 if form.errors else 200,
+    )
+
+
+# --- API tokens ----------------------------------------------------------------------------
+
+
+@login_required
+def tokens(request: HttpRequest) -> HttpResponse:
+    """The user's own API tokens. A new token's secret is in this one response, never again."""
+    form = TokenCreateForm(request.POST or None)
+    secret = created = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            created, secret = services.token_issue(
+                user=request.user, name=form.cleaned_data["name"]
+            )
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            form = TokenCreateForm()
+    response = render(
+        request,
+        "panel/tokens.html",
+        {
+            "active_tab": "tokens",
+            "tokens": ApiToken.objects.filter(user=request.user),
+            "form": form,
+            "secret": secret,
+            "created": created,
+        },
+    )
+    if secret:
+        response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_POST
+def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    token = get_object_or_404(ApiToken.objects.filter(user=request.user), pk=pk)
+    services.token_revoke(user=request.user, token=token)
+    messages.success(request, f"Token {token.prefix}… ({token.name or 'unnamed'}) revoked.")
+    return redirect("ui:tokens")

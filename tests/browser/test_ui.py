@@ -1,0 +1,210 @@
+"""The console in a real browser: log in, walk the tree, read a host's NUMA topology, open a VM's
+hardware, re-sync a host and watch the task bar. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+# Playwright's sync API runs an event loop in this thread; the ORM calls the test makes next to
+# it are ordinary blocking calls, which Django would otherwise refuse inside a running loop.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs the system Chromium"),
+]
+
+
+@pytest.fixture
+def live_host(transactional_db, admin_user, node_uri):
+    """A simulated host, added and synced through the service (committed, so the live server
+    sees it)."""
+    from hosts import services
+    from tests.conftest import run_queued_tasks
+
+    host, _task = services.host_create(user=admin_user, name="sim-01", uri=node_uri)
+    run_queued_tasks()  # normally already done: eager Celery runs it on commit
+    host.refresh_from_db()
+    assert host.status == "online", host.last_error
+    return host
+
+
+@pytest.fixture
+def page(live_server):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        context = browser.new_context(viewport={"width": 1440, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        yield page
+        # ORM calls made while Playwright's loop runs get connections of their own (Django keys
+        # connections by context when a loop is running); close them here, in that context, or
+        # they outlive the test database.
+        from django.db import connections
+
+        connections.close_all()
+        context.close()
+        browser.close()
+        assert not errors, f"JavaScript errors: {errors}"
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def log_in(page, base: str, username: str, password: str) -> None:
+    page.goto(base + "/")
+    expect(page).to_have_url(f"{base}/login/?next=/")
+    shot(page, "ui-login")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    expect(page.locator("#tree")).to_be_visible()
+    expect(page.locator("html[data-ready]")).to_be_attached()  # the shell's script is live
+
+
+def test_admin_walks_the_console_and_resyncs_a_host(live_host, live_server, page):
+    from django.utils.timezone import now
+
+    from hosts.models import Host
+    from panel.models import Task
+    from vms.models import VirtualMachine
+
+    base = live_server.url
+    log_in(page, base, "root-admin", "pw-admin")
+
+    # The tree shows the datacenter and the host; the datacenter summary counts the VMs.
+    tree = page.locator("#tree")
+    host_link = tree.locator(f'a.tree-link[href="/hosts/{live_host.pk}/"]')
+    expect(host_link).to_contain_text("sim-01")
+    expect(page.locator(".stat-big").nth(1)).to_have_text("36")
+    shot(page, "ui-datacenter")
+
+    # The host's summary draws its two NUMA cells.
+    host_link.click()
+    expect(page).to_have_url(f"{base}/hosts/{live_host.pk}/")
+    expect(page.locator(".numa-cell")).to_have_count(2)
+    expect(page.locator(".numa-cell").first).to_contain_text("Node 0")
+    expect(page.locator(".numa")).to_contain_text("2 MiB")
+    expect(page.get_by_text("simulated topology")).to_be_visible()
+    expect(host_link).to_have_class("tree-link current")
+    shot(page, "ui-host-summary")
+
+    # Expanding the host's VM group loads its VMs lazily into the tree.
+    vms_node = tree.locator(f'li[data-node="host-{live_host.pk}-vms"]')
+    vms_node.locator(":scope > .tree-row > .twisty").click()
+    vm = VirtualMachine.objects.filter(host=live_host, disks__isnull=False).order_by("name")[0]
+    vm_link = vms_node.locator(f'a.tree-link[href="/vms/{vm.pk}/"]')
+    expect(vm_link).to_be_visible()
+    expect(vms_node.locator("li.leaf a.tree-link")).to_have_count(36)
+
+    # The VM page and its hardware tab.
+    vm_link.click()
+    expect(page.locator("h1")).to_have_text(vm.name)
+    expect(page.locator(".obj-title .state")).to_be_visible()
+    page.get_by_role("link", name="Hardware").click()
+    expect(page).to_have_url(f"{base}/vms/{vm.pk}/?tab=hardware")
+    disks = page.locator("section.panel", has=page.locator("h2", has_text="Disks"))
+    expect(disks.locator("tbody tr").first).to_contain_text(vm.disks.order_by("target")[0].target)
+    nics = page.locator("section.panel", has=page.locator("h2", has_text="Network interfaces"))
+    expect(nics).to_contain_text(vm.nics.first().mac)
+    # The tree reopened the path to the VM and marks it as the current object.
+    expect(tree.locator(f'a.tree-link.current[href="/vms/{vm.pk}/"]')).to_be_visible()
+    shot(page, "ui-vm-hardware")
+
+    # Re-sync the host: a new task appears in the task bar.
+    page.goto(f"{base}/hosts/{live_host.pk}/")
+    before = set(Task.objects.values_list("pk", flat=True))
+    page.click("button[data-action=resync]")
+    expect(page.locator(".flash")).to_contain_text("queued as task #")
+    new = Task.objects.exclude(pk__in=before).get()
+    assert new.kind == "host.sync" and new.host_id == live_host.pk
+    row = page.locator(f"#task-row-{new.pk}")
+    expect(row).to_contain_text("Host sync")
+    expect(row).to_have_attribute("data-state", "succeeded", timeout=15_000)
+    shot(page, "ui-resync-taskbar")
+
+    # The task bar polls: a task started behind the page's back shows up by itself...
+    later = Task.objects.create(
+        kind="host.sync", state="running", progress=40, host=live_host, target="host sim-01"
+    )
+    expect(page.locator(f"#task-row-{later.pk}")).to_be_visible(timeout=10_000)
+    expect(page.locator("#taskbar-summary")).to_contain_text("1 running")
+    # ...a host it holds says it is busy, and stops saying so once the task ends.
+    Host.objects.filter(pk=live_host.pk).update(lock=later)
+    page.reload()
+    banner = page.locator(".alert", has_text=f"task #{later.pk}")
+    expect(banner).to_contain_text("Busy with")
+    Task.objects.filter(pk=later.pk).update(state="succeeded", progress=100, finished=now())
+    Host.objects.filter(pk=live_host.pk).update(lock=None)
+    expect(banner).to_contain_text(f"Task #{later.pk} succeeded", timeout=10_000)
+    expect(page.locator(f"#task-row-{later.pk}")).to_have_attribute("data-state", "succeeded")
+    shot(page, "ui-busy-settled")
+
+    # Clicking a task bar row opens the task with its log.
+    page.locator(f"#task-row-{new.pk} a").click()
+    expect(page.locator(".log")).to_contain_text("Synced 36 domains")
+    shot(page, "ui-task-detail")
+
+
+def test_search_and_keyboard(live_host, live_server, page):
+    base = live_server.url
+    log_in(page, base, "root-admin", "pw-admin")
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    page.keyboard.press("/")
+    expect(page.locator("input[name=q]").first).to_be_focused()
+    page.keyboard.type("web")
+    suggestions = page.locator("#search-pop .suggest-item")
+    expect(suggestions.first).to_be_visible()
+    expect(suggestions.first).to_contain_text("web-")
+    shot(page, "ui-search-suggestions")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"/vms/\d+/$"))
+    expect(page.locator("h1")).to_contain_text("web-")
+
+    # The task bar folds away and stays folded on the next page (rendered so by the server).
+    page.click("[data-taskbar-toggle]")
+    expect(page.locator("#taskbar")).to_have_class(re.compile(r"\bcollapsed\b"))
+    expect(page.locator("#taskbar-body")).to_be_hidden()
+    page.goto(base + "/")
+    expect(page.locator("#taskbar")).to_have_class(re.compile(r"\bcollapsed\b"))
+    page.click("[data-taskbar-toggle]")
+    expect(page.locator("#taskbar-body")).to_be_visible()
+
+
+def test_tenant_operator_sees_their_tenant_only(live_host, make_member, tenant, live_server, page):
+    from panel.choices import Role
+    from vms.models import VirtualMachine
+
+    VirtualMachine.objects.filter(host=live_host, name__startswith="web-").update(tenant=tenant)
+    user = make_member(tenant, Role.OPERATOR)
+    user.set_password("pw-operator")
+    user.save()
+    base = live_server.url
+    log_in(page, base, user.username, "pw-operator")
+
+    tree = page.locator("#tree")
+    expect(tree.locator(f'a.tree-link[href="/hosts/{live_host.pk}/"]')).to_have_count(0)
+    node = tree.locator(f'li[data-node="tenant-{tenant.pk}"]')
+    node.locator(":scope > .tree-row > .twisty").click()
+    count = VirtualMachine.objects.filter(tenant=tenant).count()
+    expect(node.locator("li.leaf a.tree-link")).to_have_count(count)
+    page.goto(base + "/vms/")
+    expect(page.locator("table.grid-vms tbody tr")).to_have_count(count)
+    shot(page, "ui-tenant-vm-list")
