@@ -34,8 +34,10 @@ MIN_MEMORY_MIB = 64
 def gib_to_bytes(gib: float) -> int:
     """A size in GiB as bytes, rounded up to whole MiB: QEMU wants sector-aligned images."""
     return -(-int(gib * GIB) // MIB) * MIB
-MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
-SNAPSHOT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}\Z")
+SNAPSHOT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 
 # Observed states from which each power action makes sense.
 POWER_FROM = {
