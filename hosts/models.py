@@ -131,6 +131,9 @@ class Volume(models.Model):
     backing_depth = models.PositiveSmallIntegerField(
         default=1, help_text="Images in the chain, this one included"
     )
+    lock = models.ForeignKey(
+        "panel.Task", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     description = models.CharField(max_length=200, blank=True)
     tags = models.JSONField(default=list, blank=True, validators=[validate_tags])
     gone = models.BooleanField(default=False, db_index=True)

@@ -11,7 +11,7 @@ from panel.tenancy import is_platform_admin
 from panel.validators import validate_name, validate_tags
 
 from .connection import InvalidURI, drop_connection, parse_uri
-from .models import Host
+from .models import Host, StoragePool, Volume
 
 SYNC_KIND = "host.sync"
 
@@ -129,3 +129,164 @@ def inventory_update(*, user, obj, description: str | None = None, tags: list | 
     obj.full_clean(validate_unique=False, validate_constraints=False)
     obj.save(update_fields=["description", "tags"])
     return obj
+
+
+# --- volumes ----------------------------------------------------------------------------------
+
+GIB = 1024**3
+MIB = 1024**2
+
+
+def _volume_bytes(size_gib) -> int:
+    try:
+        size = float(size_gib)
+    except (TypeError, ValueError):
+        raise ValidationError({"size_gib": "A number of GiB."}) from None
+    if not 0 < size <= 64 * 1024:
+        raise ValidationError({"size_gib": "Between 0 and 65536 GiB."})
+    return -(-int(size * GIB) // MIB) * MIB  # whole MiB: QEMU wants sector-aligned images
+
+
+def volume_create(*, user, pool: StoragePool, name: str, size_gib, format: str = "qcow2") -> Task:
+    """Create a volume in a pool (a task: the host does the work)."""
+    from .volxml import VOLUME_NAME_RE
+
+    _require_admin(user)
+    if pool.gone or pool.state != "active":
+        raise ValidationError({"pool": f"Pool {pool.name} is not active."})
+    if not VOLUME_NAME_RE.fullmatch(name or ""):
+        raise ValidationError({"name": "Use letters, digits, '.', '_' or '-' (up to 127)."})
+    if pool.volumes.filter(name=name, gone=False).exists():
+        raise ValidationError({"name": f"Pool {pool.name} has a volume named {name}."})
+    if pool.pool_type == "logical":
+        format = ""
+    elif format not in ("raw", "qcow2"):
+        raise ValidationError({"format": "raw or qcow2."})
+    size = _volume_bytes(size_gib)
+    if (format != "qcow2") and size > pool.available:
+        raise ValidationError(
+            {"size_gib": f"Pool {pool.name} has {pool.available / GIB:.1f} GiB free."}
+        )
+    with transaction.atomic():
+        return taskrunner.create_task(
+            kind="volume.create",
+            user=user,
+            host=pool.host,
+            target=f"volume {name} in {pool.name}",
+            params={"pool": pool.name, "name": name, "size_bytes": size, "format": format},
+        )
+
+
+def _attached(volume: Volume) -> str | None:
+    disk = volume.disks.filter(vm__gone=False).select_related("vm").first()
+    return disk.vm.name if disk else None
+
+
+def volume_delete(*, user, volume: Volume) -> Task:
+    _require_admin(user)
+    vm_name = _attached(volume)
+    if vm_name:
+        raise ValidationError({"volume": f"Volume {volume.name} is a disk of VM {vm_name}."})
+    children = Volume.objects.filter(
+        pool__host=volume.pool.host_id, backing_path=volume.path, gone=False
+    )
+    if volume.path and children.exists():
+        raise ValidationError(
+            {"volume": f"{volume.name} is the base image of {children.first().name}."}
+        )
+    with transaction.atomic():
+        return taskrunner.create_task(
+            kind="volume.delete",
+            user=user,
+            host=volume.pool.host,
+            target=f"volume {volume.name}",
+            params={"path": volume.path},
+            lock=[volume],
+        )
+
+
+def volume_grow(*, user, volume: Volume, size_gib) -> Task:
+    _require_admin(user)
+    size = _volume_bytes(size_gib)
+    if size < volume.capacity:
+        raise ValidationError(
+            {"size_gib": f"Shrinking is refused: {volume.name} is {volume.capacity / GIB:g} GiB."}
+        )
+    if size == volume.capacity:
+        raise ValidationError(
+            {"size_gib": f"{volume.name} is {volume.capacity / GIB:g} GiB already."}
+        )
+    vm_name = _attached(volume)
+    if vm_name:
+        raise ValidationError(
+            {"volume": f"Grow it from VM {vm_name}'s hardware: it is a disk there."}
+        )
+    with transaction.atomic():
+        return taskrunner.create_task(
+            kind="volume.grow",
+            user=user,
+            host=volume.pool.host,
+            target=f"volume {volume.name}",
+            params={"path": volume.path, "size_bytes": size},
+            lock=[volume],
+        )
+
+
+def volume_upload(*, user, pool: StoragePool, name: str, size: int, chunks, format: str = "raw"):
+    """Stream an ISO or image into a pool, size-checked, while the request lasts.
+
+    The bytes cannot travel through a task queue, so this runs in the request; it is still
+    recorded as a Task (with its log) like every other change.
+    """
+    from django.utils import timezone
+
+    from panel.choices import TaskState
+
+    from . import storage
+    from .connection import get_connection
+    from .volxml import VOLUME_NAME_RE
+
+    _require_admin(user)
+    if not VOLUME_NAME_RE.fullmatch(name or ""):
+        raise ValidationError({"name": "Use letters, digits, '.', '_' or '-' (up to 127)."})
+    if format not in ("raw", "qcow2", "iso"):
+        raise ValidationError({"format": "raw, qcow2 or iso."})
+    if size <= 0:
+        raise ValidationError({"size": "Send the file with its Content-Length."})
+    if size > pool.available:
+        raise ValidationError(
+            {"size": f"{size / GIB:.2f} GiB does not fit: pool {pool.name} has "
+             f"{pool.available / GIB:.2f} GiB free."}
+        )  # fmt: skip
+    if pool.volumes.filter(name=name, gone=False).exists():
+        raise ValidationError({"name": f"Pool {pool.name} has a volume named {name}."})
+    task = Task.objects.create(
+        kind="volume.upload",
+        user=user,
+        host=pool.host,
+        target=f"volume {name} in {pool.name}",
+        params={"pool": pool.name, "name": name, "size": size, "format": format},
+    )
+    owner = taskrunner.worker_identity()
+    taskrunner.claim(task.pk, owner)
+    ctx = taskrunner.TaskContext(task, owner)
+    ctx.log(f"Receiving {size} bytes into {pool.name}/{name}")
+    try:
+        vol = storage.upload_volume(
+            get_connection(pool.host), pool.name, name, chunks, size,
+            "raw" if format == "iso" else format,
+        )  # fmt: skip
+    except storage.StorageError as exc:
+        taskrunner.finish(task, owner, TaskState.FAILED, error=str(exc))
+        raise ValidationError({"file": str(exc)}) from None
+    except Exception as exc:
+        taskrunner.finish(task, owner, TaskState.FAILED, error=str(exc))
+        raise
+    from .sync import sync_pools
+
+    with transaction.atomic():
+        sync_pools(pool.host, get_connection(pool.host))
+    ctx.log(f"Stored {vol['path']}")
+    taskrunner.finish(task, owner, TaskState.SUCCEEDED, result={"path": vol["path"]})
+    task.finished = timezone.now()
+    return Volume.objects.get(pool=pool, name=name), task

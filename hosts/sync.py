@@ -119,7 +119,29 @@ def sync_pools(host: Host, conn: libvirt.virConnect) -> dict:
     StoragePool.objects.filter(host=host, gone=False).exclude(name__in=seen_pools).update(
         gone=True, gone_at=now
     )
+    update_backing_depths(host)
     return counts
+
+
+def update_backing_depths(host: Host) -> None:
+    """How many images each volume's chain holds (itself included), from the inventory."""
+    rows = list(
+        Volume.objects.filter(pool__host=host, gone=False).values_list(
+            "pk", "path", "backing_path", "backing_depth"
+        )
+    )
+    backing_of = {path: backing for _pk, path, backing, _d in rows if path}
+    changed: dict[int, list[int]] = {}
+    for pk, path, backing, current in rows:
+        depth, seen, cursor = 1, {path}, backing
+        while cursor and cursor not in seen and depth < 64:
+            depth += 1
+            seen.add(cursor)
+            cursor = backing_of.get(cursor)  # a base outside the inventory ends the chain
+        if depth != current:
+            changed.setdefault(depth, []).append(pk)
+    for depth, pks in changed.items():
+        Volume.objects.filter(pk__in=pks).update(backing_depth=depth)
 
 
 def _sync_volumes(row: StoragePool, pool: libvirt.virStoragePool, now) -> int:

@@ -14,7 +14,7 @@ from django.db import models
 from .choices import FINAL_TASK_STATES
 from .models import Task
 
-LOCKABLE_MODELS = ("hosts.Host", "vms.VirtualMachine")
+LOCKABLE_MODELS = ("hosts.Host", "hosts.Volume", "vms.VirtualMachine")
 
 
 class LockConflict(Exception):

@@ -66,7 +66,8 @@ class VolumeSerializer(serializers.ModelSerializer):
         model = Volume
         fields = [
             "id", "name", "pool", "host", "key", "path", "vol_type", "format", "capacity",
-            "allocation", "backing_path", "description", "tags", "gone", "gone_at", "synced_at",
+            "allocation", "backing_path", "backing_depth", "lock", "description", "tags", "gone",
+            "gone_at", "synced_at",
         ]  # fmt: skip
         read_only_fields = [f for f in fields if f not in ("description", "tags")]
 
@@ -85,3 +86,14 @@ class NetworkSerializer(serializers.ModelSerializer):
             "synced_at",
         ]  # fmt: skip
         read_only_fields = [f for f in fields if f not in ("description", "tags")]
+
+
+class VolumeCreateSerializer(serializers.Serializer):
+    pool = serializers.IntegerField()
+    name = serializers.CharField(max_length=127)
+    size_gib = serializers.FloatField()
+    format = serializers.ChoiceField(choices=["raw", "qcow2"], default="qcow2")
+
+
+class VolumeResizeSerializer(serializers.Serializer):
+    size_gib = serializers.FloatField()

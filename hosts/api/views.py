@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 
 from hosts import selectors, services
@@ -18,6 +21,8 @@ from .serializers import (
     HostUpdateSerializer,
     NetworkSerializer,
     StoragePoolSerializer,
+    VolumeCreateSerializer,
+    VolumeResizeSerializer,
     VolumeSerializer,
 )
 
@@ -59,6 +64,15 @@ class HostViewSet(viewsets.ModelViewSet):
         return Response({"task": TaskSerializer(task).data}, status=status.HTTP_202_ACCEPTED)
 
 
+class StreamParser(BaseParser):
+    """Accepts any body without reading it: the upload view streams it itself."""
+
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return {}
+
+
 class InventoryViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -83,17 +97,85 @@ class InventoryViewSet(
 class StoragePoolViewSet(InventoryViewSet):
     serializer_class = StoragePoolSerializer
     filterset_class = StoragePoolFilterSet
+    http_method_names = ["get", "post", "patch", "head", "options"]
 
     def get_queryset(self):
         return selectors.pools()
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "name", str, required=True, description="Volume name, e.g. debian.iso"
+            ),
+            OpenApiParameter("format", str, description="raw (default), qcow2 or iso"),
+        ],
+        request={"application/octet-stream": OpenApiTypes.BINARY},
+        responses={201: VolumeSerializer},
+        description="Stream a file (ISO or disk image) into the pool. The body is the file, "
+        "Content-Length is required and must fit the pool's free space.",
+    )
+    @action(detail=True, methods=["post"], parser_classes=[StreamParser])
+    def upload(self, request, pk=None):
+        pool = self.get_object()
+        try:
+            size = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            size = 0
+        raw = request._request  # the Django request: read the body as a stream, never whole
+        chunk = 1024 * 1024
 
-class VolumeViewSet(InventoryViewSet):
+        def chunks():
+            while True:
+                data = raw.read(chunk)
+                if not data:
+                    return
+                yield data
+
+        volume, _task = services.volume_upload(
+            user=request.user,
+            pool=pool,
+            name=request.query_params.get("volume_name", ""),
+            size=size,
+            chunks=chunks(),
+            format=request.query_params.get("volume_format", "raw"),
+        )
+        volume = selectors.volumes().get(pk=volume.pk)
+        return Response(VolumeSerializer(volume).data, status=status.HTTP_201_CREATED)
+
+
+class VolumeViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin, InventoryViewSet):
+    """Volumes: created, grown and deleted on the host by tasks (202)."""
+
     serializer_class = VolumeSerializer
     filterset_class = VolumeFilterSet
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self):
         return selectors.volumes()
+
+    @extend_schema(request=VolumeCreateSerializer, responses={202: TaskEnvelopeSerializer})
+    def create(self, request, *args, **kwargs):
+        ser = VolumeCreateSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        data = dict(ser.validated_data)
+        pool = get_object_or_404(selectors.pools(), pk=data.pop("pool"))
+        task = services.volume_create(user=request.user, pool=pool, **data)
+        return Response({"task": TaskSerializer(task).data}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses={202: TaskEnvelopeSerializer})
+    def destroy(self, request, *args, **kwargs):
+        task = services.volume_delete(user=request.user, volume=self.get_object())
+        return Response({"task": TaskSerializer(task).data}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=VolumeResizeSerializer, responses={202: TaskEnvelopeSerializer})
+    @action(detail=True, methods=["post"])
+    def resize(self, request, pk=None):
+        ser = VolumeResizeSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        task = services.volume_grow(
+            user=request.user, volume=self.get_object(), size_gib=ser.validated_data["size_gib"]
+        )
+        return Response({"task": TaskSerializer(task).data}, status=status.HTTP_202_ACCEPTED)
 
 
 class NetworkViewSet(InventoryViewSet):

@@ -156,6 +156,9 @@ def test_lifecycle_on_real_libvirt(api, lab):
         .get("file")
     )
     assert _qemu_img(linked_disk)["backing-filename"] == disk_path
+    from hosts.models import Volume
+
+    assert Volume.objects.get(path=linked_disk).backing_depth == 2
     assert client.post(f"/api/vms/{vm_id}/start/").status_code == 400  # templates don't start
 
     # The template's base image stays while the linked clone uses it.
