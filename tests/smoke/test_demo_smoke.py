@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+import redis
 
 from hosts.testnode import write_node
 
@@ -132,7 +133,11 @@ def scratch_database():
 
 
 def test_production_shape_runs_tasks_on_a_celery_worker_over_redis(tmp_path, scratch_database):
-    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+    # A Redis database of its own, emptied first: workers of other Paddock runs on this Redis
+    # must not take its messages.
+    base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+    redis_url = base.rsplit("/", 1)[0] + "/" + os.environ.get("PADDOCK_SMOKE_REDIS_DB", "12")
+    redis.Redis.from_url(redis_url).flushdb()
     port = _free_port()
     env = _clean_env(
         PADDOCK_DATA_DIR=str(tmp_path),
