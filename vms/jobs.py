@@ -85,6 +85,13 @@ def _vm(ctx: TaskContext) -> VirtualMachine:
     return VirtualMachine.objects.select_related("host", "tenant").get(pk=ctx.task.vm_id)
 
 
+def _open(ctx: TaskContext) -> tuple[VirtualMachine, dict, libvirt.virConnect, libvirt.virDomain]:
+    """The task's VM, its params, the host connection and the VM's domain."""
+    vm = _vm(ctx)
+    conn = get_connection(vm.host)
+    return vm, ctx.task.params, conn, conn.lookupByUUIDString(str(vm.uuid))
+
+
 def _refresh_host_storage(host: Host, conn: libvirt.virConnect) -> None:
     from hosts.sync import sync_pools
 
@@ -368,11 +375,8 @@ def _resync_after_failure(vm: VirtualMachine, conn) -> None:
 
 @task_kind("vm.power")
 def run_vm_power(ctx: TaskContext) -> dict:
-    vm = _vm(ctx)
-    p = ctx.task.params
+    vm, p, conn, dom = _open(ctx)
     action = p["action"]
-    conn = get_connection(vm.host)
-    dom = conn.lookupByUUIDString(str(vm.uuid))
     try:
         ctx.log(f"{action.capitalize()} {vm.name}")
         if action == PowerAction.START:
@@ -410,10 +414,7 @@ def run_vm_power(ctx: TaskContext) -> dict:
 
 @task_kind("vm.edit")
 def run_vm_edit(ctx: TaskContext) -> dict:
-    vm = _vm(ctx)
-    p = ctx.task.params
-    conn = get_connection(vm.host)
-    dom = conn.lookupByUUIDString(str(vm.uuid))
+    vm, p, conn, dom = _open(ctx)
     live = _live(dom)
     try:
         if "name" in p:
@@ -477,10 +478,7 @@ def _recover_attach(task: Task) -> str:
 
 @task_kind("vm.disk_attach", recover=_recover_attach)
 def run_disk_attach(ctx: TaskContext) -> dict:
-    vm = _vm(ctx)
-    p = ctx.task.params
-    conn = get_connection(vm.host)
-    dom = conn.lookupByUUIDString(str(vm.uuid))
+    vm, p, conn, dom = _open(ctx)
     created = None
     try:
         if p["kind"] == "existing":
@@ -548,10 +546,7 @@ def _live_device_xml(dom, tag: str, match) -> str | None:
 
 @task_kind("vm.disk_detach")
 def run_disk_detach(ctx: TaskContext) -> dict:
-    vm = _vm(ctx)
-    p = ctx.task.params
-    conn = get_connection(vm.host)
-    dom = conn.lookupByUUIDString(str(vm.uuid))
+    vm, p, conn, dom = _open(ctx)
     xml = _live_device_xml(
         dom,
         "disk",
@@ -583,10 +578,7 @@ def run_disk_detach(ctx: TaskContext) -> dict:
 
 @task_kind("vm.disk_grow")
 def run_disk_grow(ctx: TaskContext) -> dict:
-    vm = _vm(ctx)
-    p = ctx.task.params
-    conn = get_connection(vm.host)
-    dom = conn.lookupByUUIDString(str(vm.uuid))
+    vm, p, conn, dom = _open(ctx)
     if _live(dom):
         ctx.log(f"Growing {p['target']} live to {p['size_bytes'] / 1024**3:g} GiB")
         dom.blockResize(p["target"], p["size_bytes"], libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
@@ -600,10 +592,7 @@ def run_disk_grow(ctx: TaskContext) -> dict:
 
 @task_kind("vm.cdrom")
 def run_cdrom(ctx: TaskContext) -> dict:
-    vm = _vm(ctx)
-    p = ctx.task.params
-    conn = get_connection(vm.host)
-    dom = conn.lookupByUUIDString(str(vm.uuid))
+    vm, p, conn, dom = _open(ctx)
     disk = domxml.DiskBuild(
         target=p["target"], path=p["path"], format="raw", bus=p["bus"], device=DiskDevice.CDROM
     )
@@ -615,10 +604,7 @@ def run_cdrom(ctx: TaskContext) -> dict:
 
 @task_kind("vm.nic_attach")
 def run_nic_attach(ctx: TaskContext) -> dict:
-    vm = _vm(ctx)
-    p = ctx.task.params
-    conn = get_connection(vm.host)
-    dom = conn.lookupByUUIDString(str(vm.uuid))
+    vm, p, conn, dom = _open(ctx)
     nic = domxml.NicBuild(mac=p["mac"], source=p["network"], model=p["model"])
     ctx.log(f"Attaching a {p['model']} NIC {p['mac']} on {p['network']}")
     try:
@@ -632,10 +618,8 @@ def run_nic_attach(ctx: TaskContext) -> dict:
 
 @task_kind("vm.nic_detach")
 def run_nic_detach(ctx: TaskContext) -> dict:
-    vm = _vm(ctx)
-    mac = ctx.task.params["mac"]
-    conn = get_connection(vm.host)
-    dom = conn.lookupByUUIDString(str(vm.uuid))
+    vm, p, conn, dom = _open(ctx)
+    mac = p["mac"]
     xml = _live_device_xml(
         dom,
         "interface",
@@ -671,10 +655,7 @@ def _snapshot_xml(name: str, description: str) -> str:
 
 @task_kind("vm.snapshot_create")
 def run_snapshot_create(ctx: TaskContext) -> dict:
-    vm = _vm(ctx)
-    p = ctx.task.params
-    conn = get_connection(vm.host)
-    dom = conn.lookupByUUIDString(str(vm.uuid))
+    vm, p, conn, dom = _open(ctx)
     live = _live(dom)
     ctx.log(f"Taking snapshot {p['name']}{' with memory state' if live else ''}")
     dom.snapshotCreateXML(_snapshot_xml(p["name"], p.get("description", "")), 0)
@@ -684,10 +665,8 @@ def run_snapshot_create(ctx: TaskContext) -> dict:
 
 @task_kind("vm.snapshot_revert")
 def run_snapshot_revert(ctx: TaskContext) -> dict:
-    vm = _vm(ctx)
-    name = ctx.task.params["name"]
-    conn = get_connection(vm.host)
-    dom = conn.lookupByUUIDString(str(vm.uuid))
+    vm, p, conn, dom = _open(ctx)
+    name = p["name"]
     snap = dom.snapshotLookupByName(name, 0)
     ctx.log(f"Reverting to {name}")
     dom.revertToSnapshot(snap, 0)
@@ -698,10 +677,8 @@ def run_snapshot_revert(ctx: TaskContext) -> dict:
 
 @task_kind("vm.snapshot_delete")
 def run_snapshot_delete(ctx: TaskContext) -> dict:
-    vm = _vm(ctx)
-    name = ctx.task.params["name"]
-    conn = get_connection(vm.host)
-    dom = conn.lookupByUUIDString(str(vm.uuid))
+    vm, p, conn, dom = _open(ctx)
+    name = p["name"]
     ctx.log(f"Deleting snapshot {name}")
     dom.snapshotLookupByName(name, 0).delete(0)
     refresh_vm(vm, conn)
