@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('hosts', '0003_host_cpu_models_host_machine_types_host_uefi_loader_and_more'),
-        ('panel', '0004_volume_lock'),
+        ('panel', '0004_tenant_name_validator'),
     ]
 
     operations = [
