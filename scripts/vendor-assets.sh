@@ -21,3 +21,14 @@ HTMX_VERSION="$(node -p "require('$WORK/node_modules/htmx.org/package.json').ver
 copy htmx.org/dist/htmx.min.js htmx/htmx.min.js
 copy htmx.org/LICENSE htmx/LICENSE
 echo "$HTMX_VERSION" >"$ROOT/static/vendor/htmx/VERSION"
+
+# noVNC (ES modules, served as they are) and xterm.js.
+NOVNC="$WORK/node_modules/@novnc/novnc"
+rm -rf "$ROOT/static/vendor/novnc"
+mkdir -p "$ROOT/static/vendor/novnc"
+cp -r "$NOVNC/core" "$NOVNC/vendor" "$ROOT/static/vendor/novnc/"
+cp "$NOVNC/AUTHORS" "$NOVNC/LICENSE.txt" "$NOVNC"/docs/LICENSE* "$ROOT/static/vendor/novnc/"
+echo "vendored @novnc/novnc -> static/vendor/novnc"
+copy @xterm/xterm/lib/xterm.js xterm/xterm.js
+copy @xterm/xterm/css/xterm.css xterm/xterm.css
+copy @xterm/xterm/LICENSE xterm/LICENSE

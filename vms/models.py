@@ -144,3 +144,6 @@ class Snapshot(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+from .console_models import ConsoleKind, ConsoleTicket  # noqa: E402,F401

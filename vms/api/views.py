@@ -13,6 +13,7 @@ from hosts.models import Host
 from panel.api.serializers import TaskEnvelopeSerializer, TaskSerializer
 from panel.models import Tenant
 from panel.selectors import tenants_for
+from vms import console as vm_console
 from vms import selectors, services
 from vms.choices import PowerAction
 from vms.filtersets import VirtualMachineFilterSet
@@ -250,6 +251,21 @@ class VirtualMachineViewSet(
         vm = self.get_object()
         get_object_or_404(vm.snapshots, name=name)
         return _accepted(services.snapshot_delete(user=request.user, vm=vm, name=name))
+
+    # -- console -------------------------------------------------------------------------
+
+    @extend_schema(
+        methods=["post"],
+        request=vm_console.ConsoleRequestSerializer,
+        responses={201: vm_console.ConsoleTicketSerializer},
+    )
+    @extend_schema(
+        methods=["get"], request=None, responses={200: vm_console.ConsoleStatusSerializer}
+    )
+    @action(detail=True, methods=["get", "post"])
+    def console(self, request, pk=None):
+        """POST: a single-use ticket (valid 30 s) and the websocket URL it opens; GET: who is on."""
+        return vm_console.console_response(request, self.get_object())
 
     # -- templates and clones --------------------------------------------------------------
 
