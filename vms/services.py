@@ -408,8 +408,12 @@ def vm_create(
     disk_plans = _plan_disks(user, tenant, host, disks, errors)
     cdrom_path = ""
     if cdrom:
-        iso = Volume.objects.filter(pk=cdrom, pool__host=host, gone=False).first()
-        if iso is None:
+        iso = (
+            Volume.objects.select_related("pool")
+            .filter(pk=cdrom, pool__host=host, gone=False)
+            .first()
+        )
+        if iso is None or not _allowed(user, tenant, iso.pool):
             errors.add("cdrom", "Unknown ISO volume on this host.")
         else:
             cdrom_path = iso.path
@@ -657,8 +661,13 @@ def disk_attach(
     target = target_names(bus if bus == "virtio" else "scsi", used)[0]
     params: dict = {"bus": bus, "target": target, "created_volumes": []}
     if volume is not None:
-        vol = Volume.objects.filter(pk=volume, pool__host=vm.host_id, gone=False).first()
-        if vol is None:
+        vol = (
+            Volume.objects.select_related("pool")
+            .filter(pk=volume, pool__host=vm.host_id, gone=False)
+            .first()
+        )
+        if vol is None or not _allowed(user, vm.tenant, vol.pool):
+            # A volume in a pool the tenant may not use is as good as unknown to it.
             errors.add("volume", "Unknown volume on this VM's host.")
         elif Disk.objects.filter(volume=vol, vm__gone=False).exists():
             errors.add("volume", f"Volume {vol.name} is attached to a VM already.")
@@ -724,8 +733,12 @@ def cdrom_change(*, user, vm: VirtualMachine, volume: int | None) -> Task:
         raise ValidationError({"cdrom": "This VM has no CD-ROM drive."})
     path = ""
     if volume is not None:
-        iso = Volume.objects.filter(pk=volume, pool__host=vm.host_id, gone=False).first()
-        if iso is None:
+        iso = (
+            Volume.objects.select_related("pool")
+            .filter(pk=volume, pool__host=vm.host_id, gone=False)
+            .first()
+        )
+        if iso is None or not _allowed(user, vm.tenant, iso.pool):
             raise ValidationError({"volume": "Unknown ISO volume on this VM's host."})
         path = iso.path
     return _vm_task(user, vm, "vm.cdrom", {"target": drive.target, "bus": drive.bus, "path": path})

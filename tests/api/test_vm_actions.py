@@ -304,3 +304,29 @@ def test_schema_publishes_lifecycle_endpoints(api, admin_user):
         "/api/vms/{id}/clone/", "/api/vms/{id}/template/", "/api/tenants/{id}/usage/",
     ):  # fmt: skip
         assert path in paths, path
+
+
+def test_operator_cannot_use_volumes_or_isos_outside_allowed_pools(api, world):
+    """Existing volumes and ISOs obey the tenant's allowed pools, like new disks do."""
+    tenant = world["tenant"]
+    tenant.allowed_hosts.add(world["host"])
+    tenant.allowed_pools.add(world["pool"])
+    tenant.allowed_networks.add(world["net"])
+    foreign_pool = StoragePool.objects.get(host=world["host"], name="isos")
+    iso = foreign_pool.volumes.first()
+    client = api.as_user(world["operator"])
+    response = client.post("/api/vms/", _body(world, cdrom=iso.pk), format="json")
+    assert response.status_code == 400 and "cdrom" in response.json()
+
+    vm = _tenant_vm(world)
+    unattached = Volume.objects.filter(
+        pool__host=world["host"], pool__name="vg0", disks__isnull=True
+    ).first()
+    response = client.post(f"/api/vms/{vm.pk}/disks/", {"volume": unattached.pk}, format="json")
+    assert response.status_code == 400 and "volume" in response.json()
+    with_drive = VirtualMachine.objects.filter(host=world["host"], disks__device="cdrom").first()
+    VirtualMachine.objects.filter(pk=with_drive.pk).update(tenant=tenant)
+    response = client.post(f"/api/vms/{with_drive.pk}/cdrom/", {"volume": iso.pk}, format="json")
+    assert response.status_code == 400 and "volume" in response.json()
+    tenant.allowed_pools.add(foreign_pool)
+    assert client.post("/api/vms/", _body(world, cdrom=iso.pk), format="json").status_code == 202
