@@ -81,3 +81,63 @@ class TokenCreateForm(forms.Form):
         required=False,
         help_text="What the token is for, e.g. 'terraform' or 'backup script'.",
     )
+
+
+def _by_host(queryset) -> list:
+    """Choices of pools or networks grouped by their host (optgroups)."""
+    groups: dict[str, list] = {}
+    for obj in queryset.select_related("host").order_by("host__name", "name"):
+        groups.setdefault(obj.host.name, []).append((obj.pk, obj.name))
+    return list(groups.items())
+
+
+class TenantEditForm(forms.Form):
+    """A tenant's description, quota limits (empty: unlimited) and where it may create VMs."""
+
+    description = forms.CharField(max_length=200, required=False)
+    max_vms = forms.IntegerField(required=False, min_value=0, label="VMs")
+    max_vcpus = forms.IntegerField(required=False, min_value=0, label="vCPUs")
+    max_memory_mib = forms.IntegerField(required=False, min_value=0, label="Memory (MiB)")
+    max_disk_gib = forms.IntegerField(required=False, min_value=0, label="Disk (GiB)")
+    allowed_hosts = forms.ModelMultipleChoiceField(
+        queryset=None,
+        required=False,
+        label="Hosts",
+        widget=forms.SelectMultiple(attrs={"size": 6}),
+    )
+    allowed_pools = forms.ModelMultipleChoiceField(
+        queryset=None,
+        required=False,
+        label="Storage pools",
+        widget=forms.SelectMultiple(attrs={"size": 8}),
+    )
+    allowed_networks = forms.ModelMultipleChoiceField(
+        queryset=None,
+        required=False,
+        label="Networks",
+        widget=forms.SelectMultiple(attrs={"size": 8}),
+    )
+
+    def __init__(self, *args, tenant, **kwargs):
+        from hosts.models import Host, Network, StoragePool
+
+        initial = {
+            "description": tenant.description,
+            "max_vms": tenant.max_vms,
+            "max_vcpus": tenant.max_vcpus,
+            "max_memory_mib": tenant.max_memory_mib,
+            "max_disk_gib": tenant.max_disk_gib,
+            "allowed_hosts": list(tenant.allowed_hosts.values_list("pk", flat=True)),
+            "allowed_pools": list(tenant.allowed_pools.values_list("pk", flat=True)),
+            "allowed_networks": list(tenant.allowed_networks.values_list("pk", flat=True)),
+        }
+        super().__init__(*args, initial=initial, **kwargs)
+        pools = StoragePool.objects.filter(gone=False)
+        networks = Network.objects.filter(gone=False)
+        self.fields["allowed_hosts"].queryset = Host.objects.order_by("name")
+        self.fields["allowed_pools"].queryset = pools
+        self.fields["allowed_networks"].queryset = networks
+        self.fields["allowed_pools"].widget.choices = _by_host(pools)
+        self.fields["allowed_networks"].widget.choices = _by_host(networks)
+        for name in ("max_vms", "max_vcpus", "max_memory_mib", "max_disk_gib"):
+            self.fields[name].widget.attrs.update(placeholder="unlimited", min=0)

@@ -28,6 +28,7 @@ from .forms import (
     MembershipAddForm,
     MembershipRoleForm,
     TenantCreateForm,
+    TenantEditForm,
     TokenCreateForm,
     UserCreateForm,
     apply_service_errors,
@@ -232,21 +233,25 @@ def tenant_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def tenant_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    from vms.views import vm_table_context
+    from vms.views import quota_rows, vm_table_context
 
     user = request.user
     tenant = get_object_or_404(selectors.tenants_for(user), pk=pk)
-    tab = current_tab(request, ("members", "vms"))
+    tab = current_tab(request, ("summary", "members", "vms"))
     can_manage = can(user, Action.MEMBERSHIP_MANAGE, tenant.pk)
     role = None if is_platform_admin(user) else role_in(user, tenant.pk)
     context = {
         "tenant": tenant,
         "tab": tab,
         "can_manage": can_manage,
+        "can_create": can(user, Action.VM_CREATE, tenant.pk),
         "tree_reveal": f"tenant-{tenant.pk}",
         "my_role": Role(role).label if role else "",
     }
-    if tab == "members":
+    if tab == "summary":
+        context["quota"] = quota_rows(tenant)
+        context["placement"] = _placement(tenant)
+    elif tab == "members":
         context["memberships"] = selectors.memberships_for(user).filter(tenant=tenant)
         context["roles"] = Role.choices
         if can_manage:
@@ -254,6 +259,37 @@ def tenant_detail(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         context.update(vm_table_context(request, fixed={"tenant": str(tenant.pk)}))
     return render(request, "panel/tenant_detail.html", context)
+
+
+def _placement(tenant) -> list[tuple[str, list]]:
+    """Where the tenant's operators may create VMs: hosts, pools and networks."""
+    return [
+        ("Hosts", list(tenant.allowed_hosts.order_by("name"))),
+        ("Storage pools", list(tenant.allowed_pools.select_related("host"))),
+        ("Networks", list(tenant.allowed_networks.select_related("host"))),
+    ]
+
+
+@login_required
+def tenant_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    """Quota limits and placement of a tenant (platform admins only)."""
+    require_platform_admin(request)
+    tenant = get_object_or_404(selectors.tenants_for(request.user), pk=pk)
+    form = TenantEditForm(request.POST or None, tenant=tenant)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.tenant_update(user=request.user, tenant=tenant, **form.cleaned_data)
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            messages.success(request, f"Tenant {tenant.name} saved.")
+            return redirect("ui:tenant", pk=tenant.pk)
+    return render(
+        request,
+        "panel/tenant_edit.html",
+        {"tenant": tenant, "form": form, "tree_reveal": f"tenant-{tenant.pk}"},
+        status=400 if form.errors else 200,
+    )
 
 
 @login_required

@@ -1,5 +1,6 @@
-/* Paddock UI shell: resource tree, task bar, search, small conveniences. No framework; htmx
- * does the server round trips (lazy tree nodes, task bar polling, search suggestions). */
+/* Paddock UI shell: resource tree, task bar, search, action dialogs, the create wizard and small
+ * conveniences. No framework; htmx does the server round trips of the shell (lazy tree nodes,
+ * task bar polling, search suggestions), fetch those of the dialogs and the wizard. */
 (function () {
   "use strict";
 
@@ -365,6 +366,509 @@
     });
   }
 
+  // --- dialog: action forms in place -------------------------------------------------------
+
+  /* A link with data-dialog opens its page's form in a modal <dialog> instead of navigating
+   * (the same URL still works as a page of its own without this script). The form posts with
+   * fetch: errors come back into the dialog, success answers with an HX-Redirect to follow. */
+  const dialog = {
+    el: null,
+    body: null,
+
+    ensure: function () {
+      if (this.el) return;
+      this.el = document.createElement("dialog");
+      this.el.className = "modal";
+      this.el.setAttribute("aria-labelledby", "dialog-title");
+      this.body = document.createElement("div");
+      this.body.className = "modal-body";
+      this.el.appendChild(this.body);
+      document.body.appendChild(this.el);
+      this.el.addEventListener("click", (ev) => {
+        if (ev.target === this.el) this.close(); // the backdrop
+        const closer = ev.target.closest("[data-dialog-close]");
+        if (closer) {
+          ev.preventDefault();
+          this.close();
+        }
+      });
+      this.el.addEventListener("submit", (ev) => {
+        const form = ev.target.closest("form");
+        if (!form || (form.method || "").toLowerCase() !== "post") return;
+        ev.preventDefault();
+        this.submit(form, ev.submitter);
+      });
+      this.el.addEventListener("close", () => {
+        this.body.innerHTML = "";
+      });
+    },
+
+    show: function (html) {
+      this.body.innerHTML = html;
+      initSwitches(this.body);
+      if (!this.el.open) this.el.showModal();
+      const first = this.body.querySelector(
+        ".has-error input, .has-error select, input:not([type=hidden]):not([disabled]), select, textarea"
+      );
+      // A destructive confirmation starts on Cancel, so a stray Enter does not stop a VM.
+      const danger = this.body.querySelector(".dialog-danger") && !first;
+      const start = danger
+        ? this.body.querySelector(".form-actions [data-dialog-close]")
+        : first || this.body.querySelector("[data-submit]");
+      (start || this.body).focus();
+    },
+
+    fail: function (url) {
+      // Anything unexpected: go to the page itself, which says what is wrong.
+      location.href = url;
+    },
+
+    open: function (url) {
+      this.ensure();
+      fetch(url, { headers: { "HX-Request": "true" }, credentials: "same-origin" })
+        .then((r) => (r.ok ? r.text() : Promise.reject(r)))
+        .then((html) => this.show(html))
+        .catch(() => this.fail(url));
+    },
+
+    submit: function (form, submitter) {
+      const button = submitter || form.querySelector("[type=submit]");
+      if (button) {
+        button.disabled = true;
+        button.classList.add("is-busy");
+      }
+      fetch(form.action, {
+        method: "POST",
+        body: new FormData(form),
+        headers: { "HX-Request": "true" },
+        credentials: "same-origin",
+      })
+        .then((r) => {
+          const to = r.headers.get("HX-Redirect");
+          if (to) {
+            location.href = to;
+            return null;
+          }
+          if (r.ok || r.status === 400) return r.text();
+          return Promise.reject(r);
+        })
+        .then((html) => {
+          if (html !== null) this.show(html);
+        })
+        .catch(() => this.fail(form.action));
+    },
+
+    close: function () {
+      if (this.el && this.el.open) this.el.close();
+    },
+  };
+
+  function initDialogs() {
+    document.addEventListener("click", function (ev) {
+      const link = ev.target.closest("a[data-dialog]");
+      if (!link || ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.button !== 0) return;
+      ev.preventDefault();
+      const menu = link.closest("details[data-menu]");
+      if (menu) menu.removeAttribute("open");
+      dialog.open(link.getAttribute("href"));
+    });
+  }
+
+  /* A radio group that shows only the fields of the chosen option: a container with
+   * data-switch holds the radios and blocks marked data-when="<value>". */
+  function initSwitches(root) {
+    root.querySelectorAll("[data-switch]").forEach(function (box) {
+      const radios = box.querySelectorAll("input[type=radio]");
+      function apply() {
+        const checked = box.querySelector("input[type=radio]:checked");
+        const value = checked ? checked.value : "";
+        box.querySelectorAll("[data-when]").forEach(function (part) {
+          part.hidden = part.dataset.when !== value;
+        });
+      }
+      radios.forEach((r) => r.addEventListener("change", apply));
+      apply();
+    });
+  }
+
+  // --- create wizard --------------------------------------------------------------------------
+
+  function text(el) {
+    return el ? el.textContent.trim() : "";
+  }
+
+  function selectedText(select) {
+    const opt = select && select.selectedOptions[0];
+    return opt ? opt.textContent.trim() : "";
+  }
+
+  function visible(el) {
+    return !el.closest("[hidden]") && !el.disabled;
+  }
+
+  function initWizard(form) {
+    const steps = Array.from(form.querySelectorAll("[data-step]"));
+    const tabs = Array.from(form.querySelectorAll("[data-step-tab]"));
+    const names = steps.map((s) => s.dataset.step);
+    const back = form.querySelector("[data-wizard-back]");
+    const next = form.querySelector("[data-wizard-next]");
+    const finish = form.querySelector("[data-wizard-finish]");
+    const count = form.querySelector("[data-step-count]");
+    const field = (name) => form.querySelector('[name="' + name + '"]');
+    let current = 0;
+    let quota = {};
+
+    form.classList.add("is-stepped");
+
+    function show(i) {
+      current = Math.max(0, Math.min(steps.length - 1, i));
+      steps.forEach((s, j) => s.classList.toggle("active", j === current));
+      tabs.forEach(function (t, j) {
+        t.classList.toggle("active", j === current);
+        t.setAttribute("aria-selected", j === current ? "true" : "false");
+        t.tabIndex = j === current ? 0 : -1;
+      });
+      back.disabled = current === 0;
+      next.hidden = current === steps.length - 1;
+      finish.hidden = current !== steps.length - 1;
+      count.textContent = "Step " + (current + 1) + " of " + steps.length;
+      if (names[current] === "confirm") {
+        renderSummary();
+        checkQuota();
+      }
+    }
+
+    function firstInvalid(step) {
+      const fields = step.querySelectorAll("input, select, textarea");
+      for (const f of fields) {
+        if (visible(f) && !f.checkValidity()) return f;
+      }
+      return null;
+    }
+
+    function validUpTo(target) {
+      for (let j = current; j < target; j += 1) {
+        const bad = firstInvalid(steps[j]);
+        if (bad) {
+          show(j);
+          bad.reportValidity();
+          return false;
+        }
+      }
+      return true;
+    }
+
+    next.addEventListener("click", function () {
+      if (validUpTo(current + 1)) show(current + 1);
+    });
+    back.addEventListener("click", () => show(current - 1));
+    tabs.forEach(function (tab, j) {
+      tab.addEventListener("click", function () {
+        if (j <= current || validUpTo(j)) show(j);
+      });
+    });
+    form.addEventListener("keydown", function (ev) {
+      // Enter in a field goes to the next step rather than submitting half a VM.
+      if (ev.key !== "Enter" || ev.target.tagName === "TEXTAREA" || ev.target.type === "submit") return;
+      if (ev.target.closest("button")) return;
+      ev.preventDefault();
+      if (current < steps.length - 1) next.click();
+      else finish.click();
+    });
+    form.addEventListener("submit", function (ev) {
+      for (let j = 0; j < steps.length; j += 1) {
+        const bad = firstInvalid(steps[j]);
+        if (bad) {
+          ev.preventDefault();
+          show(j);
+          bad.reportValidity();
+          return;
+        }
+      }
+      finish.disabled = true;
+      finish.classList.add("is-busy");
+    });
+
+    // Disk and NIC rows --------------------------------------------------------------------
+    function rowsOf(kind) {
+      return Array.from(form.querySelectorAll('tbody[data-row="' + kind + '"]'));
+    }
+
+    function renumber(kind) {
+      const rows = rowsOf(kind);
+      rows.forEach(function (row, i) {
+        const label = row.querySelector("[data-row-label]");
+        if (label) label.textContent = String(i + 1);
+      });
+      const table = form.querySelector('table[data-rows="' + kind + '"]');
+      table.classList.toggle("is-empty", rows.length === 0);
+    }
+
+    function nextIndex(kind) {
+      let max = -1;
+      rowsOf(kind).forEach(function (row) {
+        const m = /-(\d+)$/.exec(row.dataset.prefix || "");
+        if (m) max = Math.max(max, parseInt(m[1], 10));
+      });
+      return max + 1;
+    }
+
+    function addRow(kind) {
+      const tpl = form.querySelector('template[data-row-template="' + kind + '"]');
+      const i = nextIndex(kind);
+      const holder = document.createElement("table");
+      holder.innerHTML = tpl.innerHTML.replace(/__i__/g, String(i));
+      const row = holder.querySelector("tbody");
+      const table = form.querySelector('table[data-rows="' + kind + '"]');
+      table.insertBefore(row, table.querySelector("tbody.wrows-empty"));
+      applyOptions(row);
+      initDiskRow(row);
+      renumber(kind);
+      const first = row.querySelector("select, input");
+      if (first) first.focus();
+    }
+
+    form.addEventListener("click", function (ev) {
+      const add = ev.target.closest("[data-row-add]");
+      if (add) {
+        addRow(add.dataset.rowAdd);
+        return;
+      }
+      const remove = ev.target.closest("[data-row-remove]");
+      if (remove) {
+        const row = remove.closest("tbody[data-row]");
+        const kind = row.dataset.row;
+        row.remove();
+        renumber(kind);
+      }
+      const quick = ev.target.closest("[data-quick] [data-value]");
+      if (quick) {
+        const input = form.querySelector(quick.closest("[data-quick]").dataset.quick);
+        input.value = quick.dataset.value;
+        input.dispatchEvent(new Event("input", { bubbles: true }));
+      }
+    });
+
+    function initDiskRow(row) {
+      if (row.dataset.row !== "disk") return;
+      const source = row.querySelector("[data-disk-source]");
+      const pool = row.querySelector('select[data-choices="pool"]');
+      const volume = row.querySelector('select[data-choices="source"]');
+      const format = row.querySelector('select[name$="-format"]');
+      const clone = row.querySelector('select[name$="-clone"]');
+      const sizeNote = row.querySelector("[data-source-size]");
+      const size = row.querySelector("[data-disk-size]");
+      function apply() {
+        const kind = source.value;
+        row.querySelectorAll("[data-when]").forEach(function (part) {
+          part.hidden = part.dataset.when !== kind;
+        });
+        size.required = kind === "new";
+        pool.required = kind === "new";
+        volume.required = kind === "template";
+        // LVM pools hold raw volumes only.
+        const logical = pool.selectedOptions[0] && pool.selectedOptions[0].dataset.logical === "1";
+        format.querySelector('option[value="qcow2"]').disabled = logical;
+        if (logical) format.value = "raw";
+        // Linked copies need qcow2 backing files in a directory pool.
+        const vol = volume.selectedOptions[0];
+        const linkable = !vol || !vol.value || vol.dataset.linked === "1";
+        clone.querySelector('option[value="linked"]').disabled = !linkable;
+        if (!linkable) clone.value = "full";
+        sizeNote.textContent = vol && vol.dataset.gib ? vol.dataset.gib + " GiB" : "from the volume";
+      }
+      [source, pool, volume].forEach((el) => el.addEventListener("change", apply));
+      row._apply = apply;
+      apply();
+    }
+
+    // Host-dependent choices ---------------------------------------------------------------
+    const optionsBox = document.getElementById("wizard-options");
+
+    function pickFirst(select) {
+      const opt = Array.from(select.options).find((o) => !o.disabled);
+      select.value = opt ? opt.value : "";
+    }
+
+    function applyOptions(root) {
+      const src = optionsBox.querySelector("[data-wizard-options]");
+      if (!src) return;
+      (root || form).querySelectorAll("select[data-choices]").forEach(function (select) {
+        const from = src.querySelector('select[data-options="' + select.dataset.choices + '"]');
+        if (!from) return;
+        const value = select.value;
+        select.innerHTML = from.innerHTML;
+        const keep = Array.from(select.options).some((o) => o.value === value && !o.disabled);
+        if (keep) select.value = value;
+        else pickFirst(select);
+      });
+      if (!root) {
+        const slot = form.querySelector('[data-slot="quota"]');
+        const fill = src.querySelector('[data-fill="quota"]');
+        if (slot && fill) slot.innerHTML = fill.innerHTML;
+        form.querySelectorAll('tbody[data-row="disk"]').forEach((row) => row._apply && row._apply());
+      }
+      try {
+        quota = JSON.parse(src.dataset.quota || "{}");
+      } catch (e) {
+        quota = {};
+      }
+      describeHost();
+    }
+
+    let pending = null;
+    function refreshOptions() {
+      const params = new URLSearchParams({ tenant: field("tenant").value, host: field("host").value });
+      if (pending) pending.abort();
+      pending = new AbortController();
+      fetch(form.dataset.optionsUrl + "?" + params.toString(), {
+        headers: { "HX-Request": "true" },
+        credentials: "same-origin",
+        signal: pending.signal,
+      })
+        .then((r) => (r.ok ? r.text() : Promise.reject(r)))
+        .then(function (html) {
+          optionsBox.innerHTML = html;
+          applyOptions(null);
+        })
+        .catch(function () {
+          /* aborted by a newer choice, or the server said no: the lists stay as they were */
+        });
+    }
+
+    function describeHost() {
+      const src = optionsBox.querySelector("[data-wizard-options]");
+      const host = field("host");
+      const opt = host.selectedOptions[0];
+      const general = form.querySelector("[data-host-summary]");
+      const cpus = form.querySelector("[data-host-cpus]");
+      const memory = form.querySelector("[data-host-memory]");
+      if (opt && opt.value) {
+        const gib = Math.round(parseInt(opt.dataset.memory || "0", 10) / 1024);
+        const name = opt.dataset.name || text(opt);
+        general.textContent = "Host " + name + ": " + opt.dataset.cpus + " CPUs, " + gib + " GiB of memory.";
+        cpus.textContent = "Host " + name + " has " + opt.dataset.cpus + " logical CPUs; a VM can have at most that many.";
+        memory.textContent = "Host " + name + " has " + gib + " GiB of memory.";
+      } else {
+        const n = src ? parseInt(src.dataset.hostCount || "0", 10) : 0;
+        if (n === 0) {
+          general.textContent = "No online host is open to this tenant: ask a platform admin to allow one.";
+        } else if (src && src.dataset.tooMany) {
+          general.textContent = n + " online hosts: choose one to list its storage, ISOs and networks.";
+        } else {
+          general.textContent = "Paddock chooses among " + n + " online host" + (n === 1 ? "" : "s") + ".";
+        }
+        cpus.textContent = "Automatic placement picks a host with enough CPUs.";
+        memory.textContent = "Automatic placement picks the host with the most free memory.";
+      }
+    }
+
+    field("tenant").addEventListener("change", refreshOptions);
+    field("host").addEventListener("change", refreshOptions);
+
+    // Confirm: summary and quota -------------------------------------------------------------
+    function diskSummary(row) {
+      const get = (suffix) => row.querySelector('[name$="-' + suffix + '"]');
+      const bus = selectedText(get("bus"));
+      if (get("source").value === "template") {
+        return selectedText(get("clone")) + " of " + selectedText(get("volume")) + ", " + bus;
+      }
+      const pool = get("pool").selectedOptions[0];
+      const poolName = pool ? text(pool).split(" (")[0] : "?";
+      return get("size_gib").value + " GiB " + get("format").value + " on " + poolName + ", " + bus;
+    }
+
+    function nicSummary(row) {
+      const get = (suffix) => row.querySelector('[name$="-' + suffix + '"]');
+      const net = get("network").selectedOptions[0];
+      return (net ? text(net) : "?") + ", " + get("model").value + ", MAC " + (get("mac").value || "auto");
+    }
+
+    function renderSummary() {
+      const body = form.querySelector("[data-summary] tbody");
+      const rows = [];
+      const add = (k, v) => rows.push([k, v]);
+      add("Name", field("name").value || "—");
+      add("Tenant", selectedText(field("tenant")));
+      add("Host", selectedText(field("host")));
+      if (field("description").value) add("Description", field("description").value);
+      if (field("tags").value) add("Tags", field("tags").value);
+      add("CD/DVD", selectedText(field("cdrom")));
+      add("Boot order", selectedText(field("boot")));
+      add("Firmware / machine", selectedText(field("firmware")) + " / " + selectedText(field("machine")));
+      rowsOf("disk").forEach((row, i) => add("Disk " + (i + 1), diskSummary(row)));
+      if (!rowsOf("disk").length) add("Disks", "none");
+      const maxCpu = field("max_vcpus").value;
+      add("vCPUs", field("vcpus").value + (maxCpu ? " (hot-plug up to " + maxCpu + ")" : ""));
+      add("CPU type", selectedText(field("cpu_model")));
+      const maxMem = field("max_memory_mib").value;
+      add("Memory", field("memory_mib").value + " MiB" + (maxMem ? " (balloon up to " + maxMem + " MiB)" : ""));
+      rowsOf("nic").forEach((row, i) => add("Network " + (i + 1), nicSummary(row)));
+      if (!rowsOf("nic").length) add("Network", "none");
+      body.innerHTML = "";
+      rows.forEach(function (pair) {
+        const tr = document.createElement("tr");
+        const k = document.createElement("td");
+        const v = document.createElement("td");
+        k.className = "summary-key";
+        k.textContent = pair[0];
+        v.textContent = pair[1];
+        tr.append(k, v);
+        body.appendChild(tr);
+      });
+    }
+
+    function askedDiskGib() {
+      let total = 0;
+      rowsOf("disk").forEach(function (row) {
+        if (row.querySelector("[data-disk-source]").value === "template") {
+          const vol = row.querySelector('select[data-choices="source"]').selectedOptions[0];
+          total += vol && vol.dataset.gib ? parseFloat(vol.dataset.gib) : 0;
+        } else {
+          total += parseFloat(row.querySelector("[data-disk-size]").value || "0") || 0;
+        }
+      });
+      return Math.round(total * 10) / 10;
+    }
+
+    function checkQuota() {
+      const asked = {
+        vms: 1,
+        vcpus: parseInt(field("vcpus").value || "0", 10) || 0,
+        memory_mib: parseInt(field("memory_mib").value || "0", 10) || 0,
+        disk_gib: askedDiskGib(),
+      };
+      const over = [];
+      form.querySelectorAll("[data-quota-key]").forEach(function (tr) {
+        const key = tr.dataset.quotaKey;
+        const q = quota[key] || {};
+        tr.querySelector("[data-quota-asked]").textContent = String(asked[key]);
+        const exceeds = q.left !== null && q.left !== undefined && asked[key] > q.left;
+        tr.classList.toggle("over", exceeds);
+        if (exceeds) over.push(text(tr.querySelector("td")) + " (" + asked[key] + " asked, " + q.left + " left)");
+      });
+      const warning = form.querySelector("[data-quota-warning]");
+      warning.hidden = over.length === 0;
+      warning.querySelector("div").textContent = over.length
+        ? "This VM needs more than the tenant's quota leaves: " + over.join("; ") + ". Paddock will refuse it."
+        : "";
+    }
+
+    form.querySelectorAll('tbody[data-row="disk"]').forEach(initDiskRow);
+    ["disk", "nic"].forEach(renumber);
+    try {
+      quota = JSON.parse(optionsBox.querySelector("[data-wizard-options]").dataset.quota || "{}");
+    } catch (e) {
+      quota = {};
+    }
+    describeHost();
+    const start = names.indexOf(form.dataset.startStep);
+    show(start < 0 ? 0 : start);
+    // Back from the server with errors: the step showing the first one is open; focus it.
+    const bad = steps[current].querySelector(".has-error input, .has-error select, .is-invalid");
+    if (bad) bad.focus();
+  }
+
   function init() {
     initTree();
     taskbar.init();
@@ -373,10 +877,13 @@
     initCopy();
     initConfirm();
     initAlerts();
+    initDialogs();
+    initSwitches(document);
+    document.querySelectorAll("form[data-wizard]").forEach(initWizard);
     document.documentElement.dataset.ready = "1";
   }
 
-  window.Paddock = { taskbar: taskbar, tree: { setOpen: setOpen } };
+  window.Paddock = { taskbar: taskbar, tree: { setOpen: setOpen }, dialog: dialog };
 
   // After htmx's own DOMContentLoaded handler (this script is deferred after htmx's).
   if (document.readyState === "complete") init();

@@ -88,9 +88,9 @@ def admin_urls(host: Host, tenant: Tenant) -> list[str]:
     ]
     for tab in ("summary", "vms", "storage", "networks", "tasks", "bogus"):
         urls.append(reverse("ui:host", args=[host.pk]) + f"?tab={tab}")
-    for tab in ("summary", "hardware", "tasks"):
+    for tab in ("summary", "hardware", "snapshots", "tasks"):
         urls.append(reverse("ui:vm", args=[vm.pk]) + f"?tab={tab}")
-    for tab in ("members", "vms"):
+    for tab in ("summary", "members", "vms"):
         urls.append(reverse("ui:tenant", args=[tenant.pk]) + f"?tab={tab}")
     return urls
 
@@ -476,7 +476,7 @@ def test_tenant_admin_manages_memberships(client, make_member, tenant, other_ten
     viewer = make_member(tenant, Role.VIEWER)
     outsider = make_member(other_tenant, Role.VIEWER, username="newbie")
     login(client, admin)
-    page = text(client.get(reverse("ui:tenant", args=[tenant.pk])))
+    page = text(client.get(reverse("ui:tenant", args=[tenant.pk]) + "?tab=members"))
     assert viewer.username in page and "Add member" in page
 
     url = reverse("ui:membership_add", args=[tenant.pk])
@@ -507,7 +507,7 @@ def test_tenant_admin_manages_memberships(client, make_member, tenant, other_ten
 def test_tenant_viewer_cannot_manage_memberships(client, make_member, tenant):
     viewer = make_member(tenant, Role.VIEWER)
     login(client, viewer)
-    page = text(client.get(reverse("ui:tenant", args=[tenant.pk])))
+    page = text(client.get(reverse("ui:tenant", args=[tenant.pk]) + "?tab=members"))
     assert "Add member" not in page
     response = client.post(
         reverse("ui:membership_add", args=[tenant.pk]),
