@@ -1,8 +1,10 @@
 """Periodic reconcile: compare each host with the inventory and repair drift.
 
-The watcher process (or thread, in the embedded default) runs this loop. A host busy with a
-Paddock task is skipped this round; one that does not answer is marked offline with libvirt's
-message and retried next round. Live events on top of this come with the event watcher.
+The safety net under the event watchers (``hosts.watcher``): a host busy with a Paddock task is
+skipped this round; one that does not answer is marked offline with libvirt's message and
+retried next round. What a round changed (a VM's state, a VM that appeared or vanished, the
+host's status) is published as ``vm.updated`` / ``host.updated``, so browsers see drift repairs
+as they see events.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import time
 
 from django.db import close_old_connections
 
+from panel import events
+
 from .choices import HostStatus
 from .connection import HostConnectError, drop_connection
 from .models import Host
@@ -20,17 +24,50 @@ from .sync import mark_unreachable, sync_host
 
 logger = logging.getLogger(__name__)
 
+# The VM fields whose change a reconcile publishes.
+_WATCHED = ("state", "desired_state", "lifecycle", "gone", "tenant_id", "name")
 
-def reconcile_host(host: Host) -> dict | None:
+
+def _vm_snapshot(host: Host) -> dict[int, tuple]:
+    from vms.models import VirtualMachine
+
+    return {
+        row[0]: row[1:]
+        for row in VirtualMachine.objects.filter(host=host).values_list("pk", *_WATCHED)
+    }
+
+
+def _publish_vm_changes(host: Host, before: dict[int, tuple]) -> int:
+    from vms.models import VirtualMachine
+
+    after = _vm_snapshot(host)
+    changed = [pk for pk, values in after.items() if before.get(pk) != values]
+    if not changed:
+        return 0
+    for vm in VirtualMachine.objects.filter(pk__in=changed).order_by("pk"):
+        events.vm_changed(vm, event="reconciled")
+    return len(changed)
+
+
+def reconcile_host(host: Host, publish: bool = True) -> dict | None:
     if host.lock_id is not None:
         return None
+    status, error = host.status, host.last_error
+    before = _vm_snapshot(host) if publish else {}
     try:
-        return sync_host(host)
+        summary = sync_host(host)
     except HostConnectError as exc:
         drop_connection(host)
         mark_unreachable(host, str(exc), HostStatus.OFFLINE)
         logger.info("host %s unreachable: %s", host.name, exc)
+        if publish and (host.status, host.last_error) != (status, error):
+            events.host_changed(host, event="offline")
         return None
+    if publish:
+        summary["published"] = _publish_vm_changes(host, before)
+        if (host.status, host.last_error) != (status, error):
+            events.host_changed(host, event="online")
+    return summary
 
 
 def reconcile_all() -> int:

@@ -43,8 +43,10 @@ def start_worker(concurrency: int = 4):
 
 
 def start_background(stop: threading.Event) -> list[threading.Thread]:
-    """The watcher (reconcile loop) and the recovery sweep, as daemon threads."""
+    """The host watchers (libvirt events per host), the reconcile loop and the recovery
+    sweep, as daemon threads."""
     from hosts.reconcile import run_forever
+    from hosts.watcher import start_watchers
     from panel import taskrunner
 
     def recovery_loop() -> None:
@@ -68,6 +70,7 @@ def start_background(stop: threading.Event) -> list[threading.Thread]:
     ]
     for thread in threads:
         thread.start()
+    threads.append(start_watchers(stop))
     return threads
 
 

@@ -1,0 +1,186 @@
+"""``/ws/events/``: live events for browsers (session cookie) and automation (API token).
+
+On connect a client joins the groups of what its user may see: platform admins ``admin``,
+everyone else ``tenant.<id>`` for each membership. A client may narrow that to single objects
+with ``{"subscribe": {"vms": [...], "hosts": [...], "tasks": [...]}}`` (only the ones its user
+may see are joined) and widen it again with ``{"subscribe": null}``. Scoping is done by group
+membership: a message reaches only the consumers in its groups, nothing is filtered after
+delivery. The protocol is described in ``docs/events.md``.
+"""
+
+from __future__ import annotations
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.middleware import BaseMiddleware
+from django.contrib.auth.models import AnonymousUser
+from django.utils import timezone
+
+from .events import MESSAGE_TYPE
+from .tenancy import Action, is_platform_admin, tenant_ids
+
+CLOSE_UNAUTHENTICATED = 4401
+# More ids than this in one subscription is refused: a client wanting more listens broadly.
+MAX_SUBSCRIPTION = 1000
+SUBSCRIBABLE = ("vms", "hosts", "tasks")
+
+assert MESSAGE_TYPE == "paddock.event"  # handled by EventsConsumer.paddock_event
+
+
+# --- token authentication ----------------------------------------------------------------------
+
+
+@database_sync_to_async
+def _user_for_token(raw: str):
+    from .models import ApiToken
+
+    token = ApiToken.lookup(raw)
+    if token is None:
+        return AnonymousUser()
+    now = timezone.now()
+    if token.last_used is None or (now - token.last_used).total_seconds() > 60:
+        ApiToken.objects.filter(pk=token.pk).update(last_used=now)
+    return token.user
+
+
+class TokenAuthMiddleware(BaseMiddleware):
+    """``Authorization: Token <token>`` on the websocket handshake sets ``scope["user"]``.
+
+    When the header is present it decides alone: a wrong or expired token is anonymous even
+    if a session cookie came along.
+    """
+
+    async def __call__(self, scope, receive, send):
+        header = None
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                header = value
+                break
+        if header is not None:
+            parts = header.split()
+            user = AnonymousUser()
+            if len(parts) == 2 and parts[0].lower() == b"token":
+                try:
+                    user = await _user_for_token(parts[1].decode())
+                except UnicodeDecodeError:
+                    pass
+            scope = dict(scope, user=user)
+        return await super().__call__(scope, receive, send)
+
+
+# --- the consumer ------------------------------------------------------------------------------
+
+
+def _broad_groups(user) -> list[str]:
+    if is_platform_admin(user):
+        return ["admin"]
+    return [f"tenant.{tid}" for tid in sorted(tenant_ids(user, Action.VM_VIEW))]
+
+
+def _visible(user, wanted: dict[str, list[int]]) -> dict[str, list[int]]:
+    """The subset of ``wanted`` the user may see, with the API's own scoping."""
+    from hosts.models import Host
+    from vms.selectors import vms_for
+
+    from .selectors import tasks_for
+
+    allowed: dict[str, list[int]] = {key: [] for key in SUBSCRIBABLE}
+    if wanted["vms"]:
+        allowed["vms"] = sorted(
+            vms_for(user).filter(pk__in=wanted["vms"]).values_list("pk", flat=True)
+        )
+    if wanted["hosts"] and is_platform_admin(user):
+        allowed["hosts"] = sorted(
+            Host.objects.filter(pk__in=wanted["hosts"]).values_list("pk", flat=True)
+        )
+    if wanted["tasks"]:
+        allowed["tasks"] = sorted(
+            tasks_for(user).filter(pk__in=wanted["tasks"]).values_list("pk", flat=True)
+        )
+    return allowed
+
+
+def _parse_subscription(value) -> dict[str, list[int]] | None:
+    if not isinstance(value, dict) or set(value) - set(SUBSCRIBABLE):
+        return None
+    result: dict[str, list[int]] = {}
+    for key in SUBSCRIBABLE:
+        ids = value.get(key) or []
+        if not isinstance(ids, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids
+        ):
+            return None
+        result[key] = sorted(set(ids))
+    if sum(len(ids) for ids in result.values()) > MAX_SUBSCRIPTION:
+        return None
+    return result
+
+
+class EventsConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self):
+        user = self.scope.get("user")
+        self.joined: set[str] = set()
+        if user is None or not user.is_authenticated or not user.is_active:
+            # Accepted first so that the client sees the close code, not a failed handshake.
+            await self.accept()
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.user = user
+        self.broad = await database_sync_to_async(_broad_groups)(user)
+        await self.accept()
+        await self._switch(self.broad)
+        await self.send_json({"type": "hello", "user": user.get_username(), "scope": "all"})
+
+    async def disconnect(self, code):
+        for group in getattr(self, "joined", ()):
+            await self.channel_layer.group_discard(group, self.channel_name)
+        self.joined = set()
+
+    async def _switch(self, groups: list[str]) -> None:
+        """Join ``groups`` first, then leave the others: no gap, at most a duplicate."""
+        wanted = set(groups)
+        for group in sorted(wanted - self.joined):
+            await self.channel_layer.group_add(group, self.channel_name)
+        for group in sorted(self.joined - wanted):
+            await self.channel_layer.group_discard(group, self.channel_name)
+        self.joined = wanted
+
+    async def receive_json(self, content, **kwargs):
+        if not isinstance(content, dict) or "subscribe" not in content:
+            await self.send_json({"type": "error", "error": "Unknown message."})
+            return
+        value = content["subscribe"]
+        if value is None:
+            await self._switch(self.broad)
+            await self.send_json({"type": "subscribed", "scope": "all"})
+            return
+        wanted = _parse_subscription(value)
+        if wanted is None:
+            await self.send_json(
+                {
+                    "type": "error",
+                    "error": "subscribe takes null or an object of id lists: "
+                    f"vms, hosts, tasks (at most {MAX_SUBSCRIPTION} ids).",
+                }
+            )
+            return
+        allowed = await database_sync_to_async(_visible)(self.user, wanted)
+        groups = [
+            f"{prefix}.{pk}"
+            for key, prefix in (("vms", "vm"), ("hosts", "host"), ("tasks", "task"))
+            for pk in allowed[key]
+        ]
+        await self._switch(groups)
+        denied = {
+            key: sorted(set(wanted[key]) - set(allowed[key]))
+            for key in SUBSCRIBABLE
+            if set(wanted[key]) - set(allowed[key])
+        }
+        reply = {"type": "subscribed", "scope": "objects", **allowed}
+        if denied:
+            # Not visible or not existing: the same answer, as the API gives 404 for both.
+            reply["not_found"] = denied
+        await self.send_json(reply)
+
+    async def paddock_event(self, message):
+        await self.send_json(message["event"])
