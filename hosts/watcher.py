@@ -410,6 +410,17 @@ class HostWatcher:
 
 def apply_domain_event(host: Host, conn: libvirt.virConnect, uuid: str, event: str) -> None:
     """Bring one domain's VM row in line with libvirt and publish ``vm.updated``."""
+    try:
+        _apply_domain_event(host, conn, uuid, event)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+            raise
+        # Undefined while it was being read (the transaction rolled back): look again, which
+        # now finds it gone. Not a connection failure.
+        _apply_domain_event(host, conn, uuid, event)
+
+
+def _apply_domain_event(host: Host, conn: libvirt.virConnect, uuid: str, event: str) -> None:
     from vms.choices import VMState
     from vms.models import VirtualMachine
     from vms.sync import refresh_vm, state_from_libvirt
