@@ -170,6 +170,9 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             for key, prefix in (("vms", "vm"), ("hosts", "host"), ("tasks", "task"))
             for pk in allowed[key]
         ]
+        # A subscribed VM or host also streams its live metric points (the charts).
+        groups += [f"metrics.vm.{pk}" for pk in allowed["vms"]]
+        groups += [f"metrics.host.{pk}" for pk in allowed["hosts"]]
         await self._switch(groups)
         denied = {
             key: sorted(set(wanted[key]) - set(allowed[key]))

@@ -45,6 +45,8 @@ def start_worker(concurrency: int = 4):
 def start_background(stop: threading.Event) -> list[threading.Thread]:
     """The host watchers (libvirt events per host), the reconcile loop and the recovery
     sweep, as daemon threads."""
+    from hosts.metrics import interval as metrics_interval
+    from hosts.metrics import run_forever as collect_metrics
     from hosts.reconcile import run_forever
     from hosts.watcher import start_watchers
     from panel import taskrunner
@@ -67,6 +69,12 @@ def start_background(stop: threading.Event) -> list[threading.Thread]:
             daemon=True,
         ),
         threading.Thread(target=recovery_loop, name="task-recovery", daemon=True),
+        threading.Thread(
+            target=collect_metrics,
+            args=(metrics_interval(), stop),
+            name="metrics-collector",
+            daemon=True,
+        ),
     ]
     for thread in threads:
         thread.start()

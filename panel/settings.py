@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "hosts",
     "vms",
     "tuning",
+    "metrics",
 ]
 
 MIDDLEWARE = [
@@ -241,6 +242,11 @@ PADDOCK = {
     "CONNECT_TIMEOUT": int(os.environ.get("PADDOCK_CONNECT_TIMEOUT", "15")),
     # Seconds between the watcher's reconcile rounds (what an event may have missed).
     "RECONCILE_SECONDS": float(os.environ.get("PADDOCK_RECONCILE_SECONDS", "30")),
+    # Seconds between metric collections; how often the minute/hour/day rings are saved to
+    # the database (0: only at shutdown); who may read /metrics without a token.
+    "METRICS_INTERVAL": float(os.environ.get("PADDOCK_METRICS_INTERVAL", "10")),
+    "METRICS_CHECKPOINT": float(os.environ.get("PADDOCK_METRICS_CHECKPOINT", "3600")),
+    "METRICS_ALLOW": os.environ.get("PADDOCK_METRICS_ALLOW", "127.0.0.1,::1"),
     # Private key Paddock uses for qemu+ssh hosts.
     "SSH_KEY": os.environ.get("PADDOCK_SSH_KEY", str(DATA_DIR / "ssh" / "id_ed25519")),
 }

@@ -16,7 +16,7 @@ fi
 DEMO_PKGS=(libvirt-dev pkg-config libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
     qemu-system-x86 qemu-utils ovmf python3-venv gcc python3-dev)
 TEST_PKGS=("${DEMO_PKGS[@]}" openssh-server openssh-client busybox-static cpio chromium iproute2
-    postgresql redis-server)
+    postgresql redis-server prometheus)
 
 case "$MODE" in
     demo) PKGS=("${DEMO_PKGS[@]}") ;;

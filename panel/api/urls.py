@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from hosts.api.views import HostViewSet, NetworkViewSet, StoragePoolViewSet, VolumeViewSet
+from metrics.api.urls import urlpatterns as metrics_urlpatterns
 from vms.api.views import VirtualMachineViewSet
 
 from .views import (
@@ -36,5 +37,6 @@ urlpatterns = [
     path("health/", HealthView.as_view(), name="health"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    *metrics_urlpatterns,
     path("", include(router.urls)),
 ]

@@ -5,6 +5,8 @@ import threading
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from hosts.metrics import interval as metrics_interval
+from hosts.metrics import run_forever as collect_metrics
 from hosts.reconcile import run_forever
 from hosts.watcher import WatcherManager
 
@@ -40,6 +42,10 @@ class Command(BaseCommand):
             target=run_forever, args=(options["interval"], stop), name="reconcile", daemon=True
         )
         reconcile.start()
+        # Metrics are collected here too: one bulk stats call per host per interval.
+        threading.Thread(
+            target=collect_metrics, args=(metrics_interval(), stop), name="metrics", daemon=True
+        ).start()
         self.stdout.write(
             f"Watching hosts: reconcile every {options['interval']:.0f} s"
             + ("" if options["no_events"] else ", libvirt events per host")
