@@ -101,8 +101,13 @@ def sync_pools(host: Host, conn: libvirt.virConnect) -> dict:
     counts = {"pools": 0, "volumes": 0}
     existing = {p.name: p for p in StoragePool.objects.filter(host=host)}
     for pool in conn.listAllStoragePools(0):
-        values = parse_pool(pool.XMLDesc(0))
-        state = pool.info()[0]
+        try:
+            values = parse_pool(pool.XMLDesc(0))
+            state = pool.info()[0]
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
+                raise
+            continue  # removed while we were listing: gone at the next sync
         values["state"] = POOL_STATES.get(state, PoolState.INACTIVE)
         values["autostart"] = bool(pool.autostart())
         values.update(gone=False, gone_at=None, synced_at=now)
@@ -115,7 +120,14 @@ def sync_pools(host: Host, conn: libvirt.virConnect) -> dict:
         seen_pools.add(name)
         counts["pools"] += 1
         if values["state"] == PoolState.ACTIVE:
-            counts["volumes"] += _sync_volumes(row, pool, now)
+            try:
+                counts["volumes"] += _sync_volumes(row, pool, now)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() not in (
+                    libvirt.VIR_ERR_NO_STORAGE_POOL,
+                    libvirt.VIR_ERR_OPERATION_INVALID,  # stopped while we were listing
+                ):
+                    raise
     StoragePool.objects.filter(host=host, gone=False).exclude(name__in=seen_pools).update(
         gone=True, gone_at=now
     )
@@ -186,10 +198,15 @@ def sync_networks(host: Host, conn: libvirt.virConnect) -> int:
     now = timezone.now()
     seen: set[str] = set()
     for net in conn.listAllNetworks(0):
-        values = parse_network(net.XMLDesc(0))
-        values["active"] = bool(net.isActive())
-        values["autostart"] = bool(net.autostart())
-        values["persistent"] = bool(net.isPersistent())
+        try:
+            values = parse_network(net.XMLDesc(0))
+            values["active"] = bool(net.isActive())
+            values["autostart"] = bool(net.autostart())
+            values["persistent"] = bool(net.isPersistent())
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
+                raise
+            continue  # removed while we were listing
         values.update(gone=False, gone_at=None, synced_at=now)
         name = values.pop("name")
         seen.add(name)

@@ -93,10 +93,15 @@ def _open(ctx: TaskContext) -> tuple[VirtualMachine, dict, libvirt.virConnect, l
 
 
 def _refresh_host_storage(host: Host, conn: libvirt.virConnect) -> None:
+    """Re-read the host's pools after an operation that changed them; best effort: the
+    operation itself succeeded, and the watcher and the reconcile catch up if this fails."""
     from hosts.sync import sync_pools
 
-    with transaction.atomic():
-        sync_pools(host, conn)
+    try:
+        with transaction.atomic():
+            sync_pools(host, conn)
+    except libvirt.libvirtError as exc:
+        logger.warning("storage refresh of %s failed: %s", host.name, exc)
 
 
 # --- create -----------------------------------------------------------------------------------
@@ -238,11 +243,12 @@ def run_vm_create(ctx: TaskContext) -> dict:
         _rollback_created(task, conn, task.params.get("defined_uuid"))
         _forget_unborn(task)
         raise
+    # The domain exists: whatever happens while re-reading it, the VM is no longer "creating".
+    VirtualMachine.objects.filter(pk=vm.pk).update(lifecycle=Lifecycle.READY)
     _refresh_host_storage(host, conn)
     refresh_vm(vm, conn)
     created = set(task.params.get("created_volumes", []))
     vm.disks.filter(source__in=created).update(owned=True)
-    VirtualMachine.objects.filter(pk=vm.pk).update(lifecycle=Lifecycle.READY)
     ctx.log(f"Created {vm.name} ({vm.state})")
     return {"vm": vm.pk, "state": vm.state}
 
@@ -284,10 +290,10 @@ def run_vm_clone(ctx: TaskContext) -> dict:
         _rollback_created(task, conn, task.params.get("defined_uuid"))
         _forget_unborn(task)
         raise
+    VirtualMachine.objects.filter(pk=vm.pk).update(lifecycle=Lifecycle.READY)
     _refresh_host_storage(vm.host, conn)
     refresh_vm(vm, conn)
     vm.disks.filter(source__in=set(task.params["created_volumes"])).update(owned=True)
-    VirtualMachine.objects.filter(pk=vm.pk).update(lifecycle=Lifecycle.READY)
     ctx.log(f"Cloned into {vm.name}")
     return {"vm": vm.pk}
 

@@ -910,7 +910,7 @@ def vm_clone(
 
 def vm_delete(*, user, vm: VirtualMachine, delete_volumes: bool = False) -> Task:
     _require(user, Action.VM_DELETE, vm.tenant_id, "delete this VM")
-    if vm.lifecycle == Lifecycle.CREATING:
+    if vm.lifecycle == Lifecycle.CREATING and vm.lock_id is not None:
         raise ValidationError({"vm": "This VM is still being created."})
     if vm.is_template and vm.clones.filter(gone=False).exists() and delete_volumes:
         names = ", ".join(vm.clones.filter(gone=False).values_list("name", flat=True)[:5])

@@ -91,7 +91,6 @@ def read_domains(conn: libvirt.virConnect) -> list[tuple[DomainSpec, str, str, b
 
 def sync_domains(host: Host, conn: libvirt.virConnect) -> dict:
     """Bring the host's VM rows in line with libvirt. Returns counts of what changed."""
-    domains = read_domains(conn)
     now = timezone.now()
     default_tenant = Tenant.get_default()
     volumes_by_path = dict(
@@ -105,6 +104,10 @@ def sync_domains(host: Host, conn: libvirt.virConnect) -> dict:
         str(vm.uuid): vm
         for vm in VirtualMachine.objects.filter(host=host).prefetch_related("disks", "nics")
     }
+    # When each row was last refreshed, read before libvirt is: a row refreshed by someone else
+    # (a task, the watcher) after that holds newer truth and must not be overwritten.
+    read_at = {vm.pk: vm.synced_at for vm in existing.values()}
+    domains = read_domains(conn)
     seen: set[str] = set()
     to_create: list[tuple[VirtualMachine, DomainSpec]] = []
     to_update: list[VirtualMachine] = []
@@ -160,6 +163,20 @@ def sync_domains(host: Host, conn: libvirt.virConnect) -> dict:
     vanished = [vm for key, vm in existing.items() if key not in seen and not vm.gone]
 
     with transaction.atomic():
+        touched = [vm.pk for vm in to_update] + [vm.pk for vm in vanished] + untouched
+        touched += [vm.pk for vm, _ in devices_changed]
+        newer = {
+            pk
+            for pk, synced in VirtualMachine.objects.filter(pk__in=touched)
+            .select_for_update()
+            .values_list("pk", "synced_at")
+            if synced != read_at.get(pk)
+        }
+        if newer:
+            to_update = [vm for vm in to_update if vm.pk not in newer]
+            vanished = [vm for vm in vanished if vm.pk not in newer]
+            untouched = [pk for pk in untouched if pk not in newer]
+            devices_changed = [(vm, spec) for vm, spec in devices_changed if vm.pk not in newer]
         if to_create:
             VirtualMachine.objects.bulk_create([vm for vm, _ in to_create], batch_size=500)
         if to_update:

@@ -197,3 +197,40 @@ def test_large_node_sync_uses_bulk_queries(admin_user, make_node, django_assert_
         summary = sync_host(host)
     assert summary["domains"] == 300
     assert VirtualMachine.objects.filter(host=host).count() == 300
+
+
+def test_sync_never_overwrites_a_row_refreshed_after_libvirt_was_read(synced_host, monkeypatch):
+    """A reconcile that read libvirt before a task refreshed a VM must not write stale state."""
+    from django.utils import timezone
+
+    from vms import sync as vm_sync
+
+    vm = VirtualMachine.objects.filter(host=synced_host, state="shutoff").first()
+    real_read = vm_sync.read_domains
+
+    def read_then_task_refreshes(conn):
+        stale = real_read(conn)  # libvirt says shutoff ...
+        # ... then a task starts the VM and refreshes its row before this sync writes.
+        VirtualMachine.objects.filter(pk=vm.pk).update(
+            state="running", desired_state="running", synced_at=timezone.now()
+        )
+        return stale
+
+    monkeypatch.setattr(vm_sync, "read_domains", read_then_task_refreshes)
+    vm_sync.sync_domains(synced_host, get_connection(synced_host))
+    vm.refresh_from_db()
+    assert vm.state == "running" and vm.desired_state == "running"
+
+
+def test_pool_removed_while_listing_does_not_fail_the_sync(synced_host, monkeypatch):
+    from hosts.sync import sync_pools
+
+    conn = get_connection(synced_host)
+    pools = conn.listAllStoragePools(0)
+    doomed = next(p for p in pools if p.name() == "isos")
+    doomed.destroy()
+    doomed.undefine()
+    monkeypatch.setattr(conn, "listAllStoragePools", lambda flags=0: pools)
+    counts = sync_pools(synced_host, conn)
+    assert counts["pools"] == len(pools) - 1
+    assert StoragePool.objects.get(host=synced_host, name="isos").gone is True

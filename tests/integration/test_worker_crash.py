@@ -216,3 +216,19 @@ def test_worker_killed_mid_delete_is_finished_by_recovery(api, lab, workers):
     taskrunner.dispatch(task_id, taskrunner.queue_for(lab["host"].pk))
     time.sleep(3)
     assert Task.objects.get(pk=task_id).state == "failed"
+
+
+def test_worker_catches_up_on_a_host_it_missed(api, lab, workers, make_node):
+    """A host added while no worker listened (its broadcast missed) is served after a sweep."""
+    from hosts.models import Host
+    from panel.tasks import sync_host_queues
+
+    workers("late")
+    # Added behind the workers' backs: no broadcast reaches them.
+    host = Host.objects.create(name="missed", uri=make_node(domains=3))
+    task = Task.objects.create(kind="host.sync", host=host, target="host missed")
+    taskrunner.dispatch(task.pk, taskrunner.queue_for(host.pk))
+    time.sleep(3)
+    assert Task.objects.get(pk=task.pk).state == "queued"
+    sync_host_queues()  # what the periodic sweep does
+    assert _wait_task(task.pk, {"succeeded", "failed"}, timeout=60).state == "succeeded"
