@@ -32,3 +32,71 @@ class HostAddForm(forms.Form):
 class HostEditForm(forms.Form):
     description = forms.CharField(max_length=200, required=False)
     tags = TagsField()
+
+
+# --- volumes of a storage pool -----------------------------------------------------------------
+
+VOLUME_NAME_HELP = "Letters, digits, '.', '_' or '-'; e.g. data-01.qcow2."
+
+
+def _number(attrs: dict) -> forms.NumberInput:
+    return forms.NumberInput(attrs={"inputmode": "decimal", **attrs})
+
+
+class VolumeCreateForm(forms.Form):
+    name = forms.CharField(
+        max_length=127,
+        help_text=VOLUME_NAME_HELP,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+    size_gib = forms.FloatField(label="Size (GiB)", widget=_number({"min": 0.001, "step": "any"}))
+    format = forms.ChoiceField(
+        choices=[
+            ("qcow2", "qcow2 (thin, snapshots, backing files)"),
+            ("raw", "raw (fully allocated, fastest)"),
+        ],
+        initial="qcow2",
+    )
+
+    def __init__(self, *args, logical: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        if logical:
+            # LVM volumes are block devices: libvirt takes no format for them.
+            del self.fields["format"]
+
+
+class VolumeGrowForm(forms.Form):
+    size_gib = forms.FloatField(
+        label="New size (GiB)",
+        widget=_number({"min": 0.001, "step": "any"}),
+        help_text="Volumes only grow: shrinking would destroy the data past the new end.",
+    )
+
+
+class VolumeDeleteForm(forms.Form):
+    """A confirmation without fields: the POST itself is the answer."""
+
+
+class VolumeUploadForm(forms.Form):
+    file = forms.FileField(
+        label="File",
+        help_text="An ISO image or a standalone disk image; it must fit the pool's free space.",
+    )
+    name = forms.CharField(
+        label="Volume name",
+        max_length=127,
+        required=False,
+        help_text="Defaults to the file's name.",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+    format = forms.ChoiceField(
+        choices=[("iso", "iso (installation media)"), ("raw", "raw"), ("qcow2", "qcow2")],
+        initial="iso",
+    )
+
+    def clean(self):
+        data = super().clean()
+        upload = data.get("file")
+        if upload is not None and not data.get("name"):
+            data["name"] = upload.name
+        return data

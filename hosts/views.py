@@ -1,30 +1,47 @@
-"""Pages of hosts, storage pools and networks (platform admins only), and their tree nodes."""
+"""Pages of hosts, storage pools and networks (platform admins only), and their tree nodes.
+
+A pool's volumes are created, grown, deleted and uploaded through ``hosts.services``, like from
+the API. Each action is a small form that works as a page of its own and, opened from a button
+with ``data-dialog``, inside the page's dialog; service errors stay on the form.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Sum
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_POST
 
 from panel import selectors as panel_selectors
 from panel.filtersets import TaskFilterSet
 from panel.forms import apply_service_errors
 from panel.locks import LockConflict
+from panel.models import Task
 from panel.templatetags.paddock import TREE_LIMIT
-from panel.views import current_tab, paginate, require_platform_admin
+from panel.views import current_tab, is_htmx, paginate, require_platform_admin
 from vms import selectors as vm_selectors
 from vms.choices import VMState
 
 from . import selectors, services
 from .filtersets import HostFilterSet, NetworkFilterSet, StoragePoolFilterSet, VolumeFilterSet
-from .forms import HostAddForm, HostEditForm
+from .forms import (
+    HostAddForm,
+    HostEditForm,
+    VolumeCreateForm,
+    VolumeDeleteForm,
+    VolumeGrowForm,
+    VolumeUploadForm,
+)
 
 HOST_TABS = ("summary", "vms", "storage", "networks", "tasks")
+GIB = 1024**3
 
 
 def _fixed(request: HttpRequest, **values) -> dict:
@@ -164,13 +181,35 @@ def host_remove(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
+def _pool_blocked(pool) -> str:
+    """Why no volume can be added to this pool right now ('' when one can)."""
+    if pool.gone:
+        return "Gone from its host"
+    if pool.state != "active":
+        return f"Pool {pool.name} is not active"
+    return ""
+
+
+def _volume_blocked(volume) -> str:
+    """Why no action can start on this volume right now ('' when they can)."""
+    if volume.gone:
+        return "Gone from its host"
+    if volume.lock_id and volume.lock and not volume.lock.is_final:
+        return f"Busy with task #{volume.lock_id}"
+    return ""
+
+
 @login_required
 def pool_detail(request: HttpRequest, pk: int) -> HttpResponse:
     require_platform_admin(request)
     pool = get_object_or_404(selectors.pools(), pk=pk)
     volumes = VolumeFilterSet(
-        _fixed(request, pool=pool.pk), queryset=selectors.volumes().prefetch_related("disks__vm")
+        _fixed(request, pool=pool.pk),
+        queryset=selectors.volumes().select_related("lock").prefetch_related("disks__vm"),
     )
+    page = paginate(request, volumes.qs)
+    for volume in page.object_list:
+        volume.blocked = _volume_blocked(volume)
     return render(
         request,
         "hosts/pool_detail.html",
@@ -178,9 +217,206 @@ def pool_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "pool": pool,
             "host": pool.host,
             "volumes_filter": volumes,
-            "page": paginate(request, volumes.qs),
+            "page": page,
+            "pool_blocked": _pool_blocked(pool),
             "tree_reveal": f"host-{pool.host_id} host-{pool.host_id}-pools",
         },
+    )
+
+
+# --- volume actions: one small form each, as a page or in the dialog ------------------------
+
+
+def _task_link(task: Task):
+    return format_html('<a href="{}">task #{}</a>', reverse("ui:task", args=[task.pk]), task.pk)
+
+
+def _queued(what: str, task: Task):
+    return format_html("{} queued as {}.", what, _task_link(task))
+
+
+def _busy(exc: LockConflict):
+    """A LockConflict as "… is busy with task #N", the task linked."""
+    holder = exc.holder
+    what = f"{exc.obj._meta.verbose_name.capitalize()} {exc.obj}"
+    if holder is None:
+        return f"{what} is busy."
+    return format_html(
+        "{} is busy with {} ({}, {}).", what, _task_link(holder), holder.kind, holder.state
+    )
+
+
+def _post_or_none(request: HttpRequest):
+    return request.POST if request.method == "POST" else None
+
+
+def _volume_action(
+    request: HttpRequest,
+    pool,
+    form,
+    perform: Callable[[dict], str],
+    *,
+    title: str,
+    submit: str,
+    icon: str = "check",
+    danger: bool = False,
+    intro: str = "",
+    template: str = "hosts/_volume_form.html",
+    extra: dict | None = None,
+) -> HttpResponse:
+    """Show ``form``; on a valid POST call ``perform(cleaned_data)``, which returns the message
+    for the pool page. Service errors land on the form, a lock held by a task names the task."""
+    pool_url = reverse("ui:pool", args=[pool.pk])
+    if request.method == "POST" and form.is_valid():
+        try:
+            message = perform(form.cleaned_data)
+        except ValidationError as exc:
+            apply_service_errors(form, exc, {"size": "file"})
+        except LockConflict as exc:
+            form.add_error(None, _busy(exc))
+        else:
+            messages.success(request, message)
+            if is_htmx(request):
+                return HttpResponse(status=204, headers={"HX-Redirect": pool_url})
+            return redirect(pool_url)
+    context = {
+        "pool": pool,
+        "host": pool.host,
+        "form": form,
+        "form_template": template,
+        "title": title,
+        "submit": submit,
+        "icon": icon,
+        "danger": danger,
+        "intro": intro,
+        "action_url": request.get_full_path(),
+        "cancel_url": pool_url,
+        "tree_reveal": f"host-{pool.host_id} host-{pool.host_id}-pools",
+        **(extra or {}),
+    }
+    page = "hosts/_volume_dialog.html" if is_htmx(request) else "hosts/volume_action.html"
+    return render(request, page, context, status=400 if form.errors else 200)
+
+
+def _get_volume(pk: int):
+    volume = get_object_or_404(selectors.volumes().select_related("lock"), pk=pk)
+    if volume.gone:
+        raise Http404("This volume is gone from its host.")
+    return volume
+
+
+@login_required
+def volume_create(request: HttpRequest, pk: int) -> HttpResponse:
+    require_platform_admin(request)
+    pool = get_object_or_404(selectors.pools(), pk=pk)
+    logical = pool.pool_type == "logical"
+    form = VolumeCreateForm(_post_or_none(request), logical=logical)
+
+    def perform(data):
+        task = services.volume_create(
+            user=request.user,
+            pool=pool,
+            name=data["name"],
+            size_gib=data["size_gib"],
+            format=data.get("format", ""),
+        )
+        return _queued(f"Creation of volume {data['name']}", task)
+
+    free = f"{pool.available / GIB:.1f} GiB free"
+    return _volume_action(
+        request,
+        pool,
+        form,
+        perform,
+        title=f"Create volume in {pool.name}",
+        submit="Create volume",
+        icon="plus",
+        intro=f"Pool {pool.name} ({pool.get_pool_type_display()}) has {free}."
+        + (" LVM volumes are raw block devices." if logical else ""),
+    )
+
+
+@login_required
+def volume_upload(request: HttpRequest, pk: int) -> HttpResponse:
+    """The upload form. With the page's script the browser streams the file to the API
+    (``POST /api/storage-pools/{id}/upload/``) and shows its progress; without it, the form
+    posts here and the file is stored the same way once received."""
+    require_platform_admin(request)
+    pool = get_object_or_404(selectors.pools(), pk=pk)
+    form = VolumeUploadForm(_post_or_none(request), request.FILES or None)
+
+    def perform(data):
+        upload = data["file"]
+        volume, task = services.volume_upload(
+            user=request.user,
+            pool=pool,
+            name=data["name"],
+            size=upload.size,
+            chunks=upload.chunks(),
+            format=data["format"],
+        )
+        return format_html("Uploaded volume {} ({}).", volume.name, _task_link(task))
+
+    return _volume_action(
+        request,
+        pool,
+        form,
+        perform,
+        title=f"Upload to {pool.name}",
+        submit="Upload",
+        icon="disc",
+        intro=f"Pool {pool.name} has {pool.available / GIB:.1f} GiB free. The file goes "
+        "straight to the host; keep this page open until it is stored.",
+        template="hosts/_upload_form.html",
+        extra={"upload_url": reverse("api:storagepool-upload", args=[pool.pk])},
+    )
+
+
+@login_required
+def volume_grow(request: HttpRequest, pk: int) -> HttpResponse:
+    require_platform_admin(request)
+    volume = _get_volume(pk)
+    current = volume.capacity / GIB
+    form = VolumeGrowForm(_post_or_none(request), initial={"size_gib": round(current, 3)})
+
+    def perform(data):
+        task = services.volume_grow(user=request.user, volume=volume, size_gib=data["size_gib"])
+        return _queued(f"Growing volume {volume.name}", task)
+
+    return _volume_action(
+        request,
+        volume.pool,
+        form,
+        perform,
+        title=f"Grow volume {volume.name}",
+        submit="Grow volume",
+        icon="grow",
+        intro=f"{volume.name} is {current:g} GiB now. Grow the partitions and file systems in "
+        "it afterwards.",
+    )
+
+
+@login_required
+def volume_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    require_platform_admin(request)
+    volume = _get_volume(pk)
+    form = VolumeDeleteForm(_post_or_none(request))
+
+    def perform(data):
+        task = services.volume_delete(user=request.user, volume=volume)
+        return _queued(f"Deletion of volume {volume.name}", task)
+
+    return _volume_action(
+        request,
+        volume.pool,
+        form,
+        perform,
+        title=f"Delete volume {volume.name}?",
+        submit="Delete volume",
+        icon="trash",
+        danger=True,
+        intro=f"Destroys {volume.path or volume.name} on {volume.pool.host.name}: its data is "
+        "lost for good.",
     )
 
 

@@ -171,15 +171,25 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             for pk in allowed[key]
         ]
         # A subscribed VM or host also streams its live metric points (the charts).
-        groups += [f"metrics.vm.{pk}" for pk in allowed["vms"]]
-        groups += [f"metrics.host.{pk}" for pk in allowed["hosts"]]
+        metric_groups = [f"metrics.vm.{pk}" for pk in allowed["vms"]]
+        metric_groups += [f"metrics.host.{pk}" for pk in allowed["hosts"]]
+        keep_all = content.get("keep_all") is True
+        if keep_all:
+            # The broad groups already carry every event of these objects (a page with charts
+            # keeps its task bar); only their metrics are added. Joining vm.<id> or task.<id>
+            # as well would deliver each of their events twice.
+            groups = [*self.broad, *metric_groups]
+        else:
+            groups += metric_groups
         await self._switch(groups)
         denied = {
             key: sorted(set(wanted[key]) - set(allowed[key]))
             for key in SUBSCRIBABLE
             if set(wanted[key]) - set(allowed[key])
         }
-        reply = {"type": "subscribed", "scope": "objects", **allowed}
+        reply = {"type": "subscribed", "scope": "all" if keep_all else "objects", **allowed}
+        if keep_all:
+            reply["keep_all"] = True
         if denied:
             # Not visible or not existing: the same answer, as the API gives 404 for both.
             reply["not_found"] = denied

@@ -32,3 +32,10 @@ echo "vendored @novnc/novnc -> static/vendor/novnc"
 copy @xterm/xterm/lib/xterm.js xterm/xterm.js
 copy @xterm/xterm/css/xterm.css xterm/xterm.css
 copy @xterm/xterm/LICENSE xterm/LICENSE
+
+# uPlot (charts of the Summary tabs): the IIFE build (window.uPlot) and its stylesheet.
+UPLOT_VERSION="$(node -p "require('$WORK/node_modules/uplot/package.json').version")"
+copy uplot/dist/uPlot.iife.min.js uplot/uPlot.iife.min.js
+copy uplot/dist/uPlot.min.css uplot/uPlot.min.css
+copy uplot/LICENSE uplot/LICENSE
+echo "$UPLOT_VERSION" >"$ROOT/static/vendor/uplot/VERSION"

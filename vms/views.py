@@ -55,7 +55,7 @@ from .forms import (
 )
 from .models import Disk, VirtualMachine
 
-VM_TABS = ("summary", "hardware", "snapshots", "tasks")
+VM_TABS = ("summary", "hardware", "snapshots", "tasks", "console")
 GIB = 1024**3
 
 # Power buttons of a VM's header: action, label, icon, whether it asks for confirmation first.
@@ -192,6 +192,7 @@ def _permissions(user, vm: VirtualMachine) -> dict:
         "can_snapshot": can(user, Action.VM_SNAPSHOT, vm.tenant_id),
         "can_delete": can(user, Action.VM_DELETE, vm.tenant_id),
         "can_create": can(user, Action.VM_CREATE, vm.tenant_id),
+        "can_console": can(user, Action.VM_CONSOLE, vm.tenant_id) and not vm.is_template,
     }
 
 
@@ -232,6 +233,8 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
     busy = _busy_task(vm)
     blocked = _blocked(vm, busy)
     perms = _permissions(user, vm)
+    if tab == "console" and not perms["can_console"]:
+        tab = VM_TABS[0]
     context = {
         "vm": vm,
         "tab": tab,
@@ -248,6 +251,9 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
     elif tab == "snapshots":
         context["snapshot_rows"] = snapshot_rows(list(vm.snapshots.all()))
         context["snapshot_refusal"] = services.snapshot_refusal(vm)
+    elif tab == "console":
+        kind = request.GET.get("kind", "vnc")
+        context["console_kind"] = kind if kind in ("vnc", "serial") else "vnc"
     elif tab == "tasks":
         tasks = panel_selectors.tasks_for(user).prefetch_related(None)
         filterset = TaskFilterSet({"vm": vm.pk}, queryset=tasks)
@@ -255,6 +261,21 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
     if vm.is_template:
         context["clone_count"] = vm.clones.filter(gone=False).count()
     return render(request, "vms/vm_detail.html", context)
+
+
+@login_required
+@require_GET
+def vm_console_popout(request: HttpRequest, pk: int) -> HttpResponse:
+    """A VM's console alone in a window of its own (opened from the Console tab)."""
+    vm = _get_vm(request, pk)
+    if vm.is_template or not can(request.user, Action.VM_CONSOLE, vm.tenant_id):
+        raise PermissionDenied("Your role may not open this VM's console.")
+    kind = request.GET.get("kind", "vnc")
+    return render(
+        request,
+        "vms/console_popout.html",
+        {"vm": vm, "kind": kind if kind in ("vnc", "serial") else "vnc"},
+    )
 
 
 def snapshot_rows(snapshots: list) -> list[dict]:

@@ -171,6 +171,14 @@
   const taskbar = {
     el: null,
 
+    /* Whether the 2 s poll of #taskbar-rows should run: not while the live socket delivers
+     * every task event (live.js), nor while the page is hidden. */
+    shouldPoll: function () {
+      if (document.visibilityState !== "visible") return false;
+      const live = window.Paddock && window.Paddock.live;
+      return !(live && live.feedsTasks());
+    },
+
     init: function () {
       this.el = document.getElementById("taskbar");
       if (!this.el) return;
@@ -235,9 +243,9 @@
       });
     },
 
-    /* Re-render one task's row from the server. This is the single entry point for live
-     * updates: the websocket consumer will call it with the task id of each "task.updated"
-     * event, and polling can then stop. A task not yet in the bar is added on top. */
+    /* Re-render one task's row from the server: live.js calls it (through applyEvent) with the
+     * task id of each websocket "task.updated" event. A task not yet in the bar is added on
+     * top. */
     refreshRow: function (taskId) {
       const body = document.getElementById("taskbar-rows");
       if (!body || !window.htmx) return Promise.resolve();
@@ -251,10 +259,33 @@
       return window.htmx.ajax("GET", url, { target: body, swap: "afterbegin" });
     },
 
-    /* What a websocket "task.updated" event will be handed to. */
+    /* What a websocket "task.updated" event is handed to. A burst of events for one task
+     * makes at most one request in flight and one after it (never two rows for a new task). */
+    inflight: {},
+
     applyEvent: function (event) {
-      if (event && event.type === "task.updated" && event.id) return this.refreshRow(event.id);
-      return Promise.resolve();
+      if (!(event && event.type === "task.updated" && event.id)) return Promise.resolve();
+      const id = event.id;
+      const slot = this.inflight[id];
+      if (slot) {
+        slot.again = true;
+        return slot.promise;
+      }
+      const entry = { again: false, promise: null };
+      this.inflight[id] = entry;
+      const run = () =>
+        Promise.resolve(this.refreshRow(id))
+          .catch(function () {})
+          .then(() => {
+            if (entry.again) {
+              entry.again = false;
+              return run();
+            }
+            delete this.inflight[id];
+            this.summarize();
+          });
+      entry.promise = run();
+      return entry.promise;
     },
   };
 
@@ -883,7 +914,11 @@
     document.documentElement.dataset.ready = "1";
   }
 
-  window.Paddock = { taskbar: taskbar, tree: { setOpen: setOpen }, dialog: dialog };
+  window.Paddock = Object.assign(window.Paddock || {}, {
+    taskbar: taskbar,
+    tree: { setOpen: setOpen },
+    dialog: dialog,
+  });
 
   // After htmx's own DOMContentLoaded handler (this script is deferred after htmx's).
   if (document.readyState === "complete") init();

@@ -415,3 +415,39 @@ def test_watcher_reconnects_and_reconciles(lab, watcher, monkeypatch):
     # And the new connection delivers events again.
     dom.destroy()
     assert wait_until(lambda: state_of(vm.pk) == "shutoff", 5)
+
+
+def test_keep_all_adds_objects_to_the_broad_feed(synced_host, admin_user, tenant, make_member):
+    """A page with charts subscribes to its VM without losing the rest of the tenant's feed."""
+    from panel.models import Task
+
+    vms = list(VirtualMachine.objects.filter(host=synced_host).order_by("pk")[:2])
+    VirtualMachine.objects.filter(pk__in=[v.pk for v in vms]).update(tenant=tenant)
+    member = make_member(tenant, "member")
+    other_task = Task.objects.create(kind="vm.start", tenant=tenant, vm=vms[1], target="vm")
+    headers = session_headers(member)
+
+    async def scenario():
+        from asgiref.sync import sync_to_async
+
+        comm = await connect(headers)
+        try:
+            await comm.send_json_to({"subscribe": {"vms": [vms[0].pk]}, "keep_all": True})
+            reply = await comm.receive_json_from(timeout=15)
+            assert reply["scope"] == "all" and reply["keep_all"] is True
+            assert reply["vms"] == [vms[0].pk]
+            # A task of another VM of the tenant still arrives (the broad feed is kept) ...
+            await sync_to_async(events.task_changed)(other_task)
+            got = await comm.receive_json_from(timeout=15)
+            assert got["type"] == "task.updated" and got["id"] == other_task.pk
+            # ... and so do the subscribed VM's live metric points.
+            await sync_to_async(events._send)(
+                [f"metrics.vm.{vms[0].pk}"],
+                {"type": "metrics", "object": "vm", "id": vms[0].pk, "ts": 1, "values": {}},
+            )
+            got = await comm.receive_json_from(timeout=15)
+            assert got["type"] == "metrics" and got["id"] == vms[0].pk
+        finally:
+            await comm.disconnect()
+
+    async_to_sync(scenario)()

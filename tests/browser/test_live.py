@@ -1,0 +1,351 @@
+"""Live updates in a real browser: the page's websocket to /ws/events/ re-draws a VM's state
+when the host changes it out of band, feeds the task bar without polling and streams a task's
+log. pytest-django's live_server speaks WSGI only, so the ASGI application runs under uvicorn
+in a thread of this process (the in-memory channel layer then reaches it, and the test-driver
+host's watcher shares this process's libvirt connection). Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs the system Chromium"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def asgi_server(transactional_db, settings):
+    """panel.asgi.application under uvicorn in a thread, on the test database."""
+    import uvicorn
+    from channels.layers import channel_layers
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    channel_layers.backends.clear()
+    port = _free_port()
+    config = uvicorn.Config(
+        "panel.asgi:application",
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+    channel_layers.backends.clear()
+
+
+@pytest.fixture
+def watched_host(transactional_db, admin_user, node_uri):
+    """A simulated host, synced, with its watcher running in this process."""
+    from hosts import services
+    from hosts.watcher import HostWatcher, ensure_event_loop, wait_until
+    from tests.conftest import run_queued_tasks
+
+    # The event loop must exist before the shared test-driver connection opens.
+    ensure_event_loop()
+    host, _task = services.host_create(user=admin_user, name="sim-01", uri=node_uri)
+    run_queued_tasks()
+    host.refresh_from_db()
+    assert host.status == "online", host.last_error
+    watcher = HostWatcher(host.pk).start()
+    assert watcher.ready.wait(15), watcher.last_error
+    assert wait_until(lambda: watcher.stats["reconciles"] >= 1, 30)
+    yield host
+    watcher.stop()
+
+
+@pytest.fixture
+def page(asgi_server):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        context = browser.new_context(viewport={"width": 1440, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.requests = []  # type: ignore[attr-defined]
+        page.on("request", lambda r: page.requests.append(r.url))  # type: ignore[attr-defined]
+        yield page
+        from django.db import connections
+
+        connections.close_all()
+        context.close()
+        browser.close()
+        assert not errors, f"JavaScript errors: {errors}"
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def log_in(page, base: str, username: str = "root-admin", password: str = "pw-admin") -> None:
+    page.goto(base + "/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    expect(page.locator("#tree")).to_be_visible()
+    expect(page.locator("html[data-ready]")).to_be_attached()
+
+
+def in_thread(fn):
+    """Run ``fn`` in a thread of its own: Playwright's event loop runs in the test's thread,
+    where the channel layer's synchronous send refuses to run."""
+    box: dict = {}
+
+    def run() -> None:
+        from django.db import connections
+
+        try:
+            box["value"] = fn()
+        except BaseException as exc:
+            box["error"] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def wait_live(page) -> None:
+    """The page's events socket said hello."""
+    expect(page.locator('html[data-live="open"]')).to_be_attached(timeout=10_000)
+
+
+def test_vm_state_changes_on_the_page_without_reload(watched_host, asgi_server, page):
+    from hosts.connection import get_connection
+    from vms.models import VirtualMachine
+
+    vm = (
+        VirtualMachine.objects.filter(host=watched_host, state="running", is_template=False)
+        .order_by("name")
+        .first()
+    )
+    assert vm is not None
+    base = asgi_server
+    log_in(page, base)
+    page.goto(f"{base}/vms/{vm.pk}/")
+    wait_live(page)
+    # The tree shows the VM too: open the host's VM group.
+    vms_node = page.locator(f'li[data-node="host-{watched_host.pk}-vms"]')
+    expect(vms_node).to_have_attribute("aria-expanded", "true")
+    leaf = vms_node.locator(f'a.tree-link[data-vm-id="{vm.pk}"]')
+    expect(leaf).to_have_attribute("data-vm-state", "running")
+    header = page.locator(f'.obj-title .head-state[data-vm-id="{vm.pk}"]')
+    expect(header).to_contain_text("Running")
+    expect(page.locator("button[data-power=start]")).to_be_disabled()
+    page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+    shot(page, "live-vm-running")
+
+    dom = get_connection(watched_host).lookupByUUIDString(str(vm.uuid))
+    dom.destroy()  # out of band: not through Paddock's services
+
+    expect(header).to_have_attribute("data-vm-state", "shutoff", timeout=10_000)
+    expect(header).to_contain_text("Shut off")
+    expect(page.locator(".obj-icon-wrap.vm-ico")).to_have_class(
+        "obj-icon-wrap vm-ico state-shutoff"
+    )
+    expect(leaf).to_have_attribute("data-vm-state", "shutoff")
+    expect(leaf.locator(".vm-ico")).to_have_class("ti-wrap vm-ico state-shutoff")
+    summary = page.locator(f'table.kv [data-vm-id="{vm.pk}"]')
+    expect(summary).to_contain_text("Shut off")
+    # The header came back from the server with the buttons for a stopped VM.
+    expect(page.locator("button[data-power=start]")).to_be_enabled()
+    expect(page.locator("button[data-power=shutdown]")).to_be_disabled()
+    assert page.evaluate("window.__sameDocument") is True
+    shot(page, "live-vm-shutoff")
+
+    dom.create()
+    expect(header).to_have_attribute("data-vm-state", "running", timeout=10_000)
+    expect(leaf).to_have_attribute("data-vm-state", "running")
+    expect(page.locator("button[data-power=start]")).to_be_disabled()
+    assert page.evaluate("window.__sameDocument") is True
+
+    # The VM list shows the change in its row as well.
+    page.goto(f"{base}/vms/?q={vm.name}")
+    wait_live(page)
+    row = page.locator("tr", has=page.locator(f'[data-vm-id="{vm.pk}"]'))
+    label = row.locator("[data-vm-state-label]")
+    expect(label).to_have_text("Running")
+    dom.suspend()
+    expect(label).to_have_attribute("data-vm-state", "paused", timeout=10_000)
+    expect(label).to_have_text("Paused")
+    expect(row.locator(".state")).to_have_class("state state-paused")
+    shot(page, "live-vm-list-paused")
+
+
+def test_task_bar_follows_the_socket_not_polling(watched_host, asgi_server, page):
+    from django.db import transaction
+
+    from panel import events
+    from panel.models import Task
+
+    base = asgi_server
+    log_in(page, base)
+    page.goto(f"{base}/vms/")
+    wait_live(page)
+    page.wait_for_timeout(300)
+    page.requests.clear()
+
+    def start():
+        with transaction.atomic():
+            task = Task.objects.create(
+                kind="host.sync", state="running", progress=40, host=watched_host, target="x"
+            )
+            events.task_changed(task)
+        return task
+
+    task = in_thread(start)
+    row = page.locator(f"#task-row-{task.pk}")
+    expect(row).to_be_visible(timeout=5_000)
+    expect(row).to_have_attribute("data-state", "running")
+    expect(page.locator("#taskbar-summary")).to_contain_text("1 running")
+
+    def finish():
+        with transaction.atomic():
+            Task.objects.filter(pk=task.pk).update(state="succeeded", progress=100)
+            task.refresh_from_db()
+            events.task_changed(task)
+
+    in_thread(finish)
+    expect(row).to_have_attribute("data-state", "succeeded", timeout=5_000)
+    # Five seconds without a poll of the whole bar: only the row was fetched.
+    page.wait_for_timeout(5_000)
+    polls = [u for u in page.requests if u.endswith("/tasks/bar/")]
+    rows = [u for u in page.requests if f"/tasks/{task.pk}/row/" in u]
+    assert not polls, polls
+    assert rows
+    expect(page.locator(f"#taskbar-rows #task-row-{task.pk}")).to_have_count(1)
+    shot(page, "live-taskbar")
+
+    # With the socket down the bar polls again.
+    page.evaluate("Paddock.live.stopped = true; Paddock.live.ws.close()")
+    expect(page.locator('html[data-live="down"]')).to_be_attached()
+    page.requests.clear()
+    page.wait_for_timeout(4_500)
+    assert any(u.endswith("/tasks/bar/") for u in page.requests)
+
+
+def test_task_page_streams_log_and_progress(watched_host, asgi_server, page):
+    from django.db import transaction
+
+    from panel import events
+    from panel.models import Task
+
+    task = Task.objects.create(
+        kind="host.sync", state="running", progress=10, host=watched_host, target="host sim-01"
+    )
+    base = asgi_server
+    log_in(page, base)
+    page.goto(f"{base}/tasks/{task.pk}/")
+    wait_live(page)
+    expect(page.locator("html")).to_have_attribute("data-live", "open")
+    page.wait_for_function("Paddock.live.keepAll === true")
+    page.requests.clear()
+
+    def progress():
+        with transaction.atomic():
+            events.task_log(task, "Reading the pools", "info")
+            events.task_log(task, "Pool 'scratch' is inactive", "warning")
+            Task.objects.filter(pk=task.pk).update(progress=60)
+            task.refresh_from_db()
+            events.task_changed(task)
+
+    in_thread(progress)
+    log = page.locator("[data-task-log]")
+    expect(log).to_contain_text("Reading the pools", timeout=5_000)
+    expect(log.locator(".log-warning")).to_contain_text("Pool 'scratch' is inactive")
+    expect(page.locator("[data-task-progress-text]")).to_have_text("60%")
+    expect(page.locator("[data-task-progress]")).to_have_attribute("style", "width: 60%;")
+    # Lines came over the socket, not from polling the task.
+    assert not [u for u in page.requests if u.endswith(f"/tasks/{task.pk}/live/")]
+    shot(page, "live-task-log")
+
+
+def test_console_tab_in_one_click(watched_host, asgi_server, page):
+    """The test driver has no display: the tab asks for a ticket, opens the socket and says
+    why it closed; a stopped VM gets a message instead, and starting it connects."""
+    from hosts.connection import get_connection
+    from vms.models import VirtualMachine
+
+    vm = (
+        VirtualMachine.objects.filter(host=watched_host, state="running", is_template=False)
+        .order_by("name")
+        .first()
+    )
+    base = asgi_server
+    log_in(page, base)
+    page.goto(f"{base}/vms/{vm.pk}/")
+    wait_live(page)
+    tickets = []
+    page.on(
+        "request",
+        lambda r: tickets.append(r) if r.method == "POST" and "/console/" in r.url else None,
+    )
+    page.get_by_role("link", name="Console", exact=True).click()
+    console = page.locator("[data-console]")
+    expect(console).to_have_attribute("data-console-state", "closed", timeout=10_000)
+    expect(console.locator("[data-console-state]")).to_have_attribute("data-level", "error")
+    expect(console.locator("[data-console-reconnect]")).to_be_visible()
+    assert len(tickets) == 1 and tickets[0].post_data_json == {"kind": "vnc"}
+    assert tickets[0].headers.get("x-csrftoken")
+    shot(page, "live-console-refused")
+
+    # Serial: a ticket of its own.
+    console.locator("[data-console-kind=serial]").click()
+    expect(console).to_have_attribute("data-kind", "serial")
+    expect(console).to_have_attribute("data-console-state", "closed", timeout=10_000)
+    assert [t.post_data_json["kind"] for t in tickets] == ["vnc", "serial"]
+
+    # The VM stops: a clear message instead of a console.
+    dom = get_connection(watched_host).lookupByUUIDString(str(vm.uuid))
+    in_thread(dom.destroy)
+    expect(console.locator("[data-console-off]")).to_be_visible(timeout=10_000)
+    expect(console.locator("[data-console-off]")).to_contain_text("is not running")
+    shot(page, "live-console-off")
+    in_thread(dom.create)
+    expect(console.locator("[data-console-off]")).to_be_hidden(timeout=10_000)
+    page.wait_for_timeout(500)
+    assert len(tickets) == 3
+
+    # The pop-out window is the console alone.
+    popout = page.context.new_page()
+    popout.goto(f"{base}/vms/{vm.pk}/console/?kind=vnc")
+    expect(popout.locator("[data-console]")).to_have_attribute("data-kind", "vnc")
+    expect(popout.locator("#tree")).to_have_count(0)
+    popout.close()
