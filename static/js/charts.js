@@ -171,6 +171,7 @@
       });
       const note = this.root.querySelector("[data-metrics-note]");
       if (note) {
+        this.root.dataset.points = String(points); // how many points are drawn (tests read it)
         note.hidden = points > 0;
         note.textContent = points ? "" : "No data for this range yet.";
       }
@@ -204,6 +205,7 @@
         while (data[0].length && data[0][0] < cutoff) data.forEach((col) => col.shift());
         p.plot.setData(data);
       });
+      this.root.dataset.livePoints = String(Number(this.root.dataset.livePoints || 0) + 1);
     }
   }
 

@@ -349,3 +349,47 @@ def test_console_tab_in_one_click(watched_host, asgi_server, page):
     expect(popout.locator("[data-console]")).to_have_attribute("data-kind", "vnc")
     expect(popout.locator("#tree")).to_have_count(0)
     popout.close()
+
+
+def test_charts_draw_history_and_live_points(watched_host, asgi_server, page):
+    """The VM and host Summary tabs draw the metric history, then append points as the
+    collector takes them, without reload (a simulated host: its metrics are simulated)."""
+    import time
+
+    from hosts.metrics import collect_host
+    from vms.models import VirtualMachine
+
+    vm = (
+        VirtualMachine.objects.filter(host=watched_host, state="running", is_template=False)
+        .order_by("name")
+        .first()
+    )
+    now = time.time()
+    for offset in (40, 30, 20, 10):  # a few rounds of history, 10 s apart
+        in_thread(lambda offset=offset: collect_host(watched_host, now=now - offset))
+    base = asgi_server
+    log_in(page, base)
+
+    page.goto(f"{base}/vms/{vm.pk}/")
+    wait_live(page)
+    charts = page.locator("[data-metrics]")
+    expect(charts).to_be_visible(timeout=10_000)
+    expect(charts.locator("[data-metrics-simulated]")).to_be_visible()
+    page.wait_for_function(
+        "Number(document.querySelector('[data-metrics]').dataset.points || 0) > 0"
+    )
+    expect(charts.locator("canvas").first).to_be_visible()
+    page.wait_for_function("Paddock.live.keepAll === true")  # subscribed to the VM's metrics
+    in_thread(lambda: collect_host(watched_host, now=time.time()))
+    page.wait_for_function(
+        "Number(document.querySelector('[data-metrics]').dataset.livePoints || 0) > 0",
+        timeout=10_000,
+    )
+    shot(page, "live-vm-charts")
+
+    page.goto(f"{base}/hosts/{watched_host.pk}/")
+    expect(page.locator("[data-metrics]")).to_be_visible(timeout=10_000)
+    page.wait_for_function(
+        "Number(document.querySelector('[data-metrics]').dataset.points || 0) > 0"
+    )
+    shot(page, "live-host-charts")
