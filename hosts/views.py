@@ -23,9 +23,16 @@ from panel import selectors as panel_selectors
 from panel.filtersets import TaskFilterSet
 from panel.forms import apply_service_errors
 from panel.locks import LockConflict
-from panel.models import Task
 from panel.templatetags.paddock import TREE_LIMIT
-from panel.views import current_tab, is_htmx, paginate, require_platform_admin
+from panel.views import (
+    busy_message,
+    current_tab,
+    is_htmx,
+    paginate,
+    queued_message,
+    require_platform_admin,
+    task_link,
+)
 from vms import selectors as vm_selectors
 from vms.choices import VMState
 
@@ -227,25 +234,6 @@ def pool_detail(request: HttpRequest, pk: int) -> HttpResponse:
 # --- volume actions: one small form each, as a page or in the dialog ------------------------
 
 
-def _task_link(task: Task):
-    return format_html('<a href="{}">task #{}</a>', reverse("ui:task", args=[task.pk]), task.pk)
-
-
-def _queued(what: str, task: Task):
-    return format_html("{} queued as {}.", what, _task_link(task))
-
-
-def _busy(exc: LockConflict):
-    """A LockConflict as "… is busy with task #N", the task linked."""
-    holder = exc.holder
-    what = f"{exc.obj._meta.verbose_name.capitalize()} {exc.obj}"
-    if holder is None:
-        return f"{what} is busy."
-    return format_html(
-        "{} is busy with {} ({}, {}).", what, _task_link(holder), holder.kind, holder.state
-    )
-
-
 def _post_or_none(request: HttpRequest):
     return request.POST if request.method == "POST" else None
 
@@ -273,7 +261,7 @@ def _volume_action(
         except ValidationError as exc:
             apply_service_errors(form, exc, {"size": "file"})
         except LockConflict as exc:
-            form.add_error(None, _busy(exc))
+            form.add_error(None, busy_message(exc))
         else:
             messages.success(request, message)
             if is_htmx(request):
@@ -320,7 +308,7 @@ def volume_create(request: HttpRequest, pk: int) -> HttpResponse:
             size_gib=data["size_gib"],
             format=data.get("format", ""),
         )
-        return _queued(f"Creation of volume {data['name']}", task)
+        return queued_message(f"Creation of volume {data['name']}", task)
 
     free = f"{pool.available / GIB:.1f} GiB free"
     return _volume_action(
@@ -355,7 +343,7 @@ def volume_upload(request: HttpRequest, pk: int) -> HttpResponse:
             chunks=upload.chunks(),
             format=data["format"],
         )
-        return format_html("Uploaded volume {} ({}).", volume.name, _task_link(task))
+        return format_html("Uploaded volume {} ({}).", volume.name, task_link(task))
 
     return _volume_action(
         request,
@@ -381,7 +369,7 @@ def volume_grow(request: HttpRequest, pk: int) -> HttpResponse:
 
     def perform(data):
         task = services.volume_grow(user=request.user, volume=volume, size_gib=data["size_gib"])
-        return _queued(f"Growing volume {volume.name}", task)
+        return queued_message(f"Growing volume {volume.name}", task)
 
     return _volume_action(
         request,
@@ -404,7 +392,7 @@ def volume_delete(request: HttpRequest, pk: int) -> HttpResponse:
 
     def perform(data):
         task = services.volume_delete(user=request.user, volume=volume)
-        return _queued(f"Deletion of volume {volume.name}", task)
+        return queued_message(f"Deletion of volume {volume.name}", task)
 
     return _volume_action(
         request,

@@ -14,6 +14,8 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Q, Sum
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_POST
 
 from hosts import selectors as host_selectors
@@ -33,7 +35,7 @@ from .forms import (
     UserCreateForm,
     apply_service_errors,
 )
-from .models import ApiToken
+from .models import ApiToken, Task
 from .templatetags.paddock import recent_tasks
 from .tenancy import Action, can, is_platform_admin, role_in
 
@@ -433,3 +435,23 @@ def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     services.token_revoke(user=request.user, token=token)
     messages.success(request, f"Token {token.prefix}… ({token.name or 'unnamed'}) revoked.")
     return redirect("ui:tokens")
+
+
+def task_link(task: Task):
+    """A link to a task's page, as "task #N"."""
+    return format_html('<a href="{}">task #{}</a>', reverse("ui:task", args=[task.pk]), task.pk)
+
+
+def queued_message(what: str, task: Task):
+    return format_html("{} queued as {}.", what, task_link(task))
+
+
+def busy_message(exc):
+    """A LockConflict as "… is busy with task #N", the task linked."""
+    holder = exc.holder
+    what = f"{exc.obj._meta.verbose_name.capitalize()} {exc.obj}"
+    if holder is None:
+        return f"{what} is busy."
+    return format_html(
+        "{} is busy with {} ({}, {}).", what, task_link(holder), holder.kind, holder.state
+    )

@@ -31,7 +31,15 @@ from panel.locks import LockConflict
 from panel.models import Task, Tenant
 from panel.templatetags.paddock import TREE_LIMIT
 from panel.tenancy import Action, can, is_platform_admin, restrict
-from panel.views import current_tab, is_htmx, paginate, require_platform_admin
+from panel.views import (
+    busy_message,
+    current_tab,
+    is_htmx,
+    paginate,
+    queued_message,
+    require_platform_admin,
+    task_link,
+)
 
 from . import selectors, services
 from .choices import DiskDevice, Lifecycle, PowerAction, VMState
@@ -133,25 +141,6 @@ def _reveal(user, vm) -> str:
 def _vm_url(vm: VirtualMachine, tab: str = "summary") -> str:
     url = reverse("ui:vm", args=[vm.pk])
     return url if tab == "summary" else f"{url}?tab={tab}"
-
-
-def _task_link(task: Task):
-    return format_html('<a href="{}">task #{}</a>', reverse("ui:task", args=[task.pk]), task.pk)
-
-
-def _queued(what: str, task: Task):
-    return format_html("{} queued as {}.", what, _task_link(task))
-
-
-def _busy(exc: LockConflict):
-    """A LockConflict as "… is busy with task #N", the task linked."""
-    holder = exc.holder
-    what = f"{exc.obj._meta.verbose_name.capitalize()} {exc.obj}"
-    if holder is None:
-        return f"{what} is busy."
-    return format_html(
-        "{} is busy with {} ({}, {}).", what, _task_link(holder), holder.kind, holder.state
-    )
 
 
 def _finish(request: HttpRequest, url: str) -> HttpResponse:
@@ -359,7 +348,7 @@ def _action(
         except ValidationError as exc:
             apply_service_errors(form, exc)
         except LockConflict as exc:
-            form.add_error(None, _busy(exc))
+            form.add_error(None, busy_message(exc))
         except services.CloneConflict as exc:
             form.add_error(None, str(exc))
         else:
@@ -420,7 +409,7 @@ def vm_power(request: HttpRequest, pk: int, action: str) -> HttpResponse:
             force=bool(data.get("force")),
             timeout=data.get("timeout") or 120,
         )
-        return None, _queued(f"{word} of {vm.name}", task)
+        return None, queued_message(f"{word} of {vm.name}", task)
 
     return _action(
         request,
@@ -446,7 +435,7 @@ def vm_clone(request: HttpRequest, pk: int) -> HttpResponse:
         clone, task = services.vm_clone(
             user=request.user, vm=vm, name=data["name"], mode=data["mode"]
         )
-        return _vm_url(clone), _queued(f"Clone {clone.name} of {vm.name}", task)
+        return _vm_url(clone), queued_message(f"Clone {clone.name} of {vm.name}", task)
 
     intro = (
         "Copies this VM's definition and disks to a new VM on the same host, in the same "
@@ -499,7 +488,7 @@ def vm_delete(request: HttpRequest, pk: int) -> HttpResponse:
     def perform(data):
         task = services.vm_delete(user=request.user, vm=vm, delete_volumes=data["delete_volumes"])
         url = f"{reverse('ui:tenant', args=[vm.tenant_id])}?tab=vms"
-        return url, _queued(f"Deletion of {vm.name}", task)
+        return url, queued_message(f"Deletion of {vm.name}", task)
 
     return _action(
         request,
@@ -550,7 +539,7 @@ def vm_resources(request: HttpRequest, pk: int) -> HttpResponse:
         task = services.vm_update(user=request.user, vm=vm, **data)
         if task is None:
             return None, f"{vm.name}: nothing changed."
-        return None, _queued(f"Hardware change of {vm.name}", task)
+        return None, queued_message(f"Hardware change of {vm.name}", task)
 
     return _action(
         request,
@@ -589,7 +578,7 @@ def disk_add(request: HttpRequest, pk: int) -> HttpResponse:
 
     def perform(data):
         task = services.disk_attach(user=request.user, vm=vm, **form.service_kwargs())
-        return None, _queued(f"New disk for {vm.name}", task)
+        return None, queued_message(f"New disk for {vm.name}", task)
 
     running = vm.state in (VMState.RUNNING, VMState.PAUSED)
     return _action(
@@ -623,7 +612,7 @@ def disk_remove(request: HttpRequest, pk: int, disk_pk: int) -> HttpResponse:
         task = services.disk_detach(
             user=request.user, vm=vm, disk=disk, delete_volume=data["delete_volume"]
         )
-        return None, _queued(f"Removal of {disk.target} from {vm.name}", task)
+        return None, queued_message(f"Removal of {disk.target} from {vm.name}", task)
 
     return _action(
         request,
@@ -650,7 +639,7 @@ def disk_grow(request: HttpRequest, pk: int, disk_pk: int) -> HttpResponse:
 
     def perform(data):
         task = services.disk_grow(user=request.user, vm=vm, disk=disk, size_gib=data["size_gib"])
-        return None, _queued(f"Growing {disk.target} of {vm.name}", task)
+        return None, queued_message(f"Growing {disk.target} of {vm.name}", task)
 
     return _action(
         request,
@@ -687,7 +676,7 @@ def cdrom_change(request: HttpRequest, pk: int) -> HttpResponse:
     def perform(data):
         task = services.cdrom_change(user=request.user, vm=vm, volume=data["volume"])
         what = "Eject of the CD-ROM" if data["volume"] is None else "CD-ROM change"
-        return None, _queued(f"{what} of {vm.name}", task)
+        return None, queued_message(f"{what} of {vm.name}", task)
 
     return _action(
         request,
@@ -721,7 +710,7 @@ def nic_add(request: HttpRequest, pk: int) -> HttpResponse:
             mac=data["mac"] or None,
             model=data["model"],
         )
-        return None, _queued(f"New network device for {vm.name}", task)
+        return None, queued_message(f"New network device for {vm.name}", task)
 
     return _action(
         request,
@@ -743,7 +732,7 @@ def nic_remove(request: HttpRequest, pk: int, nic_pk: int) -> HttpResponse:
 
     def perform(data):
         task = services.nic_detach(user=request.user, vm=vm, nic=nic)
-        return None, _queued(f"Removal of NIC {nic.mac} from {vm.name}", task)
+        return None, queued_message(f"Removal of NIC {nic.mac} from {vm.name}", task)
 
     return _action(
         request,
@@ -771,7 +760,7 @@ def snapshot_add(request: HttpRequest, pk: int) -> HttpResponse:
 
     def perform(data):
         task = services.snapshot_create(user=request.user, vm=vm, **data)
-        return None, _queued(f"Snapshot {data['name']} of {vm.name}", task)
+        return None, queued_message(f"Snapshot {data['name']} of {vm.name}", task)
 
     running = vm.state in (VMState.RUNNING, VMState.PAUSED)
     return _action(
@@ -800,7 +789,7 @@ def snapshot_revert(request: HttpRequest, pk: int, name: str) -> HttpResponse:
 
     def perform(data):
         task = services.snapshot_revert(user=request.user, vm=vm, name=snap.name)
-        return None, _queued(f"Revert of {vm.name} to {snap.name}", task)
+        return None, queued_message(f"Revert of {vm.name} to {snap.name}", task)
 
     return _action(
         request,
@@ -825,7 +814,7 @@ def snapshot_delete(request: HttpRequest, pk: int, name: str) -> HttpResponse:
 
     def perform(data):
         task = services.snapshot_delete(user=request.user, vm=vm, name=snap.name)
-        return None, _queued(f"Deletion of snapshot {snap.name}", task)
+        return None, queued_message(f"Deletion of snapshot {snap.name}", task)
 
     return _action(
         request,
@@ -1162,7 +1151,7 @@ def _create(request: HttpRequest, wizard: CreateWizard) -> HttpResponse | None:
         return None
     messages.success(
         request,
-        format_html("VM {} is being created on {}: {}.", vm.name, vm.host.name, _task_link(task)),
+        format_html("VM {} is being created on {}: {}.", vm.name, vm.host.name, task_link(task)),
     )
     return redirect(vm)
 
