@@ -20,6 +20,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from panel.datadir import private_file, secure_data_dir
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -49,14 +51,17 @@ def _secret_key() -> str:
         raise ImproperlyConfigured(
             "SECRET_KEY must be set (or PADDOCK_DEMO=1 for a local demo with a generated key)."
         )
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
     path = DATA_DIR / "secret_key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(50))
     return path.read_text().strip()
 
 
+# The data folder holds session keys (SQLite), the secret key and the SSH key: owner-only,
+# created so and tightened when found looser (see panel.datadir).
+secure_data_dir(DATA_DIR)
 SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
@@ -125,11 +130,12 @@ if DATABASE_URL:
             "timeout": 10,
         }
 else:
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    SQLITE_PATH = Path(os.environ.get("PADDOCK_SQLITE_PATH", DATA_DIR / "paddock.sqlite3"))
+    private_file(SQLITE_PATH)
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": os.environ.get("PADDOCK_SQLITE_PATH", str(DATA_DIR / "paddock.sqlite3")),
+            "NAME": str(SQLITE_PATH),
             # WAL lets the web server read while the worker writes; IMMEDIATE transactions take
             # the write lock up front so concurrent writers queue instead of failing mid-way.
             "OPTIONS": {
