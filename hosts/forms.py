@@ -73,6 +73,22 @@ class VolumeGrowForm(forms.Form):
     )
 
 
+class VolumePublishForm(forms.Form):
+    published = forms.BooleanField(
+        required=False,
+        label="Publish as an image",
+        help_text="Tenants may mount it as a CD-ROM, copy it, or use it as a linked clone's "
+        "backing file; never write to it.",
+    )
+    tenant = forms.TypedChoiceField(
+        coerce=int, required=False, empty_value=None, label="Published to"
+    )
+
+    def __init__(self, *args, tenants=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["tenant"].choices = [("", "Every tenant"), *tenants]
+
+
 class VolumeDeleteForm(forms.Form):
     """A confirmation without fields: the POST itself is the answer."""
 

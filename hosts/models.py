@@ -134,6 +134,14 @@ class Volume(models.Model):
     lock = models.ForeignKey(
         "panel.Task", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Whose data this volume holds: the tenant whose VM it was made for or is a disk of (empty:
+    # the platform's). Only the owner may attach it read-write.
+    tenant = models.ForeignKey(
+        "panel.Tenant", null=True, blank=True, on_delete=models.SET_NULL, related_name="volumes"
+    )
+    # An image offered read-only (CD-ROM, clone source, backing file): to every tenant when it
+    # has no owner, else to its owner's tenant only.
+    published = models.BooleanField(default=False)
     description = models.CharField(max_length=200, blank=True)
     tags = models.JSONField(default=list, blank=True, validators=[validate_tags])
     gone = models.BooleanField(default=False, db_index=True)
@@ -150,6 +158,10 @@ class Volume(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def is_iso(self) -> bool:
+        return self.format == "iso" or self.name.lower().endswith(".iso")
 
 
 class Network(models.Model):

@@ -133,6 +133,27 @@ def inventory_update(*, user, obj, description: str | None = None, tags: list | 
 
 # --- volumes ----------------------------------------------------------------------------------
 
+
+def volume_publish(*, user, volume: Volume, published: bool, tenant=None) -> Volume:
+    """Offer a volume as an image (read-only: CD-ROM, copy or backing file), or stop offering it.
+
+    Published with no tenant, every tenant may use it; with a tenant, that tenant only. An image
+    that a VM uses as a disk cannot be published: its owner writes to it.
+    """
+    _require_admin(user)
+    if published and volume.disks.filter(vm__gone=False, device="disk").exists():
+        raise ValidationError(
+            {"published": f"Volume {volume.name} is a disk of a VM; detach it before publishing."}
+        )
+    volume.published = bool(published)
+    fields = ["published"]
+    if published or tenant is not None:
+        volume.tenant = tenant
+        fields.append("tenant")
+    volume.save(update_fields=fields)
+    return volume
+
+
 GIB = 1024**3
 MIB = 1024**2
 

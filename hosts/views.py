@@ -23,6 +23,7 @@ from panel import selectors as panel_selectors
 from panel.filtersets import TaskFilterSet
 from panel.forms import apply_service_errors
 from panel.locks import LockConflict
+from panel.models import Tenant
 from panel.templatetags.paddock import TREE_LIMIT
 from panel.views import (
     busy_message,
@@ -44,6 +45,7 @@ from .forms import (
     VolumeCreateForm,
     VolumeDeleteForm,
     VolumeGrowForm,
+    VolumePublishForm,
     VolumeUploadForm,
 )
 
@@ -381,6 +383,42 @@ def volume_grow(request: HttpRequest, pk: int) -> HttpResponse:
         icon="grow",
         intro=f"{volume.name} is {current:g} GiB now. Grow the partitions and file systems in "
         "it afterwards.",
+    )
+
+
+@login_required
+def volume_publish(request: HttpRequest, pk: int) -> HttpResponse:
+    require_platform_admin(request)
+    volume = _get_volume(pk)
+    tenants = {t.pk: t for t in Tenant.objects.order_by("name")}
+    form = VolumePublishForm(
+        _post_or_none(request),
+        tenants=[(pk, t.name) for pk, t in tenants.items()],
+        initial={"published": volume.published, "tenant": volume.tenant_id},
+    )
+
+    def perform(data):
+        services.volume_publish(
+            user=request.user,
+            volume=volume,
+            published=data["published"],
+            tenant=tenants.get(data["tenant"]),
+        )
+        if not data["published"]:
+            return f"Volume {volume.name} is no longer offered as an image."
+        to = tenants[data["tenant"]].name if data["tenant"] else "every tenant"
+        return f"Volume {volume.name} is published to {to}."
+
+    return _volume_action(
+        request,
+        volume.pool,
+        form,
+        perform,
+        title=f"Publish volume {volume.name}",
+        submit="Save",
+        icon="check",
+        intro="A published image is read-only for tenants. Their own disks are theirs alone: "
+        "no other tenant sees them.",
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import Q
 
 from .choices import Role
 from .models import Membership, Tenant
@@ -42,7 +43,7 @@ def local_qemu_answers() -> bool:
 
 def seed(stdout=None) -> None:
     from hosts import services as host_services
-    from hosts.models import Host
+    from hosts.models import Host, Volume
     from panel import taskrunner
     from vms.models import VirtualMachine
 
@@ -89,3 +90,13 @@ def seed(stdout=None) -> None:
                     VirtualMachine.objects.filter(
                         host=sim, tenant=default, name__startswith=prefix
                     ).update(tenant=tenants[tenant_name])
+            for tenant in tenants.values():
+                Volume.objects.filter(disks__vm__tenant=tenant, pool__host=sim).update(
+                    tenant=tenant
+                )
+            # The shipped installer ISOs and base images are the platform's catalog: offered
+            # read-only to every tenant; every other volume is its VM's tenant's alone.
+            base = Q(name__endswith="-base.qcow2") | Q(name__endswith="-base.raw")
+            Volume.objects.filter(base | Q(name__iendswith=".iso"), pool__host=sim).update(
+                published=True, tenant=None
+            )

@@ -29,6 +29,7 @@ urlpatterns = [
     path("pools/<int:pk>/volumes/upload/", host_views.volume_upload, name="volume_upload"),
     path("volumes/<int:pk>/grow/", host_views.volume_grow, name="volume_grow"),
     path("volumes/<int:pk>/delete/", host_views.volume_delete, name="volume_delete"),
+    path("volumes/<int:pk>/publish/", host_views.volume_publish, name="volume_publish"),
     path("networks/<int:pk>/", host_views.network_detail, name="network"),
     # VMs
     path("vms/create/", vm_views.vm_create, name="vm_create"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import re
 import uuid as uuidlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -25,6 +26,7 @@ from panel.validators import NAME_RE, validate_tags
 
 from .choices import DiskBus, DiskDevice, Firmware, Lifecycle, MachineType, PowerAction, VMState
 from .models import Disk, Nic, VirtualMachine
+from .selectors import USE_ATTACH, USE_CDROM, USE_SOURCE, volumes_usable
 
 GIB = 1024**3
 MIB = 1024**2
@@ -132,6 +134,20 @@ def check_quota(tenant: Tenant, *, vms=0, vcpus=0, memory_mib=0, disk_gib=0.0) -
     errors.raise_if_any()
 
 
+@contextmanager
+def quota_guard(tenant: Tenant, **asked):
+    """Check the quota and write what uses it in one transaction, one request per tenant at a time.
+
+    The tenant's row lock makes concurrent requests of one tenant queue here, so none of them
+    reads the usage before another's new rows are committed. (SQLite's IMMEDIATE transactions
+    serialize all writers already; ``select_for_update`` is a no-op there.)
+    """
+    with transaction.atomic():
+        Tenant.objects.select_for_update().filter(pk=tenant.pk).exists()
+        check_quota(tenant, **asked)
+        yield
+
+
 def _allowed(user, tenant: Tenant, obj) -> bool:
     if is_platform_admin(user):
         return True
@@ -216,17 +232,15 @@ def _plan_disks(user, tenant, host, disks, errors: Errors) -> list[_DiskPlan]:
         if bus not in DiskBus.values:
             errors.add(field, f"Unknown bus {bus!r}: use {', '.join(DiskBus.values)}.")
         if disk.get("source_volume"):
+            # Another tenant's volume is as unknown as a missing one: the same answer for both.
             vol = (
-                Volume.objects.select_related("pool")
-                .filter(pk=disk["source_volume"], gone=False)
+                volumes_usable(user, tenant, USE_SOURCE)
+                .filter(pk=disk["source_volume"], pool__host=host)
                 .first()
             )
             mode = disk.get("clone") or "linked"
-            if vol is None or (host and vol.pool.host_id != host.pk):
+            if vol is None:
                 errors.add(field, "Unknown source volume on this host.")
-                continue
-            if not _allowed(user, tenant, vol.pool):
-                errors.add(field, "This tenant may not use that volume's pool.")
                 continue
             if mode not in ("linked", "full"):
                 errors.add(field, "clone must be 'linked' or 'full'.")
@@ -306,23 +320,32 @@ def _plan_disks(user, tenant, host, disks, errors: Errors) -> list[_DiskPlan]:
     return plans
 
 
-def _host_of(disks, cdrom, nics) -> Host | None:
-    """The host implied by the pools, volumes and networks a request names."""
+def _host_of(user, tenant: Tenant, disks, cdrom, nics) -> Host | None:
+    """The host implied by the pools, volumes and networks a request names.
+
+    Only what the tenant may use implies anything: an id of another tenant's object must not
+    steer placement or name that object's host in an error.
+    """
+    pools = StoragePool.objects.all()
+    networks = Network.objects.all()
+    if not is_platform_admin(user):
+        pools = pools.filter(pk__in=tenant.allowed_pools.values("pk"))
+        networks = networks.filter(pk__in=tenant.allowed_networks.values("pk"))
     for disk in disks or []:
         if disk.get("source_volume"):
-            vol = Volume.objects.filter(pk=disk["source_volume"]).select_related("pool").first()
+            vol = volumes_usable(user, tenant, USE_SOURCE).filter(pk=disk["source_volume"]).first()
             if vol:
                 return vol.pool.host
         elif disk.get("pool"):
-            pool = StoragePool.objects.filter(pk=disk["pool"]).first()
+            pool = pools.filter(pk=disk["pool"]).select_related("host").first()
             if pool:
                 return pool.host
     if cdrom:
-        vol = Volume.objects.filter(pk=cdrom).select_related("pool").first()
+        vol = volumes_usable(user, tenant, USE_CDROM).filter(pk=cdrom).first()
         if vol:
             return vol.pool.host
     for nic in nics or []:
-        net = Network.objects.filter(pk=nic.get("network")).first()
+        net = networks.filter(pk=nic.get("network")).select_related("host").first()
         if net:
             return net.host
     return None
@@ -372,7 +395,7 @@ def vm_create(
         errors.add("tags", "; ".join(exc.messages))
     errors.raise_if_any()
 
-    implied = _host_of(disks, cdrom, nics)
+    implied = _host_of(user, tenant, disks, cdrom, nics)
     if host is not None and implied is not None and implied.pk != host.pk:
         errors.add("host", "The pools, volumes and networks asked for are on another host.")
     host = host or implied or choose_host(user, tenant, vcpus, memory_mib)
@@ -408,12 +431,8 @@ def vm_create(
     disk_plans = _plan_disks(user, tenant, host, disks, errors)
     cdrom_path = ""
     if cdrom:
-        iso = (
-            Volume.objects.select_related("pool")
-            .filter(pk=cdrom, pool__host=host, gone=False)
-            .first()
-        )
-        if iso is None or not _allowed(user, tenant, iso.pool):
+        iso = volumes_usable(user, tenant, USE_CDROM).filter(pk=cdrom, pool__host=host).first()
+        if iso is None:
             errors.add("cdrom", "Unknown ISO volume on this host.")
         else:
             cdrom_path = iso.path
@@ -434,13 +453,6 @@ def vm_create(
     if any(b not in ("disk", "cdrom", "network") for b in boot):
         errors.add("boot", "Boot devices are disk, cdrom and network.")
     errors.raise_if_any()
-    check_quota(
-        tenant,
-        vms=1,
-        vcpus=vcpus,
-        memory_mib=memory_mib,
-        disk_gib=sum(p.gib for p in disk_plans),
-    )
 
     params = {
         "vcpus": vcpus,
@@ -461,7 +473,8 @@ def vm_create(
         "description": description,
         "created_volumes": [],
     }
-    with transaction.atomic():
+    asked = {"vms": 1, "vcpus": vcpus, "memory_mib": memory_mib}
+    with quota_guard(tenant, **asked, disk_gib=sum(p.gib for p in disk_plans)):
         vm = VirtualMachine.objects.create(
             host=host,
             tenant=tenant,
@@ -605,14 +618,18 @@ def vm_update(
     errors.raise_if_any()
     if host_change:
         _require_ready(vm)
-        check_quota(
-            vm.tenant,
-            vcpus=max(0, host_change.get("vcpus", vm.vcpus) - vm.vcpus),
-            memory_mib=max(0, host_change.get("memory_mib", vm.memory_mib) - vm.memory_mib),
-        )
-    with transaction.atomic():
+    growth = {
+        "vcpus": max(0, host_change.get("vcpus", vm.vcpus) - vm.vcpus),
+        "memory_mib": max(0, host_change.get("memory_mib", vm.memory_mib) - vm.memory_mib),
+    }
+    with quota_guard(vm.tenant, **growth):
         if fields:
             vm.save(update_fields=[*fields, "updated"])
+        if "tenant" in fields:
+            # The VM's data moves with it: its disks now belong to the new tenant.
+            Volume.objects.filter(
+                disks__vm=vm, disks__device=DiskDevice.DISK, published=False
+            ).update(tenant=vm.tenant)
         if not host_change:
             return None
         return taskrunner.create_task(
@@ -660,17 +677,14 @@ def disk_attach(
 
     target = target_names(bus if bus == "virtio" else "scsi", used)[0]
     params: dict = {"bus": bus, "target": target, "created_volumes": []}
+    disk_gib = 0.0
     if volume is not None:
-        vol = (
-            Volume.objects.select_related("pool")
-            .filter(pk=volume, pool__host=vm.host_id, gone=False)
-            .first()
-        )
-        if vol is None or not _allowed(user, vm.tenant, vol.pool):
-            # A volume in a pool the tenant may not use is as good as unknown to it.
-            errors.add("volume", "Unknown volume on this VM's host.")
-        elif Disk.objects.filter(volume=vol, vm__gone=False).exists():
-            errors.add("volume", f"Volume {vol.name} is attached to a VM already.")
+        # Read-write use: only the tenant's own volumes that no VM uses. Anything else (another
+        # tenant's disk, a published image, a disk in use) is answered as unknown, alike.
+        vol = volumes_usable(user, vm.tenant, USE_ATTACH).filter(pk=volume, pool__host=vm.host_id)
+        vol = vol.first()
+        if vol is None:
+            errors.add("volume", "Unknown volume on this VM's host, or attached to a VM already.")
         else:
             params.update(kind="existing", path=vol.path, format=vol.format or "raw")
         errors.raise_if_any()
@@ -680,9 +694,10 @@ def disk_attach(
                                         "bus": bus}], errors,
         )  # fmt: skip
         errors.raise_if_any()
-        check_quota(vm.tenant, disk_gib=plans[0].gib)
+        disk_gib = plans[0].gib
         params.update(plans[0].params)
-    return _vm_task(user, vm, "vm.disk_attach", params)
+    with quota_guard(vm.tenant, disk_gib=disk_gib):
+        return _vm_task(user, vm, "vm.disk_attach", params)
 
 
 def disk_detach(*, user, vm: VirtualMachine, disk: Disk, delete_volume: bool = False) -> Task:
@@ -718,11 +733,11 @@ def disk_grow(*, user, vm: VirtualMachine, disk: Disk, size_gib) -> Task:
         )  # fmt: skip
     if new_bytes == current:
         raise ValidationError({"size_gib": f"The disk is {size:g} GiB already."})
-    check_quota(vm.tenant, disk_gib=(new_bytes - current) / GIB)
-    return _vm_task(
-        user, vm, "vm.disk_grow", {"target": disk.target, "path": disk.source,
-                                   "size_bytes": new_bytes}
-    )  # fmt: skip
+    with quota_guard(vm.tenant, disk_gib=(new_bytes - current) / GIB):
+        return _vm_task(
+            user, vm, "vm.disk_grow", {"target": disk.target, "path": disk.source,
+                                       "size_bytes": new_bytes}
+        )  # fmt: skip
 
 
 def cdrom_change(*, user, vm: VirtualMachine, volume: int | None) -> Task:
@@ -733,12 +748,9 @@ def cdrom_change(*, user, vm: VirtualMachine, volume: int | None) -> Task:
         raise ValidationError({"cdrom": "This VM has no CD-ROM drive."})
     path = ""
     if volume is not None:
-        iso = (
-            Volume.objects.select_related("pool")
-            .filter(pk=volume, pool__host=vm.host_id, gone=False)
-            .first()
-        )
-        if iso is None or not _allowed(user, vm.tenant, iso.pool):
+        iso = volumes_usable(user, vm.tenant, USE_CDROM).filter(pk=volume, pool__host=vm.host_id)
+        iso = iso.first()
+        if iso is None:
             raise ValidationError({"volume": "Unknown ISO volume on this VM's host."})
         path = iso.path
     return _vm_task(user, vm, "vm.cdrom", {"target": drive.target, "bus": drive.bus, "path": path})
@@ -860,7 +872,6 @@ def vm_clone(
             errors.add("mode", f"Disk {d.target} is on LVM; linked clones need a directory pool.")
     errors.raise_if_any()
     disk_gib = sum(d.volume.capacity for d in disks) / GIB
-    check_quota(vm.tenant, vms=1, vcpus=vm.vcpus, memory_mib=vm.memory_mib, disk_gib=disk_gib)
     params = {
         "source_uuid": str(vm.uuid),
         "name": name,
@@ -877,7 +888,8 @@ def vm_clone(
         "macs": {n.mac: new_mac() for n in vm.nics.all()},
         "created_volumes": [],
     }
-    with transaction.atomic():
+    asked = {"vms": 1, "vcpus": vm.vcpus, "memory_mib": vm.memory_mib, "disk_gib": disk_gib}
+    with quota_guard(vm.tenant, **asked):
         clone = VirtualMachine.objects.create(
             host=vm.host,
             tenant=vm.tenant,

@@ -12,7 +12,7 @@ from django.utils import timezone
 from hosts.models import Host, Network, Volume
 from panel.models import Tenant
 
-from .choices import VMState
+from .choices import DiskDevice, VMState
 from .domxml import DiskSpec, DomainSpec, NicSpec, parse_domain
 from .models import Disk, Nic, VirtualMachine
 
@@ -87,6 +87,22 @@ def read_domains(conn: libvirt.virConnect) -> list[tuple[DomainSpec, str, str, b
              spec.uuid not in transient)
         )  # fmt: skip
     return result
+
+
+def claim_volumes(disks: list[Disk]) -> None:
+    """A volume with no owner that is a disk of a VM belongs to that VM's tenant from now on.
+
+    Ownership decides who may attach the volume read-write later (once it is detached); a
+    published image is never claimed, and a volume that has an owner keeps it.
+    """
+    by_tenant: dict[int, set[int]] = {}
+    for disk in disks:
+        if disk.volume_id and disk.device == DiskDevice.DISK:
+            by_tenant.setdefault(disk.vm.tenant_id, set()).add(disk.volume_id)
+    for tenant_id, volume_ids in by_tenant.items():
+        Volume.objects.filter(pk__in=volume_ids, tenant__isnull=True, published=False).update(
+            tenant_id=tenant_id
+        )
 
 
 def sync_domains(host: Host, conn: libvirt.virConnect) -> dict:
@@ -206,6 +222,7 @@ def sync_domains(host: Host, conn: libvirt.virConnect) -> dict:
                 nics.append(_nic_row(vm, n, networks_by_name))
         Disk.objects.bulk_create(disks, batch_size=1000)
         Nic.objects.bulk_create(nics, batch_size=1000)
+        claim_volumes(disks)
 
     return {
         "domains": len(domains),
@@ -268,6 +285,7 @@ def refresh_vm(vm: VirtualMachine, conn: libvirt.virConnect) -> VirtualMachine:
         for disk in disks:
             disk.owned = (disk.target, disk.source) in owned
         Disk.objects.bulk_create(disks)
+        claim_volumes(disks)
         Nic.objects.bulk_create([_nic_row(vm, n, networks_by_name) for n in spec.nics])
         sync_snapshots(vm, dom)
     return vm

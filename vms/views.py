@@ -14,7 +14,6 @@ from collections.abc import Callable
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -515,10 +514,6 @@ def _allowed_pools(user, vm: VirtualMachine):
     return pools
 
 
-def _iso_q() -> Q:
-    return Q(format="iso") | Q(name__iendswith=".iso")
-
-
 @login_required
 def vm_resources(request: HttpRequest, pk: int) -> HttpResponse:
     vm = _get_vm(request, pk)
@@ -561,9 +556,8 @@ def disk_add(request: HttpRequest, pk: int) -> HttpResponse:
     pools = list(_allowed_pools(request.user, vm))
     active = [p for p in pools if p.state == PoolState.ACTIVE]
     volumes = (
-        Volume.objects.filter(pool__in=pools, gone=False, disks__isnull=True)
-        .exclude(_iso_q())
-        .select_related("pool")
+        selectors.volumes_usable(request.user, vm.tenant, selectors.USE_ATTACH)
+        .filter(pool__host=vm.host_id)
         .order_by("pool__name", "name")
     )
     form = DiskAddForm(
@@ -661,9 +655,8 @@ def cdrom_change(request: HttpRequest, pk: int) -> HttpResponse:
     _require(request.user, Action.VM_CHANGE, vm, "change this VM's hardware")
     drive = vm.disks.filter(device=DiskDevice.CDROM).first()
     isos = (
-        Volume.objects.filter(pool__in=_allowed_pools(request.user, vm), gone=False)
-        .filter(_iso_q())
-        .select_related("pool")
+        selectors.volumes_usable(request.user, vm.tenant, selectors.USE_CDROM)
+        .filter(pool__host=vm.host_id)
         .order_by("name")
     )
     current = next((v.pk for v in isos if drive and v.path == drive.source), None)
@@ -896,32 +889,28 @@ def _host_option(host: Host) -> dict:
     return opt
 
 
-def _source_volumes(user, scope: list[Host], pools: list[StoragePool]) -> list:
-    """Volumes a new disk can start from: templates' disks, and (for admins) loose images."""
-    templates = selectors.vms_for(user).filter(is_template=True, gone=False, host__in=scope)
+def _source_volumes(user, tenant: Tenant, scope: list[Host], pools: list[StoragePool]) -> list:
+    """Volumes a new disk can start from: templates' disks, then images and loose volumes.
+
+    Only what the tenant may use as a source (its own volumes, images published to it) is
+    offered; the service checks the same rule again on submit.
+    """
+    usable = selectors.volumes_usable(user, tenant, selectors.USE_SOURCE).filter(pool__in=pools)
+    templates = VirtualMachine.objects.filter(is_template=True, gone=False, host__in=scope)
+    if not is_platform_admin(user):
+        templates = templates.filter(tenant=tenant)
     disks = (
-        Disk.objects.filter(
-            vm__in=templates,
-            device=DiskDevice.DISK,
-            volume__gone=False,
-            volume__pool__in=pools,
-        )
+        Disk.objects.filter(vm__in=templates, device=DiskDevice.DISK, volume__in=usable)
         .select_related("vm", "volume__pool__host")
         .order_by("vm__name", "target")
     )
     sources = [
         (d.volume.pool.host, _volume_option(d.volume, f"{d.vm.name} / {d.target}")) for d in disks
     ]
-    if is_platform_admin(user):
-        loose = (
-            Volume.objects.filter(pool__in=pools, gone=False, disks__isnull=True)
-            .exclude(_iso_q())
-            .select_related("pool__host")
-            .order_by("pool__host__name", "pool__name", "name")[:200]
-        )
-        sources += [
-            (v.pool.host, _volume_option(v, f"{v.pool.name}/{v.name}, not attached")) for v in loose
-        ]
+    loose = usable.filter(disks__isnull=True).order_by("pool__host__name", "pool__name", "name")
+    for v in loose[:200]:
+        what = "image" if v.published else "not attached"
+        sources.append((v.pool.host, _volume_option(v, f"{v.pool.name}/{v.name}, {what}")))
     return sources
 
 
@@ -961,9 +950,8 @@ def wizard_options(user, tenant: Tenant, host_id: int | None) -> dict:
     pools = list(pools.order_by("host__name", "name"))
     networks = list(networks.order_by("host__name", "name"))
     isos = (
-        Volume.objects.filter(pool__in=pools, gone=False)
-        .filter(_iso_q())
-        .select_related("pool__host")
+        selectors.volumes_usable(user, tenant, selectors.USE_CDROM)
+        .filter(pool__in=pools)
         .order_by("pool__host__name", "name")
     )
 
@@ -1005,7 +993,7 @@ def wizard_options(user, tenant: Tenant, host_id: int | None) -> dict:
             group,
         ),
         "first_network": networks[0] if networks else None,
-        "sources": _grouped(_source_volumes(user, scope, pools), group),
+        "sources": _grouped(_source_volumes(user, tenant, scope, pools), group),
         "cpu_models": cpu_models,
         "quota": quota,
         "quota_json": json.dumps(quota_json),

@@ -66,10 +66,19 @@ class VolumeSerializer(serializers.ModelSerializer):
         model = Volume
         fields = [
             "id", "name", "pool", "host", "key", "path", "vol_type", "format", "capacity",
-            "allocation", "backing_path", "backing_depth", "lock", "description", "tags", "gone",
-            "gone_at", "synced_at",
+            "allocation", "backing_path", "backing_depth", "lock", "tenant", "published",
+            "description", "tags", "gone", "gone_at", "synced_at",
         ]  # fmt: skip
-        read_only_fields = [f for f in fields if f not in ("description", "tags")]
+        read_only_fields = [
+            f for f in fields if f not in ("description", "tags", "published", "tenant")
+        ]
+        extra_kwargs = {
+            "tenant": {
+                "help_text": "Owner: the tenant whose data this is (empty: the platform's). A "
+                "published volume with an owner is offered to that tenant only."
+            },
+            "published": {"help_text": "Offered read-only as an image (CD-ROM, copy, backing)."},
+        }
 
     def get_host(self, vol: Volume) -> dict:
         return {"id": vol.pool.host_id, "name": vol.pool.host.name}

@@ -153,6 +153,18 @@ class VolumeViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin, Inventory
     def get_queryset(self):
         return selectors.volumes()
 
+    def perform_update(self, serializer):
+        super().perform_update(serializer)
+        data = serializer.validated_data
+        if "published" in data or "tenant" in data:
+            volume = serializer.instance
+            services.volume_publish(
+                user=self.request.user,
+                volume=volume,
+                published=data.get("published", volume.published),
+                tenant=data.get("tenant", volume.tenant),
+            )
+
     @extend_schema(request=VolumeCreateSerializer, responses={202: TaskEnvelopeSerializer})
     def create(self, request, *args, **kwargs):
         ser = VolumeCreateSerializer(data=request.data)

@@ -314,6 +314,7 @@ def test_operator_cannot_use_volumes_or_isos_outside_allowed_pools(api, world):
     tenant.allowed_networks.add(world["net"])
     foreign_pool = StoragePool.objects.get(host=world["host"], name="isos")
     iso = foreign_pool.volumes.first()
+    Volume.objects.filter(pk=iso.pk).update(published=True)  # offered, but in a pool not granted
     client = api.as_user(world["operator"])
     response = client.post("/api/vms/", _body(world, cdrom=iso.pk), format="json")
     assert response.status_code == 400 and "cdrom" in response.json()

@@ -44,6 +44,11 @@ def world(synced_host, tenant, admin_user, make_member):
     tenant.allowed_pools.add(pool, isos)
     tenant.allowed_networks.add(lan)
     VirtualMachine.objects.filter(host=synced_host, name__startswith="web-").update(tenant=tenant)
+    # What moving the VMs through the service does: their disks become the tenant's.
+    Volume.objects.filter(disks__vm__name__startswith="web-", disks__device="disk").update(
+        tenant=tenant
+    )
+    Volume.objects.filter(pool=isos, name="debian-12.iso").update(published=True)
     return {
         "host": synced_host,
         "pool": pool,
