@@ -122,7 +122,9 @@ def diskless_xml(name: str, virt_type: str) -> str:
 def define_guest(conn, name: str):
     import libvirt
 
-    virt = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "qemu"
+    from hosts.kvm import kvm_usable
+
+    virt = "kvm" if kvm_usable() else "qemu"
     dom = conn.defineXML(diskless_xml(name, virt))
     try:
         dom.create()

@@ -63,6 +63,8 @@ class Host(models.Model):
     machine_types = models.JSONField(default=list, blank=True)
     cpu_models = models.JSONField(default=list, blank=True)
     uefi_loader = models.CharField(max_length=255, blank=True)
+    # Why libvirt lists kvm but QEMU cannot use it here (guests then run under TCG), or "".
+    kvm_note = models.CharField(max_length=500, blank=True)
 
     lock = models.ForeignKey(
         "panel.Task", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

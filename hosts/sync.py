@@ -27,6 +27,7 @@ from .connection import (
     libvirt_error_message,
     parse_uri,
 )
+from .kvm import kvm_problem
 from .models import Host, Network, StoragePool, Volume
 from .netxml import parse_network
 from .poolxml import parse_pool, parse_volume
@@ -66,8 +67,16 @@ def read_host_facts(host: Host, conn: libvirt.virConnect) -> dict:
                 apply_free_hugepages(topo, {int(k): v for k, v in free.items()})
             except libvirt.libvirtError:
                 pass  # older hosts: keep totals as free
+    kvm_note = ""
+    if parse_uri(host.uri).kind == "local" and "kvm" in topo.virt_types:
+        # libvirt lists kvm whenever the device exists; QEMU's user may still be unable to
+        # open it. Then guests here run under TCG, and the host page says why.
+        kvm_note = kvm_problem()
+        if kvm_note:
+            topo.virt_types = [t for t in topo.virt_types if t != "kvm"]
     model, memory_kib, cpus, mhz, nodes, sockets, cores, threads = conn.getInfo()
     fields = topo.as_fields()
+    fields["kvm_note"] = kvm_note
     fields["cpus"] = fields["cpus"] or cpus
     fields["memory_mib"] = fields["memory_mib"] or memory_kib
     fields["sockets"] = fields["sockets"] or sockets * nodes

@@ -53,4 +53,15 @@ elif ! id -nG libvirt-qemu | tr ' ' '\n' | grep -qx kvm; then
 fi
 $SUDO mkdir -p /var/log/libvirt /var/lib/libvirt/images /var/run/libvirt
 
+# Without udev, /dev/kvm can be left root-only (crw------- root root): libvirt still lists kvm,
+# but QEMU, running as libvirt-qemu, cannot open it and every KVM start fails. Give it what
+# Debian's udev rule gives it: group kvm, mode 0660.
+if [ -c /dev/kvm ]; then
+    if [ "$(stat -c %G /dev/kvm)" != kvm ] || [ $(( 0$(stat -c %a /dev/kvm) & 060 )) -ne 48 ]; then
+        echo "setup-system: /dev/kvm -> group kvm, mode 0660 (no udev rule did it)"
+        $SUDO chgrp kvm /dev/kvm
+        $SUDO chmod 0660 /dev/kvm
+    fi
+fi
+
 exec "$ROOT/scripts/start-services.sh" "$MODE"

@@ -18,7 +18,7 @@ class HostSerializer(serializers.ModelSerializer):
             "last_synced", "simulated", "ssh_address", "ssh_port", "ssh_user", "ssh_host_key",
             "hostname", "hypervisor", "hypervisor_version", "libvirt_version", "arch",
             "cpu_model", "cpu_vendor", "cpu_mhz", "sockets", "cores", "threads", "cpus",
-            "memory_mib", "numa_cells", "virt_types", "lock", "vm_count", "created", "updated",
+            "memory_mib", "numa_cells", "virt_types", "kvm_note", "lock", "vm_count", "created", "updated",
         ]  # fmt: skip
         read_only_fields = [
             f for f in fields if f not in ("name", "uri", "description", "tags", "ssh_host_key")

@@ -72,3 +72,31 @@ def test_forgetting_a_real_host_leaves_its_domains_alone(api, admin_user, qemu):
     run_queued_tasks()
     assert client.delete(f"/api/hosts/{host_id}/").status_code == 204
     assert conn.lookupByUUIDString(dom.UUIDString()).isActive()
+
+
+def test_kvm_that_qemu_cannot_open_falls_back_to_tcg(api, client, admin_user, monkeypatch):
+    """libvirt lists kvm, but QEMU's user may not open /dev/kvm: the host says so, uses TCG."""
+    from hosts import sync
+    from hosts.kvm import kvm_problem
+    from vms.services import default_virt_type
+
+    monkeypatch.setattr(sync, "kvm_problem", lambda: "QEMU runs as 'libvirt-qemu', which may not")
+    rest = api.as_user(admin_user)
+    response = rest.post("/api/hosts/", {"name": "local", "uri": "qemu:///system"}, format="json")
+    run_queued_tasks()
+    host = rest.get(f"/api/hosts/{response.json()['id']}/").json()
+    assert host["status"] == "online", host["last_error"]
+    assert "kvm" not in host["virt_types"] and "qemu" in host["virt_types"]
+    assert host["kvm_note"].startswith("QEMU runs as")
+    from hosts.models import Host
+
+    assert default_virt_type(Host.objects.get(pk=host["id"])) == "qemu"
+    ui = client
+    ui.force_login(admin_user)
+    page = ui.get(f"/hosts/{host['id']}/")
+    assert b"data-kvm-note" in page.content
+
+    # This machine, as the set-up script leaves it: QEMU may open /dev/kvm where it exists.
+    monkeypatch.undo()
+    if os.path.exists("/dev/kvm"):
+        assert kvm_problem() == ""

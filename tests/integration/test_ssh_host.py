@@ -17,6 +17,7 @@ from lxml import etree
 from hosts import services
 from hosts.choices import HostStatus
 from hosts.connection import drop_connection, effective_uri
+from hosts.kvm import kvm_usable
 from panel.choices import TaskState
 from tests.integration import sshd as sshd_helpers
 from vms.models import VirtualMachine
@@ -39,7 +40,7 @@ def local_domain():
     """A diskless domain defined (not started) on this machine's libvirtd; undefined after."""
     conn = libvirt.open(LOCAL_URI)
     name = f"paddocktest-ssh-{uuid.uuid4().hex[:8]}"
-    usable_kvm = os.access("/dev/kvm", os.R_OK | os.W_OK)
+    usable_kvm = kvm_usable()
     root = etree.Element("domain", type="kvm" if usable_kvm else "qemu")
     etree.SubElement(root, "name").text = name
     etree.SubElement(root, "memory", unit="MiB").text = "64"
