@@ -1,15 +1,19 @@
 """``/metrics``: the latest point of every VM, host and pool in Prometheus text format.
 
-Allowed for ``Authorization: Token <token>`` of a platform admin, or without a token from a
-client address in ``PADDOCK_METRICS_ALLOW`` (comma-separated addresses or networks, default
-``127.0.0.1,::1``). The address is the connection's (``REMOTE_ADDR``): behind a reverse proxy,
-use a token.
+Closed by default. Allowed for:
+
+* ``Authorization: Bearer <PADDOCK_METRICS_TOKEN>``, the dedicated scrape token (compared in
+  constant time); unset, no bearer token opens it;
+* ``Authorization: Token <token>``, an API token of an active platform admin;
+* without credentials, a client address in ``PADDOCK_METRICS_ALLOW`` (comma-separated addresses
+  or networks), only when that is configured: it is empty by default. The address is the
+  connection's (``REMOTE_ADDR``): behind a reverse proxy, use the scrape token.
 """
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
-import os
 import time
 
 from django.conf import settings
@@ -43,9 +47,7 @@ HELP = {
 
 
 def allowed_networks() -> list:
-    raw = getattr(settings, "PADDOCK", {}).get("METRICS_ALLOW")
-    if raw is None:
-        raw = os.environ.get("PADDOCK_METRICS_ALLOW", "127.0.0.1,::1")
+    raw = getattr(settings, "PADDOCK", {}).get("METRICS_ALLOW") or ""
     nets = []
     for item in str(raw).split(","):
         item = item.strip()
@@ -57,11 +59,23 @@ def allowed_networks() -> list:
     return nets
 
 
+def _scrape_token_matches(given: str) -> bool:
+    expected = getattr(settings, "PADDOCK", {}).get("METRICS_TOKEN") or ""
+    if not expected:
+        return False
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
 def _authorized(request) -> int:
     """200 when allowed, else the status to answer (401 no credentials, 403 not allowed)."""
     header = request.META.get("HTTP_AUTHORIZATION", "").split()
     if header:
-        if len(header) != 2 or header[0].lower() != "token":
+        if len(header) != 2:
+            return 401
+        scheme = header[0].lower()
+        if scheme == "bearer":
+            return 200 if _scrape_token_matches(header[1]) else 401
+        if scheme != "token":
             return 401
         from panel.models import ApiToken
 
@@ -69,13 +83,16 @@ def _authorized(request) -> int:
         if token is None:
             return 401
         return 200 if token.user.is_superuser and token.user.is_active else 403
+    nets = allowed_networks()
+    if not nets:
+        return 401
     try:
         addr = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
     except ValueError:
         return 401
     if getattr(addr, "ipv4_mapped", None):
         addr = addr.ipv4_mapped
-    return 200 if any(addr in net for net in allowed_networks()) else 401
+    return 200 if any(addr in net for net in nets) else 401
 
 
 def _label(value) -> str:
@@ -150,6 +167,6 @@ def prometheus(request):
             content_type="text/plain",
         )
         if status == 401:
-            response["WWW-Authenticate"] = "Token"
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
     return HttpResponse(render(), content_type=CONTENT_TYPE)

@@ -249,10 +249,13 @@ PADDOCK = {
     # Seconds between the watcher's reconcile rounds (what an event may have missed).
     "RECONCILE_SECONDS": float(os.environ.get("PADDOCK_RECONCILE_SECONDS", "30")),
     # Seconds between metric collections; how often the minute/hour/day rings are saved to
-    # the database (0: only at shutdown); who may read /metrics without a token.
+    # the database (0: only at shutdown).
     "METRICS_INTERVAL": float(os.environ.get("PADDOCK_METRICS_INTERVAL", "10")),
     "METRICS_CHECKPOINT": float(os.environ.get("PADDOCK_METRICS_CHECKPOINT", "3600")),
-    "METRICS_ALLOW": os.environ.get("PADDOCK_METRICS_ALLOW", "127.0.0.1,::1"),
+    # /metrics is closed by default: the scrape token (``Authorization: Bearer``) opens it, and
+    # so does an address allow-list, only when one is configured.
+    "METRICS_TOKEN": os.environ.get("PADDOCK_METRICS_TOKEN", ""),
+    "METRICS_ALLOW": os.environ.get("PADDOCK_METRICS_ALLOW", ""),
     # Private key Paddock uses for qemu+ssh hosts.
     "SSH_KEY": os.environ.get("PADDOCK_SSH_KEY", str(DATA_DIR / "ssh" / "id_ed25519")),
 }

@@ -163,10 +163,12 @@ def test_real_host_one_bulk_call_per_round_api_tenancy_and_prometheus(
     assert viewer.get(f"/api/vms/{ours[f'{prefix}2'].pk}/metrics/").status_code == 404
     assert viewer.get(f"/api/hosts/{host.pk}/metrics/").status_code == 403
 
-    # /metrics: Prometheus text with the VMs, from the loopback allow-list.
-    from django.test import Client
+    # /metrics: Prometheus text with the VMs, with the scrape token.
+    from django.conf import settings
+    from django.test import Client, override_settings
 
-    text = Client().get("/metrics", REMOTE_ADDR="127.0.0.1")
+    with override_settings(PADDOCK={**settings.PADDOCK, "METRICS_TOKEN": "scrape-secret"}):
+        text = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret")
     assert text.status_code == 200
     assert text["Content-Type"].startswith("text/plain; version=0.0.4")
     samples = parse_prometheus(text.content.decode())
