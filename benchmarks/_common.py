@@ -175,6 +175,7 @@ def bench_environment(db: BenchDatabase) -> Iterator[Path]:
     os.environ.setdefault("REDIS_URL", DEFAULT_REDIS_URL)
     os.environ.setdefault("SECRET_KEY", "bench-" + secrets.token_urlsafe(40))
     os.environ["PADDOCK_DATA_DIR"] = str(data_dir)
+    os.environ["PADDOCK_TEST_NODE_DIRS"] = str(data_dir)
     os.environ["STATIC_ROOT"] = str(data_dir / "static")
     (data_dir / "static").mkdir()
     os.environ["DJANGO_SETTINGS_MODULE"] = "panel.settings"

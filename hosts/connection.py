@@ -61,6 +61,16 @@ class HostURI:
         return self.kind == "test"
 
 
+def _test_node_dirs() -> list[str]:
+    return [os.path.realpath(d) for d in settings.PADDOCK.get("TEST_NODE_DIRS", [])]
+
+
+def _in_test_node_dirs(path: str) -> bool:
+    """The node file, links resolved, lies inside one of the configured folders."""
+    real = os.path.realpath(path)
+    return any(os.path.commonpath([real, d]) == d for d in _test_node_dirs())
+
+
 def parse_uri(uri: str) -> HostURI:
     uri = (uri or "").strip()
     if not uri:
@@ -81,18 +91,23 @@ def parse_uri(uri: str) -> HostURI:
         if parts.netloc:
             raise InvalidURI("A test-driver URI has no host part: use test:///absolute/path.xml.")
         if parts.path == "/default":
-            return HostURI(raw=uri, kind="test", path="/default")
+            return HostURI(raw="test:///default", kind="test", path="/default")
         if not _TEST_PATH_RE.match(parts.path) or ".." in parts.path.split("/"):
             raise InvalidURI(
                 "A test-driver URI needs an absolute node file path: test:///path.xml."
             )
-        return HostURI(raw=uri, kind="test", path=parts.path)
+        if not _in_test_node_dirs(parts.path):
+            raise InvalidURI(
+                "Test-driver node files are read only from the folders in "
+                "PADDOCK_TEST_NODE_DIRS: " + ", ".join(_test_node_dirs()) + "."
+            )
+        return HostURI(raw=f"test://{parts.path}", kind="test", path=parts.path)
     if scheme == "qemu":
         if parts.netloc:
             raise InvalidURI("A remote host needs the ssh transport: qemu+ssh://user@host/system.")
         if parts.path not in ("/system", "/session"):
             raise InvalidURI("A local QEMU URI is qemu:///system or qemu:///session.")
-        return HostURI(raw=uri, kind="local", path=parts.path)
+        return HostURI(raw=f"qemu://{parts.path}", kind="local", path=parts.path)
     if scheme == "qemu+ssh":
         if parts.path != "/system":
             raise InvalidURI("A remote QEMU URI must end in /system.")
@@ -102,7 +117,12 @@ def parse_uri(uri: str) -> HostURI:
         user = parts.username or "root"
         if not _USER_RE.match(user) or parts.password:
             raise InvalidURI("The SSH user name is not valid (and passwords are not accepted).")
-        return HostURI(raw=uri, kind="ssh", path="/system", user=user, address=address, port=port)
+        # Scheme and host name are case-insensitive: one host has one spelling.
+        address = address.lower()
+        netloc = (f"{parts.username}@" if parts.username else "") + address
+        netloc += f":{port}" if port else ""
+        raw = f"qemu+ssh://{netloc}/system"
+        return HostURI(raw=raw, kind="ssh", path="/system", user=user, address=address, port=port)
     raise InvalidURI(
         f"Unsupported scheme {scheme!r}: use test:///path.xml, qemu:///system or "
         "qemu+ssh://user@host[:port]/system."
@@ -328,7 +348,7 @@ def _open(uri: str) -> libvirt.virConnect:
     try:
         conn = libvirt.open(uri)
     except libvirt.libvirtError as exc:
-        raise HostConnectError(exc.get_error_message() or str(exc)) from None
+        raise HostConnectError(libvirt_error_message(exc)) from None
     if conn is None:  # pragma: no cover - old bindings returned None
         raise HostConnectError(f"libvirt could not open {uri}")
     if not uri.startswith("test:"):
@@ -382,7 +402,23 @@ def close_all() -> None:
             pass
 
 
+def clean_error_text(message: str) -> str:
+    """libvirt's message without the quoted input that XML parse errors carry.
+
+    libxml2 reports a parse error as ``file:line: reason``, then the offending line of the input
+    and a caret under it; that line is a file's contents (``/etc/shadow``'s first line, say) and
+    must never reach a stored error.
+    """
+    lines = message.splitlines()
+    kept = []
+    for i, line in enumerate(lines):
+        if line.strip() == "^" or (i + 1 < len(lines) and lines[i + 1].strip() == "^"):
+            continue
+        kept.append(line)
+    return "\n".join(kept).strip()
+
+
 def libvirt_error_message(exc: BaseException) -> str:
     if isinstance(exc, libvirt.libvirtError):
-        return exc.get_error_message() or str(exc)
+        return clean_error_text(exc.get_error_message() or str(exc))
     return str(exc)

@@ -55,7 +55,12 @@ def host_create(
         errors["tags"] = exc.messages
     if "name" not in errors and Host.objects.filter(name=name).exists():
         errors["name"] = ["A host with this name exists already."]
-    if parsed and Host.objects.filter(uri=parsed.raw).exists():
+    same = (
+        {"uri": parsed.raw}
+        if parsed and parsed.kind == "test"
+        else {"uri__iexact": parsed.raw if parsed else ""}
+    )
+    if parsed and Host.objects.filter(**same).exists():
         errors["uri"] = ["This host is added already."]
     key = ""
     try:

@@ -65,6 +65,9 @@ secure_data_dir(DATA_DIR)
 SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+# Origins besides the panel's own (scheme, host and port of the request) whose pages may open a
+# websocket with the session cookie, e.g. the public origin behind a proxy (panel.wsguard).
+PADDOCK_ORIGINS = env_list("PADDOCK_ORIGINS", "")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -256,6 +259,9 @@ PADDOCK = {
     # so does an address allow-list, only when one is configured.
     "METRICS_TOKEN": os.environ.get("PADDOCK_METRICS_TOKEN", ""),
     "METRICS_ALLOW": os.environ.get("PADDOCK_METRICS_ALLOW", ""),
+    # Folders test-driver node files (test:///path.xml) may be read from: the shipped fixtures
+    # unless configured. Anything else is refused, so no URI makes libvirt read a file.
+    "TEST_NODE_DIRS": env_list("PADDOCK_TEST_NODE_DIRS", str(BASE_DIR / "hosts" / "fixtures")),
     # Private key Paddock uses for qemu+ssh hosts.
     "SSH_KEY": os.environ.get("PADDOCK_SSH_KEY", str(DATA_DIR / "ssh" / "id_ed25519")),
 }

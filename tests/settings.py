@@ -1,12 +1,15 @@
 """Test settings: the real settings, with test-friendly knobs set before they load."""
 
 import os
+import tempfile
 
 os.environ.setdefault("PADDOCK_DEMO", "1")
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 
 from panel.settings import *  # noqa: F403
 
+# Tests write their node files into fresh temporary folders.
+PADDOCK["TEST_NODE_DIRS"] = [*PADDOCK["TEST_NODE_DIRS"], tempfile.gettempdir()]  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Tasks run in-process when their transaction commits; tests that need a real worker start one.
 CELERY_TASK_ALWAYS_EAGER = True

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,6 +63,7 @@ class Worker:
         env.update(
             PADDOCK_DEMO="1",
             PADDOCK_DATA_DIR=str(tmp),
+            PADDOCK_TEST_NODE_DIRS=tempfile.gettempdir(),
             DATABASE_URL=(
                 f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
             ),

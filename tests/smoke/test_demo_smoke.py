@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -31,7 +32,9 @@ def _free_port() -> int:
 def _clean_env(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    env.update(PADDOCK_DEMO="1", PYTHONUNBUFFERED="1", **extra)
+    # The shipped fixtures (the demo's sim-01) and the tests' own node files.
+    nodes = f"{Path(__file__).resolve().parents[2] / 'hosts' / 'fixtures'},{tempfile.gettempdir()}"
+    env.update(PADDOCK_DEMO="1", PYTHONUNBUFFERED="1", PADDOCK_TEST_NODE_DIRS=nodes, **extra)
     return env
 
 
