@@ -10,6 +10,8 @@ delivery. The protocol is described in ``docs/events.md``.
 
 from __future__ import annotations
 
+import json
+
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.middleware import BaseMiddleware
@@ -23,6 +25,10 @@ CLOSE_UNAUTHENTICATED = 4401
 # More ids than this in one subscription is refused: a client wanting more listens broadly.
 MAX_SUBSCRIPTION = 1000
 SUBSCRIBABLE = ("vms", "hosts", "tasks")
+# Ids are 64-bit database keys: a bigger number is no object (and would overflow the query).
+MAX_ID = 2**63 - 1
+# A subscription is a few lists of ids: a bigger frame is refused unread.
+MAX_FRAME = 64 * 1024
 
 assert MESSAGE_TYPE == "paddock.event"  # handled by EventsConsumer.paddock_event
 
@@ -107,7 +113,7 @@ def _parse_subscription(value) -> dict[str, list[int]] | None:
     for key in SUBSCRIBABLE:
         ids = value.get(key) or []
         if not isinstance(ids, list) or not all(
-            isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids
+            isinstance(i, int) and not isinstance(i, bool) and 0 < i <= MAX_ID for i in ids
         ):
             return None
         result[key] = sorted(set(ids))
@@ -144,6 +150,18 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         for group in sorted(self.joined - wanted):
             await self.channel_layer.group_discard(group, self.channel_name)
         self.joined = wanted
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        """A frame that is not one JSON text is answered with an error, never a dropped socket."""
+        if text_data is None or len(text_data) > MAX_FRAME:
+            await self.send_json({"type": "error", "error": "Send one JSON object per text frame."})
+            return
+        try:
+            content = json.loads(text_data)
+        except (ValueError, RecursionError):
+            await self.send_json({"type": "error", "error": "The message is not valid JSON."})
+            return
+        await self.receive_json(content)
 
     async def receive_json(self, content, **kwargs):
         if not isinstance(content, dict) or "subscribe" not in content:

@@ -31,6 +31,8 @@ from .guests import define
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
+# The panel's own origin: a session socket must come from it (panel.wsguard).
+HOST = (b"host", b"localhost")
 ORIGIN = (b"origin", b"http://localhost")
 LATENCY_BUDGET = 1.0
 
@@ -118,7 +120,7 @@ def session_headers(user) -> list[tuple[bytes, bytes]]:
     client = Client()
     client.force_login(user)
     cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
-    return [ORIGIN, (b"cookie", cookie.encode())]
+    return [HOST, ORIGIN, (b"cookie", cookie.encode())]
 
 
 async def connect(headers) -> WebsocketCommunicator:
@@ -293,7 +295,7 @@ def test_token_client_and_anonymous(synced_host, make_member, tenant, other_tena
         finally:
             await comm.disconnect()
 
-        for headers in ([ORIGIN], [ORIGIN, (b"authorization", b"Token not-a-token")]):
+        for headers in ([HOST, ORIGIN], [ORIGIN, (b"authorization", b"Token not-a-token")]):
             anonymous = WebsocketCommunicator(application, "/ws/events/", headers=headers)
             connected, _ = await anonymous.connect(timeout=5)
             assert connected  # accepted, then closed with the code
