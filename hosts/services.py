@@ -8,6 +8,7 @@ from django.db import transaction
 from panel import taskrunner
 from panel.models import Task
 from panel.tenancy import is_platform_admin
+from panel.units import GIB, volume_bytes
 from panel.validators import validate_name, validate_tags
 
 from .connection import InvalidURI, drop_connection, parse_uri
@@ -159,20 +160,6 @@ def volume_publish(*, user, volume: Volume, published: bool, tenant=None) -> Vol
     return volume
 
 
-GIB = 1024**3
-MIB = 1024**2
-
-
-def _volume_bytes(size_gib) -> int:
-    try:
-        size = float(size_gib)
-    except (TypeError, ValueError):
-        raise ValidationError({"size_gib": "A number of GiB."}) from None
-    if not 0 < size <= 64 * 1024:
-        raise ValidationError({"size_gib": "Between 0 and 65536 GiB."})
-    return -(-int(size * GIB) // MIB) * MIB  # whole MiB: QEMU wants sector-aligned images
-
-
 def volume_create(*, user, pool: StoragePool, name: str, size_gib, format: str = "qcow2") -> Task:
     """Create a volume in a pool (a task: the host does the work)."""
     from .volxml import VOLUME_NAME_RE
@@ -188,7 +175,7 @@ def volume_create(*, user, pool: StoragePool, name: str, size_gib, format: str =
         format = ""
     elif format not in ("raw", "qcow2"):
         raise ValidationError({"format": "raw or qcow2."})
-    size = _volume_bytes(size_gib)
+    size = volume_bytes(size_gib)
     if (format != "qcow2") and size > pool.available:
         raise ValidationError(
             {"size_gib": f"Pool {pool.name} has {pool.available / GIB:.1f} GiB free."}
@@ -233,7 +220,7 @@ def volume_delete(*, user, volume: Volume) -> Task:
 
 def volume_grow(*, user, volume: Volume, size_gib) -> Task:
     _require_admin(user)
-    size = _volume_bytes(size_gib)
+    size = volume_bytes(size_gib)
     if size < volume.capacity:
         raise ValidationError(
             {"size_gib": f"Shrinking is refused: {volume.name} is {volume.capacity / GIB:g} GiB."}

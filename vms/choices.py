@@ -51,3 +51,9 @@ class DiskBus(models.TextChoices):
 class MachineType(models.TextChoices):
     Q35 = "q35", "q35 (PCIe)"
     PC = "pc", "i440fx (PCI)"
+
+
+# Devices one VM may have, in the wizard, the API and every attach: bounded before any row is
+# looked at. 16 keeps well inside what a q35 machine's PCIe root ports and libvirt accept.
+MAX_DISKS = 16
+MAX_NICS = 16

@@ -13,7 +13,7 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
 from panel.forms import TagsField
 
-from .choices import DiskBus, Firmware, MachineType
+from .choices import MAX_DISKS, MAX_NICS, DiskBus, Firmware, MachineType
 
 BOOT_ORDERS = [
     ("disk,cdrom,network", "Disk, CD-ROM, network"),
@@ -28,7 +28,6 @@ NIC_MODELS = [
 ]
 CLONE_MODES = [("linked", "Linked clone"), ("full", "Full copy")]
 # Rows a wizard request may carry; more is a mistake or abuse, not a VM.
-MAX_ROWS = 16
 
 
 def _number(attrs: dict | None = None) -> forms.NumberInput:
@@ -200,8 +199,8 @@ class CreateWizard:
         valid = self.form.is_valid()
         for row in (*self.disks, *self.nics):
             valid = row.is_valid() and valid
-        if len(self.disks) > MAX_ROWS or len(self.nics) > MAX_ROWS:
-            self.add_step_error("confirm", f"At most {MAX_ROWS} disks and {MAX_ROWS} NICs.")
+        if len(self.disks) > MAX_DISKS or len(self.nics) > MAX_NICS:
+            self.add_step_error("confirm", f"At most {MAX_DISKS} disks and {MAX_NICS} NICs.")
             valid = False
         return valid
 

@@ -22,21 +22,27 @@ from hosts.models import Host, Network, StoragePool, Volume
 from panel import taskrunner
 from panel.models import Task, Tenant
 from panel.tenancy import Action, can, is_platform_admin
+from panel.units import GIB, volume_bytes
 from panel.validators import NAME_RE, validate_tags
 
-from .choices import DiskBus, DiskDevice, Firmware, Lifecycle, MachineType, PowerAction, VMState
+from .choices import (
+    MAX_DISKS,
+    MAX_NICS,
+    DiskBus,
+    DiskDevice,
+    Firmware,
+    Lifecycle,
+    MachineType,
+    PowerAction,
+    VMState,
+)
 from .models import Disk, Nic, VirtualMachine
 from .selectors import USE_ATTACH, USE_CDROM, USE_SOURCE, volumes_usable
 
-GIB = 1024**3
-MIB = 1024**2
 MIN_MEMORY_MIB = 64
-
-
-def gib_to_bytes(gib: float) -> int:
-    """A size in GiB as bytes, rounded up to whole MiB: QEMU wants sector-aligned images."""
-    return -(-int(gib * GIB) // MIB) * MIB
-
+# Bounds no real host reaches, checked before a value meets the database or libvirt.
+MAX_VCPUS = 4096
+MAX_MEMORY_MIB = 2**31 - 1  # 2 PiB
 
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}\Z")
 SNAPSHOT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
@@ -79,6 +85,17 @@ class Errors:
 def _require(user, action: str, tenant_id: int | None, what: str) -> None:
     if not can(user, action, tenant_id):
         raise PermissionDenied(f"Your role may not {what}.")
+
+
+def _check_device_counts(disks, nics) -> None:
+    """Refuse too many disks or NICs at once, before any of them costs a query."""
+    errors = Errors()
+    for field, rows, limit in (("disks", disks, MAX_DISKS), ("nics", nics, MAX_NICS)):
+        if rows is not None and not isinstance(rows, list):
+            errors.add(field, "A list.")
+        elif rows and len(rows) > limit:
+            errors.add(field, f"At most {limit} per VM; asked {len(rows)}.")
+    errors.raise_if_any()
 
 
 def _require_ready(vm: VirtualMachine) -> None:
@@ -285,13 +302,11 @@ def _plan_disks(user, tenant, host, disks, errors: Errors) -> list[_DiskPlan]:
             errors.add(field, "format must be raw or qcow2.")
             continue
         try:
-            size = float(disk.get("size_gib"))
-        except (TypeError, ValueError):
-            errors.add(field, "size_gib must be a number of GiB.")
+            size_bytes = volume_bytes(disk.get("size_gib"))
+        except ValidationError as exc:
+            errors.add(field, f"Disk size: {exc.message_dict['size_gib'][0]}")
             continue
-        if size <= 0 or size > 64 * 1024:
-            errors.add(field, "size_gib must be between 0 and 65536.")
-            continue
+        size = size_bytes / GIB
         # qcow2 grows on demand; raw files in dir pools are sparse too, but LVM is not.
         need = size if pool.pool_type == PoolType.LOGICAL else min(size, 1.0)
         need_per_pool[pool.pk] = need_per_pool.get(pool.pk, 0) + (size if fmt == "raw" else need)
@@ -300,7 +315,7 @@ def _plan_disks(user, tenant, host, disks, errors: Errors) -> list[_DiskPlan]:
                 params={
                     "kind": "new",
                     "pool": pool.name,
-                    "size_bytes": gib_to_bytes(size),
+                    "size_bytes": size_bytes,
                     "format": fmt,
                     "bus": bus,
                     "logical": pool.pool_type == PoolType.LOGICAL,
@@ -376,6 +391,7 @@ def vm_create(
 ) -> tuple[VirtualMachine, Task]:
     """Validate a new VM against the inventory, quota and placement, and queue its creation."""
     _require(user, Action.VM_CREATE, tenant.pk, "create VMs in this tenant")
+    _check_device_counts(disks, nics)
     errors = Errors()
     if not NAME_RE.match(name or ""):
         errors.add(
@@ -385,6 +401,14 @@ def vm_create(
         errors.add("vcpus", "At least 1 vCPU.")
     if not isinstance(memory_mib, int) or memory_mib < MIN_MEMORY_MIB:
         errors.add("memory_mib", f"At least {MIN_MEMORY_MIB} MiB.")
+    for field, value, limit in (
+        ("vcpus", vcpus, MAX_VCPUS),
+        ("max_vcpus", max_vcpus, MAX_VCPUS),
+        ("memory_mib", memory_mib, MAX_MEMORY_MIB),
+        ("max_memory_mib", max_memory_mib, MAX_MEMORY_MIB),
+    ):
+        if isinstance(value, int) and value > limit:
+            errors.add(field, f"At most {limit}.")
     if firmware not in Firmware.values:
         errors.add("firmware", "bios or uefi.")
     if machine not in MachineType.values:
@@ -414,17 +438,25 @@ def vm_create(
     if host.memory_mib and memory_mib > host.memory_mib:
         errors.add("memory_mib", f"Host {host.name} has {host.memory_mib} MiB; asked {memory_mib}.")
     max_memory_mib = max(max_memory_mib or memory_mib, memory_mib)
+    if host.memory_mib and max_memory_mib > host.memory_mib:
+        errors.add(
+            "max_memory_mib",
+            f"Host {host.name} has {host.memory_mib} MiB; asked up to {max_memory_mib}.",
+        )
     virt_type = virt_type or default_virt_type(host)
     if virt_type not in host.virt_types:
         errors.add("virt_type", f"Host {host.name} offers {', '.join(host.virt_types) or 'none'}.")
     if firmware == Firmware.UEFI and not (host.uefi_loader or host.simulated):
         errors.add("firmware", f"Host {host.name} has no UEFI firmware (OVMF).")
-    if (
-        cpu_model
-        and cpu_model not in ("host-passthrough", "host-model")
-        and (host.cpu_models and cpu_model not in host.cpu_models)
-    ):
-        errors.add("cpu_model", f"CPU model {cpu_model} cannot run on host {host.name}.")
+    if cpu_model and cpu_model not in ("host-passthrough", "host-model"):
+        if not host.cpu_models:
+            errors.add(
+                "cpu_model",
+                f"Host {host.name} lists no named CPU models it can run; use host-model, "
+                "host-passthrough, or the hypervisor's default.",
+            )
+        elif cpu_model not in host.cpu_models:
+            errors.add("cpu_model", f"CPU model {cpu_model} cannot run on host {host.name}.")
     if VirtualMachine.objects.filter(host=host, name=name, gone=False).exists():
         errors.add("name", f"A VM named {name} exists on host {host.name}.")
 
@@ -592,6 +624,8 @@ def vm_update(
     if vcpus is not None and vcpus != vm.vcpus:
         if vcpus < 1:
             errors.add("vcpus", "At least 1 vCPU.")
+        elif vcpus > MAX_VCPUS:
+            errors.add("vcpus", f"At most {MAX_VCPUS}.")
         elif vm.host.cpus and vcpus > vm.host.cpus:
             errors.add("vcpus", f"Host {vm.host.name} has {vm.host.cpus} CPUs; asked {vcpus}.")
         elif running and vcpus > vm.max_vcpus:
@@ -604,6 +638,8 @@ def vm_update(
     if memory_mib is not None and memory_mib != vm.memory_mib:
         if memory_mib < MIN_MEMORY_MIB:
             errors.add("memory_mib", f"At least {MIN_MEMORY_MIB} MiB.")
+        elif memory_mib > MAX_MEMORY_MIB:
+            errors.add("memory_mib", f"At most {MAX_MEMORY_MIB} MiB.")
         elif vm.host.memory_mib and memory_mib > vm.host.memory_mib:
             errors.add("memory_mib", f"Host {vm.host.name} has {vm.host.memory_mib} MiB.")
         elif running and memory_mib > vm.max_memory_mib:
@@ -669,6 +705,8 @@ def disk_attach(
     _require_ready(vm)
     errors = Errors()
     used = set(vm.disks.values_list("target", flat=True))
+    if vm.disks.filter(device=DiskDevice.DISK).count() >= MAX_DISKS:
+        raise ValidationError({"vm": f"{vm.name} has {MAX_DISKS} disks, the most a VM may have."})
     if bus not in DiskBus.values:
         errors.add("bus", f"Use {', '.join(DiskBus.values)}.")
     if vm.state in (VMState.RUNNING, VMState.PAUSED) and bus == DiskBus.SATA:
@@ -718,14 +756,11 @@ def disk_detach(*, user, vm: VirtualMachine, disk: Disk, delete_volume: bool = F
 def disk_grow(*, user, vm: VirtualMachine, disk: Disk, size_gib) -> Task:
     _require(user, Action.VM_CHANGE, vm.tenant_id, "change this VM's hardware")
     _require_ready(vm)
-    try:
-        size = float(size_gib)
-    except (TypeError, ValueError):
-        raise ValidationError({"size_gib": "A number of GiB."}) from None
+    new_bytes = volume_bytes(size_gib)
+    size = new_bytes / GIB
     current = disk.volume.capacity if disk.volume else 0
     if disk.device != DiskDevice.DISK or not disk.source:
         raise ValidationError({"disk": "Only disks with a volume can grow."})
-    new_bytes = gib_to_bytes(size)
     if new_bytes < current:
         raise ValidationError(
             {"size_gib": f"Shrinking is refused: the disk is {current / GIB:g} GiB and "
@@ -760,6 +795,8 @@ def nic_attach(*, user, vm: VirtualMachine, network: int, mac: str | None = None
                model: str = "virtio") -> Task:  # fmt: skip
     _require(user, Action.VM_CHANGE, vm.tenant_id, "change this VM's hardware")
     _require_ready(vm)
+    if vm.nics.count() >= MAX_NICS:
+        raise ValidationError({"vm": f"{vm.name} has {MAX_NICS} NICs, the most a VM may have."})
     errors = Errors()
     net = Network.objects.filter(pk=network, host=vm.host_id, gone=False).first()
     if net is None:

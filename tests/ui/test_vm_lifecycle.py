@@ -179,7 +179,7 @@ def test_bad_input_rerenders_with_field_errors_and_creates_nothing(client, world
     response = client.post(reverse("ui:vm_create"), wizard_post(world, **{"disk-0-size_gib": "-3"}))
     assert response.status_code == 400
     page = main(response)
-    assert 'data-start-step="disks"' in page and "size_gib must be between" in page
+    assert 'data-start-step="disks"' in page and "Disk size: Between 0 and 65536 GiB." in page
     assert 'class="wizard-tab has-error" id="tab-disks"' in page
 
     response = client.post(reverse("ui:vm_create"), wizard_post(world, vcpus="64"))

@@ -6,6 +6,7 @@ from rest_framework import serializers
 
 from panel.api.serializers import BriefSerializer
 from panel.models import Tenant
+from vms.choices import MAX_DISKS, MAX_NICS
 from vms.models import Disk, Nic, VirtualMachine
 
 
@@ -88,9 +89,9 @@ class VirtualMachineCreateSerializer(serializers.Serializer):
     machine = serializers.ChoiceField(choices=["q35", "pc"], required=False)
     virt_type = serializers.ChoiceField(choices=["kvm", "qemu", "test"], required=False)
     cpu_model = serializers.CharField(required=False, allow_blank=True, max_length=64)
-    disks = DiskSpecSerializer(many=True, required=False)
+    disks = DiskSpecSerializer(many=True, required=False, max_length=MAX_DISKS)
     cdrom = serializers.IntegerField(required=False, allow_null=True, help_text="ISO volume id")
-    nics = NicSpecSerializer(many=True, required=False)
+    nics = NicSpecSerializer(many=True, required=False, max_length=MAX_NICS)
     boot = serializers.ListField(
         child=serializers.ChoiceField(choices=["disk", "cdrom", "network"]), required=False
     )
