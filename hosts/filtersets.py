@@ -2,11 +2,13 @@
 
 import django_filters
 
+from panel.filtersets import IdFilter, PaddockFilterSet
+
 from .choices import HostStatus, PoolState, PoolType
 from .models import Host, Network, StoragePool, Volume
 
 
-class GoneFilterMixin(django_filters.FilterSet):
+class GoneFilterMixin(PaddockFilterSet):
     """Objects gone from their host are hidden unless ``?gone=true`` (or false) is asked."""
 
     gone = django_filters.BooleanFilter()
@@ -17,7 +19,7 @@ class GoneFilterMixin(django_filters.FilterSet):
         return super().filter_queryset(queryset)
 
 
-class HostFilterSet(django_filters.FilterSet):
+class HostFilterSet(PaddockFilterSet):
     name = django_filters.CharFilter(lookup_expr="iexact")
     q = django_filters.CharFilter(field_name="name", lookup_expr="icontains")
     status = django_filters.MultipleChoiceFilter(choices=HostStatus.choices)
@@ -28,7 +30,7 @@ class HostFilterSet(django_filters.FilterSet):
 
 
 class StoragePoolFilterSet(GoneFilterMixin):
-    host = django_filters.NumberFilter(field_name="host_id")
+    host = IdFilter(field_name="host_id")
     name = django_filters.CharFilter(lookup_expr="iexact")
     pool_type = django_filters.MultipleChoiceFilter(choices=PoolType.choices)
     state = django_filters.MultipleChoiceFilter(choices=PoolState.choices)
@@ -39,8 +41,8 @@ class StoragePoolFilterSet(GoneFilterMixin):
 
 
 class VolumeFilterSet(GoneFilterMixin):
-    host = django_filters.NumberFilter(field_name="pool__host_id")
-    pool = django_filters.NumberFilter(field_name="pool_id")
+    host = IdFilter(field_name="pool__host_id")
+    pool = IdFilter(field_name="pool_id")
     name = django_filters.CharFilter(lookup_expr="iexact")
     q = django_filters.CharFilter(field_name="name", lookup_expr="icontains")
     # Not "format": DRF reserves ?format= for choosing the response renderer.
@@ -52,7 +54,7 @@ class VolumeFilterSet(GoneFilterMixin):
 
 
 class NetworkFilterSet(GoneFilterMixin):
-    host = django_filters.NumberFilter(field_name="host_id")
+    host = IdFilter(field_name="host_id")
     name = django_filters.CharFilter(lookup_expr="iexact")
 
     class Meta:

@@ -1,16 +1,50 @@
-"""Filters of the panel room, shared by API lists and UI lists."""
+"""Filters of the panel room, shared by API lists and UI lists, and the base every filter set
+of every room uses."""
 
 import django_filters
 from django.contrib.auth import get_user_model
+from django.db import models
 
+from .bounds import IdFormField
 from .choices import Role, TaskState
 from .models import Membership, Task, Tenant
 
 
-class TaskFilterSet(django_filters.FilterSet):
-    vm = django_filters.NumberFilter(field_name="vm_id")
-    host = django_filters.NumberFilter(field_name="host_id")
-    tenant = django_filters.NumberFilter(field_name="tenant_id")
+class IdFilter(django_filters.NumberFilter):
+    """An object id: whole, non-negative and within 64 bits, so ``?host=1e20`` is a 400 and
+    never an overflow in the database."""
+
+    field_class = IdFormField
+
+
+class PaddockFilterSet(django_filters.FilterSet):
+    """The base of every filter set: integer fields generated from ``Meta.fields`` get the
+    bounded id filter too (text filters already refuse NUL: Django's form CharField does)."""
+
+    FILTER_DEFAULTS = {
+        **django_filters.FilterSet.FILTER_DEFAULTS,
+        **{
+            field: {"filter_class": IdFilter}
+            for field in (
+                models.AutoField,
+                models.BigAutoField,
+                models.IntegerField,
+                models.BigIntegerField,
+                models.PositiveIntegerField,
+                models.PositiveBigIntegerField,
+                models.PositiveSmallIntegerField,
+                models.SmallIntegerField,
+                models.ForeignKey,
+                models.OneToOneField,
+            )
+        },
+    }
+
+
+class TaskFilterSet(PaddockFilterSet):
+    vm = IdFilter(field_name="vm_id")
+    host = IdFilter(field_name="host_id")
+    tenant = IdFilter(field_name="tenant_id")
     state = django_filters.MultipleChoiceFilter(choices=TaskState.choices)
     kind = django_filters.CharFilter()
 
@@ -19,7 +53,7 @@ class TaskFilterSet(django_filters.FilterSet):
         fields = ["vm", "host", "tenant", "state", "kind"]
 
 
-class TenantFilterSet(django_filters.FilterSet):
+class TenantFilterSet(PaddockFilterSet):
     name = django_filters.CharFilter(lookup_expr="iexact")
     q = django_filters.CharFilter(field_name="name", lookup_expr="icontains")
 
@@ -28,7 +62,7 @@ class TenantFilterSet(django_filters.FilterSet):
         fields = ["name", "q"]
 
 
-class UserFilterSet(django_filters.FilterSet):
+class UserFilterSet(PaddockFilterSet):
     username = django_filters.CharFilter(lookup_expr="iexact")
 
     class Meta:
@@ -36,8 +70,8 @@ class UserFilterSet(django_filters.FilterSet):
         fields = ["username", "is_superuser"]
 
 
-class MembershipFilterSet(django_filters.FilterSet):
-    tenant = django_filters.NumberFilter(field_name="tenant_id")
+class MembershipFilterSet(PaddockFilterSet):
+    tenant = IdFilter(field_name="tenant_id")
     user = django_filters.CharFilter(field_name="user__username", lookup_expr="iexact")
     role = django_filters.ChoiceFilter(choices=Role.choices)
 

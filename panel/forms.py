@@ -56,8 +56,21 @@ class TenantCreateForm(forms.Form):
 
 
 class MembershipAddForm(forms.Form):
-    username = forms.CharField(max_length=150, label="User")
+    """Add a member of one of your tenants, or (with a password) create a new user here."""
+
+    username = forms.CharField(
+        max_length=150,
+        label="User",
+        help_text="A member of one of your tenants, or the name of a new user.",
+    )
     role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
+    password = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False),
+        label="New user's password",
+        help_text="Only to create a new user in this tenant.",
+    )
 
 
 class MembershipRoleForm(forms.Form):

@@ -35,3 +35,15 @@ def users_for(user) -> QuerySet:
         return qs
     admin_of = tenant_ids(user, Action.MEMBERSHIP_MANAGE)
     return qs.filter(Q(pk=user.pk) | Q(memberships__tenant_id__in=admin_of)).distinct()
+
+
+def addable_users(user) -> QuerySet:
+    """Users ``user`` may add to a tenant: anyone for a platform admin; for a tenant admin, the
+    members of the tenants they administer (never the platform's whole user list)."""
+    qs = User.objects.filter(is_active=True)
+    if is_platform_admin(user):
+        return qs
+    admin_of = tenant_ids(user, Action.MEMBERSHIP_MANAGE)
+    if not admin_of:
+        return qs.none()
+    return qs.filter(memberships__tenant_id__in=admin_of).distinct()

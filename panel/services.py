@@ -15,10 +15,14 @@ from .validators import validate_name
 User = get_user_model()
 
 
-def tenant_create(*, user, name: str, description: str = "") -> Tenant:
+def tenant_create(*, user, name: str, description: str = "", **limits) -> Tenant:
+    """A new tenant, with quota limits (None = unlimited) when given."""
     if not is_platform_admin(user):
         raise PermissionDenied("Only platform admins create tenants.")
-    tenant = Tenant(name=name, description=description)
+    unknown = set(limits) - set(QUOTA_FIELDS)
+    if unknown:
+        raise ValidationError({f: "Not settable here." for f in sorted(unknown)})
+    tenant = Tenant(name=name, description=description, **limits)
     tenant.full_clean()
     tenant.save()
     return tenant
@@ -62,9 +66,30 @@ def tenant_delete(*, user, tenant: Tenant) -> None:
     tenant.delete()
 
 
-def user_create(*, user, username: str, password: str, email: str = "", is_superuser: bool = False):
+# One answer for a user who does not exist and one a tenant admin may not add: neither says
+# whether the name is taken elsewhere.
+UNKNOWN_USER = "No such user among your tenants' members."
+
+
+def user_create(
+    *,
+    user,
+    username: str,
+    password: str,
+    email: str = "",
+    is_superuser: bool = False,
+    tenant: Tenant | None = None,
+    role: str = Role.MEMBER,
+):
+    """A new user; platform admins create anyone, a tenant's admin creates a user in that
+    tenant (``tenant`` and ``role``), never a platform admin."""
     if not is_platform_admin(user):
-        raise PermissionDenied("Only platform admins create users.")
+        if tenant is None or not can(user, Action.MEMBERSHIP_MANAGE, tenant.pk):
+            raise PermissionDenied(
+                "Only platform admins create users; a tenant admin creates them in their tenant."
+            )
+        if is_superuser:
+            raise PermissionDenied("Only platform admins create platform admins.")
     errors = {}
     try:
         validate_name(username)
@@ -72,6 +97,8 @@ def user_create(*, user, username: str, password: str, email: str = "", is_super
         errors["username"] = exc.messages
     if User.objects.filter(username=username).exists():
         errors["username"] = ["A user with this name exists already."]
+    if tenant is not None and role not in Role.values:
+        errors["role"] = [f"Choose one of: {', '.join(Role.values)}."]
     candidate = User(username=username, email=email)
     try:
         validate_password(password, candidate)
@@ -81,15 +108,25 @@ def user_create(*, user, username: str, password: str, email: str = "", is_super
         raise ValidationError(errors)
     candidate.is_superuser = candidate.is_staff = bool(is_superuser)
     candidate.set_password(password)
-    candidate.save()
+    with transaction.atomic():
+        candidate.save()
+        if tenant is not None:
+            Membership.objects.create(user=candidate, tenant=tenant, role=role)
     return candidate
 
 
-def membership_create(*, user, member, tenant: Tenant, role: str) -> Membership:
+def membership_create(*, user, username: str, tenant: Tenant, role: str) -> Membership:
+    """Add an existing user to ``tenant``. A tenant admin adds only users who already belong to
+    one of the tenants they administer; anyone else is answered as if they did not exist."""
     if not can(user, Action.MEMBERSHIP_MANAGE, tenant.pk):
         raise PermissionDenied("Only the tenant's admins manage its memberships.")
     if role not in Role.values:
         raise ValidationError({"role": f"Choose one of: {', '.join(Role.values)}."})
+    from .selectors import addable_users
+
+    member = addable_users(user).filter(username=username).first()
+    if member is None:
+        raise ValidationError({"user": UNKNOWN_USER})
     try:
         with transaction.atomic():
             return Membership.objects.create(user=member, tenant=tenant, role=role)

@@ -12,7 +12,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count, Q, Sum
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.html import format_html
@@ -121,6 +121,8 @@ def datacenter(request: HttpRequest) -> HttpResponse:
 @require_GET
 def search(request: HttpRequest) -> HttpResponse:
     query = request.GET.get("q", "").strip()
+    if "\x00" in query:  # PostgreSQL refuses NUL in a query: the client's mistake, a 400
+        return HttpResponseBadRequest("q: Null characters are not allowed.")
     if is_htmx(request):
         results = list(vm_selectors.search(request.user, query, limit=SEARCH_SUGGESTIONS + 1))
         return render(
@@ -301,19 +303,26 @@ def membership_add(request: HttpRequest, pk: int) -> HttpResponse:
     tenant = get_object_or_404(selectors.tenants_for(user), pk=pk)
     form = MembershipAddForm(request.POST, prefix="member")
     if form.is_valid():
-        member = User.objects.filter(username=form.cleaned_data["username"]).first()
-        if member is None:
-            form.add_error("username", "No user with this name.")
-        else:
-            try:
-                services.membership_create(
-                    user=user, member=member, tenant=tenant, role=form.cleaned_data["role"]
+        data = form.cleaned_data
+        try:
+            if data["password"]:
+                # A new user, created straight into this tenant.
+                services.user_create(
+                    user=user,
+                    username=data["username"],
+                    password=data["password"],
+                    tenant=tenant,
+                    role=data["role"],
                 )
-            except ValidationError as exc:
-                apply_service_errors(form, exc, {"user": "username"})
             else:
-                messages.success(request, f"{member.username} added to {tenant.name}.")
-                return redirect("ui:tenant", pk=tenant.pk)
+                services.membership_create(
+                    user=user, username=data["username"], tenant=tenant, role=data["role"]
+                )
+        except ValidationError as exc:
+            apply_service_errors(form, exc, {"user": "username"})
+        else:
+            messages.success(request, f"{data['username']} added to {tenant.name}.")
+            return redirect("ui:tenant", pk=tenant.pk)
     elif not can(user, Action.MEMBERSHIP_MANAGE, tenant.pk):
         raise PermissionDenied("Only the tenant's admins manage its memberships.")
     return render(

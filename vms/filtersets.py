@@ -4,13 +4,15 @@ import django_filters
 from django.db.models import Q
 
 from hosts.filtersets import GoneFilterMixin
+from panel.bounds import parse_id
+from panel.filtersets import IdFilter
 
 from .choices import VMState
 from .models import VirtualMachine
 
 
 class VirtualMachineFilterSet(GoneFilterMixin):
-    host = django_filters.NumberFilter(field_name="host_id")
+    host = IdFilter(field_name="host_id")
     tenant = django_filters.CharFilter(method="filter_tenant", help_text="Tenant id or name")
     name = django_filters.CharFilter(lookup_expr="iexact")
     q = django_filters.CharFilter(method="filter_q", help_text="Name fragment, UUID or MAC")
@@ -22,8 +24,10 @@ class VirtualMachineFilterSet(GoneFilterMixin):
         fields = ["host", "tenant", "name", "q", "state", "is_template", "gone"]
 
     def filter_tenant(self, queryset, name, value):
-        if value.isdigit():
-            return queryset.filter(tenant_id=int(value))
+        # Only ASCII digits within 64 bits are an id ("³" is a digit to str.isdigit, not to int).
+        tenant_id = parse_id(value)
+        if tenant_id is not None:
+            return queryset.filter(tenant_id=tenant_id)
         return queryset.filter(tenant__name=value)
 
     def filter_q(self, queryset, name, value):

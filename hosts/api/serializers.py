@@ -5,7 +5,10 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from hosts.models import Host, Network, StoragePool, Volume
-from panel.api.serializers import BriefSerializer
+from panel.api.serializers import BriefSerializer, IdField
+
+# The largest volume Paddock creates or grows to (the service checks it too).
+MAX_VOLUME_GIB = 64 * 1024
 
 
 class HostSerializer(serializers.ModelSerializer):
@@ -98,11 +101,11 @@ class NetworkSerializer(serializers.ModelSerializer):
 
 
 class VolumeCreateSerializer(serializers.Serializer):
-    pool = serializers.IntegerField()
+    pool = IdField()
     name = serializers.CharField(max_length=127)
-    size_gib = serializers.FloatField()
+    size_gib = serializers.FloatField(min_value=0.001, max_value=MAX_VOLUME_GIB)
     format = serializers.ChoiceField(choices=["raw", "qcow2"], default="qcow2")
 
 
 class VolumeResizeSerializer(serializers.Serializer):
-    size_gib = serializers.FloatField()
+    size_gib = serializers.FloatField(min_value=0.001, max_value=MAX_VOLUME_GIB)

@@ -6,10 +6,31 @@ from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from panel.bounds import MAX_ID
 from panel.choices import Role
 from panel.models import ApiToken, Membership, Task, Tenant
+from panel.tenancy import is_platform_admin
 
 User = get_user_model()
+
+# Quota limits: far beyond any platform, inside the database's columns (32-bit counts, 64-bit
+# sizes on PostgreSQL).
+MAX_QUOTA = {
+    "max_vms": 2**31 - 1,
+    "max_vcpus": 2**31 - 1,
+    "max_memory_mib": 2**62,
+    "max_disk_gib": 2**62,
+}
+
+
+class IdField(serializers.IntegerField):
+    """An object id in a request body: 0 .. 2**63-1, so a huge number is a 400 with a field
+    message rather than an overflow in the database."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("min_value", 0)
+        kwargs.setdefault("max_value", MAX_ID)
+        super().__init__(**kwargs)
 
 
 class BriefSerializer(serializers.Serializer):
@@ -56,6 +77,9 @@ class TaskEnvelopeSerializer(serializers.Serializer):
     task = TaskSerializer()
 
 
+_QUOTA_KWARGS = {name: {"min_value": 0, "max_value": bound} for name, bound in MAX_QUOTA.items()}
+
+
 class TenantSerializer(serializers.ModelSerializer):
     vm_count = serializers.IntegerField(read_only=True)
 
@@ -68,6 +92,7 @@ class TenantSerializer(serializers.ModelSerializer):
         read_only_fields = [
             "id", "created", "vm_count", "allowed_hosts", "allowed_pools", "allowed_networks",
         ]  # fmt: skip
+        extra_kwargs = _QUOTA_KWARGS
 
 
 class TenantUpdateSerializer(serializers.ModelSerializer):
@@ -80,6 +105,7 @@ class TenantUpdateSerializer(serializers.ModelSerializer):
             "allowed_hosts", "allowed_pools", "allowed_networks",
         ]  # fmt: skip
         extra_kwargs = {
+            **_QUOTA_KWARGS,
             "allowed_hosts": {"required": False},
             "allowed_pools": {"required": False},
             "allowed_networks": {"required": False},
@@ -87,19 +113,41 @@ class TenantUpdateSerializer(serializers.ModelSerializer):
 
 
 class UserSerializer(serializers.ModelSerializer):
+    """A user. ``email`` and ``is_superuser`` are shown to platform admins only; a tenant admin
+    creates a user in one of their tenants by giving ``tenant`` (and ``role``)."""
+
     password = serializers.CharField(write_only=True, style={"input_type": "password"})
+    tenant = IdField(
+        write_only=True, required=False, help_text="Create the user as a member of this tenant"
+    )
+    role = serializers.ChoiceField(
+        choices=Role.choices, write_only=True, required=False, default=Role.MEMBER
+    )
 
     class Meta:
         model = User
-        fields = ["id", "username", "email", "is_superuser", "is_active", "date_joined", "password"]
+        fields = [
+            "id", "username", "email", "is_superuser", "is_active", "date_joined", "password",
+            "tenant", "role",
+        ]  # fmt: skip
         read_only_fields = ["id", "is_active", "date_joined"]
+
+    PLATFORM_ONLY = ("email", "is_superuser")
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        request = self.context.get("request")
+        if request is None or not is_platform_admin(request.user):
+            for name in self.PLATFORM_ONLY:
+                data.pop(name, None)
+        return data
 
 
 class MembershipSerializer(serializers.ModelSerializer):
-    user = serializers.SlugRelatedField(
-        slug_field="username", queryset=User.objects.all(), help_text="Username"
-    )
-    tenant = serializers.PrimaryKeyRelatedField(queryset=Tenant.objects.all())
+    # Resolved by the service against the users the requester may add, never against all
+    # users (a lookup over every username would tell a tenant admin which ones exist).
+    user = serializers.CharField(source="user.username", max_length=150, help_text="Username")
+    tenant = IdField(source="tenant_id")
     role = serializers.ChoiceField(choices=Role.choices)
 
     class Meta:

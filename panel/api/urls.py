@@ -6,6 +6,7 @@ from rest_framework.routers import DefaultRouter
 
 from hosts.api.views import HostViewSet, NetworkViewSet, StoragePoolViewSet, VolumeViewSet
 from metrics.api.urls import urlpatterns as metrics_urlpatterns
+from panel.bounds import ID_PATH_REGEX
 from vms.api.views import VirtualMachineViewSet
 
 from .views import (
@@ -19,7 +20,19 @@ from .views import (
     WhoAmIView,
 )
 
-router = DefaultRouter()
+
+class IdRouter(DefaultRouter):
+    """Detail routes take only an id that can exist (``/api/vms/99999999999999999999/`` is a
+    404, never an overflow in the database), unless a viewset names its own lookup."""
+
+    def get_lookup_regex(self, viewset, lookup_prefix=""):
+        if getattr(viewset, "lookup_value_regex", None) is None:
+            lookup = getattr(viewset, "lookup_url_kwarg", None) or viewset.lookup_field
+            return f"(?P<{lookup_prefix}{lookup}>{ID_PATH_REGEX})"
+        return super().get_lookup_regex(viewset, lookup_prefix)
+
+
+router = IdRouter()
 router.register("hosts", HostViewSet, basename="host")
 router.register("storage-pools", StoragePoolViewSet, basename="storagepool")
 router.register("volumes", VolumeViewSet, basename="volume")

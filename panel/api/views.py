@@ -6,13 +6,15 @@ from django.contrib.auth import authenticate
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.exceptions import AuthenticationFailed, PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from panel import selectors, services
+from panel.choices import Role
 from panel.filtersets import MembershipFilterSet, TaskFilterSet, TenantFilterSet, UserFilterSet
-from panel.models import ApiToken
+from panel.models import ApiToken, Tenant
+from panel.tenancy import is_platform_admin
 
 from .serializers import (
     ApiTokenSerializer,
@@ -54,6 +56,8 @@ class TenantViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
         return selectors.tenants_for(user)
 
     def create(self, request, *args, **kwargs):
+        if not is_platform_admin(request.user):  # before reading the body
+            raise PermissionDenied("Only platform admins create tenants.")
         ser = TenantSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
         tenant = services.tenant_create(user=request.user, **ser.validated_data)
@@ -107,14 +111,31 @@ class UserViewSet(ScopedViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnly
     def create(self, request, *args, **kwargs):
         ser = UserSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
+        data = ser.validated_data
+        tenant = None
+        if "tenant" in data:
+            tenant = _visible_tenant(request.user, data["tenant"])
         user = services.user_create(
             user=request.user,
-            username=ser.validated_data["username"],
-            password=ser.validated_data["password"],
-            email=ser.validated_data.get("email", ""),
-            is_superuser=ser.validated_data.get("is_superuser", False),
+            username=data["username"],
+            password=data["password"],
+            email=data.get("email", ""),
+            is_superuser=data.get("is_superuser", False),
+            tenant=tenant,
+            role=data.get("role", Role.MEMBER),
         )
-        return Response(UserSerializer(user).data, status=status.HTTP_201_CREATED)
+        return Response(
+            UserSerializer(user, context=self.get_serializer_context()).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+
+def _visible_tenant(user, tenant_id: int) -> Tenant:
+    """A tenant the user can see; one they cannot is answered exactly like a missing one."""
+    tenant = selectors.tenants_for(user).filter(pk=tenant_id).first()
+    if tenant is None:
+        raise ValidationError({"tenant": [f'Invalid pk "{tenant_id}" - object does not exist.']})
+    return tenant
 
 
 class MembershipViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
@@ -127,19 +148,11 @@ class MembershipViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
 
     def create(self, request, *args, **kwargs):
         ser = MembershipSerializer(data=request.data)
-        if not ser.is_valid():
-            # A tenant the user cannot see must look exactly like one that does not exist.
-            return Response(ser.errors, status=status.HTTP_400_BAD_REQUEST)
-        tenant = ser.validated_data["tenant"]
-        if not selectors.tenants_for(request.user).filter(pk=tenant.pk).exists():
-            return Response(
-                {"tenant": [f'Invalid pk "{tenant.pk}" - object does not exist.']},
-                status=status.HTTP_400_BAD_REQUEST,
-            )
+        ser.is_valid(raise_exception=True)
         membership = services.membership_create(
             user=request.user,
-            member=ser.validated_data["user"],
-            tenant=tenant,
+            username=ser.validated_data["user"]["username"],
+            tenant=_visible_tenant(request.user, ser.validated_data["tenant_id"]),
             role=ser.validated_data["role"],
         )
         return Response(MembershipSerializer(membership).data, status=status.HTTP_201_CREATED)

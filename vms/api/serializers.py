@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from panel.api.serializers import BriefSerializer
-from panel.models import Tenant
+from panel.api.serializers import BriefSerializer, IdField
 from vms.choices import MAX_DISKS, MAX_NICS
 from vms.models import Disk, Nic, VirtualMachine
+
+# Bounds that keep numbers inside the database's 64-bit integers and libvirt's sizes (the
+# services check what fits the host); beyond them a request is a 400 with a field message.
+MAX_COUNT = 2**31 - 1  # vCPUs and MiB of memory (32-bit columns on PostgreSQL)
+MAX_DISK_GIB = 64 * 1024  # the largest volume Paddock creates or grows to
 
 
 class DiskSerializer(serializers.ModelSerializer):
@@ -48,17 +52,18 @@ class VirtualMachineSerializer(serializers.ModelSerializer):
 class VirtualMachineUpdateSerializer(serializers.Serializer):
     description = serializers.CharField(max_length=200, required=False, allow_blank=True)
     tags = serializers.ListField(child=serializers.CharField(), required=False)
-    tenant = serializers.PrimaryKeyRelatedField(
-        queryset=Tenant.objects.all(), required=False, help_text="Platform admins only"
-    )
+    # An id, resolved by the view among the tenants the user sees: a missing tenant and one
+    # the user may not see get the same answer.
+    tenant = IdField(required=False, help_text="Platform admins only")
 
 
 class DiskSpecSerializer(serializers.Serializer):
+    # Bounded by the service, which names the row (disks[0]) in its message.
     size_gib = serializers.FloatField(required=False, min_value=0.001)
-    pool = serializers.IntegerField(required=False)
+    pool = IdField(required=False)
     format = serializers.ChoiceField(choices=["raw", "qcow2"], required=False)
     bus = serializers.ChoiceField(choices=["virtio", "scsi", "sata"], required=False)
-    source_volume = serializers.IntegerField(required=False)
+    source_volume = IdField(required=False)
     clone = serializers.ChoiceField(choices=["linked", "full"], required=False)
 
     def validate(self, attrs):
@@ -72,25 +77,25 @@ class DiskSpecSerializer(serializers.Serializer):
 
 
 class NicSpecSerializer(serializers.Serializer):
-    network = serializers.IntegerField()
+    network = IdField()
     mac = serializers.CharField(required=False, allow_blank=True)
     model = serializers.ChoiceField(choices=["virtio", "e1000e", "rtl8139"], required=False)
 
 
 class VirtualMachineCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=63)
-    tenant = serializers.IntegerField()
-    host = serializers.IntegerField(required=False, help_text="Omit to let Paddock choose")
-    vcpus = serializers.IntegerField(min_value=1)
-    max_vcpus = serializers.IntegerField(min_value=1, required=False)
-    memory_mib = serializers.IntegerField(min_value=1)
-    max_memory_mib = serializers.IntegerField(min_value=1, required=False)
+    tenant = IdField()
+    host = IdField(required=False, help_text="Omit to let Paddock choose")
+    vcpus = serializers.IntegerField(min_value=1, max_value=MAX_COUNT)
+    max_vcpus = serializers.IntegerField(min_value=1, max_value=MAX_COUNT, required=False)
+    memory_mib = serializers.IntegerField(min_value=1, max_value=MAX_COUNT)
+    max_memory_mib = serializers.IntegerField(min_value=1, max_value=MAX_COUNT, required=False)
     firmware = serializers.ChoiceField(choices=["bios", "uefi"], required=False)
     machine = serializers.ChoiceField(choices=["q35", "pc"], required=False)
     virt_type = serializers.ChoiceField(choices=["kvm", "qemu", "test"], required=False)
     cpu_model = serializers.CharField(required=False, allow_blank=True, max_length=64)
     disks = DiskSpecSerializer(many=True, required=False, max_length=MAX_DISKS)
-    cdrom = serializers.IntegerField(required=False, allow_null=True, help_text="ISO volume id")
+    cdrom = IdField(required=False, allow_null=True, help_text="ISO volume id")
     nics = NicSpecSerializer(many=True, required=False, max_length=MAX_NICS)
     boot = serializers.ListField(
         child=serializers.ChoiceField(choices=["disk", "cdrom", "network"]), required=False
@@ -103,8 +108,8 @@ class VirtualMachineCreateSerializer(serializers.Serializer):
 
 class VirtualMachineEditSerializer(VirtualMachineUpdateSerializer):
     name = serializers.CharField(max_length=63, required=False)
-    vcpus = serializers.IntegerField(min_value=1, required=False)
-    memory_mib = serializers.IntegerField(min_value=1, required=False)
+    vcpus = serializers.IntegerField(min_value=1, max_value=MAX_COUNT, required=False)
+    memory_mib = serializers.IntegerField(min_value=1, max_value=MAX_COUNT, required=False)
     autostart = serializers.BooleanField(required=False)
 
 
@@ -116,13 +121,13 @@ class PowerSerializer(serializers.Serializer):
 
 
 class DiskAttachSerializer(serializers.Serializer):
-    size_gib = serializers.FloatField(required=False, min_value=0.001)
-    pool = serializers.IntegerField(required=False)
+    size_gib = serializers.FloatField(required=False, min_value=0.001, max_value=MAX_DISK_GIB)
+    pool = IdField(required=False)
     format = serializers.ChoiceField(choices=["raw", "qcow2"], required=False)
     bus = serializers.ChoiceField(
         choices=["virtio", "scsi", "sata"], required=False, default="virtio"
     )
-    volume = serializers.IntegerField(required=False, help_text="Attach an existing volume")
+    volume = IdField(required=False, help_text="Attach an existing volume")
 
     def validate(self, attrs):
         if attrs.get("volume") is None and (
@@ -133,11 +138,11 @@ class DiskAttachSerializer(serializers.Serializer):
 
 
 class DiskResizeSerializer(serializers.Serializer):
-    size_gib = serializers.FloatField(min_value=0.001)
+    size_gib = serializers.FloatField(min_value=0.001, max_value=MAX_DISK_GIB)
 
 
 class NicAttachSerializer(serializers.Serializer):
-    network = serializers.IntegerField()
+    network = IdField()
     mac = serializers.CharField(required=False, allow_blank=True)
     model = serializers.ChoiceField(
         choices=["virtio", "e1000e", "rtl8139"], required=False, default="virtio"
@@ -145,7 +150,7 @@ class NicAttachSerializer(serializers.Serializer):
 
 
 class CdromSerializer(serializers.Serializer):
-    volume = serializers.IntegerField(allow_null=True, help_text="ISO volume id; null ejects")
+    volume = IdField(allow_null=True, help_text="ISO volume id; null ejects")
 
 
 class SnapshotSerializer(serializers.Serializer):

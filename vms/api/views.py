@@ -85,7 +85,13 @@ class VirtualMachineViewSet(
         vm = self.get_object()
         ser = VirtualMachineEditSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
-        task = services.vm_update(user=request.user, vm=vm, **ser.validated_data)
+        data = dict(ser.validated_data)
+        if "tenant" in data:
+            # A tenant the user cannot see is answered exactly like one that does not exist.
+            data["tenant"] = tenants_for(request.user).filter(pk=data["tenant"]).first()
+            if data["tenant"] is None:
+                raise ValidationError({"tenant": "Unknown tenant."})
+        task = services.vm_update(user=request.user, vm=vm, **data)
         if task is not None:
             return _accepted(task, vm)
         return Response(VirtualMachineSerializer(self.get_object()).data)
@@ -165,7 +171,7 @@ class VirtualMachineViewSet(
         parameters=[OpenApiParameter("delete_volume", bool, description="Also delete the volume")],
         responses={202: TaskEnvelopeSerializer},
     )
-    @action(detail=True, methods=["delete"], url_path=r"disks/(?P<disk_id>\d+)")
+    @action(detail=True, methods=["delete"], url_path=r"disks/(?P<disk_id>[0-9]{1,18})")
     def disk_detach(self, request, pk=None, disk_id=None):
         vm = self.get_object()
         disk = get_object_or_404(vm.disks, pk=disk_id)
@@ -180,7 +186,7 @@ class VirtualMachineViewSet(
         return _accepted(task)
 
     @extend_schema(request=DiskResizeSerializer, responses={202: TaskEnvelopeSerializer})
-    @action(detail=True, methods=["post"], url_path=r"disks/(?P<disk_id>\d+)/resize")
+    @action(detail=True, methods=["post"], url_path=r"disks/(?P<disk_id>[0-9]{1,18})/resize")
     def disk_resize(self, request, pk=None, disk_id=None):
         vm = self.get_object()
         disk = get_object_or_404(vm.disks.select_related("volume"), pk=disk_id)
@@ -199,7 +205,7 @@ class VirtualMachineViewSet(
         return _accepted(task)
 
     @extend_schema(request=None, responses={202: TaskEnvelopeSerializer})
-    @action(detail=True, methods=["delete"], url_path=r"nics/(?P<nic_id>\d+)")
+    @action(detail=True, methods=["delete"], url_path=r"nics/(?P<nic_id>[0-9]{1,18})")
     def nic_detach(self, request, pk=None, nic_id=None):
         vm = self.get_object()
         nic = get_object_or_404(vm.nics, pk=nic_id)
@@ -219,7 +225,8 @@ class VirtualMachineViewSet(
     @extend_schema(
         methods=["post"], request=SnapshotSerializer, responses={202: TaskEnvelopeSerializer}
     )
-    @action(detail=True, methods=["get", "post"])
+    # The list is the VM's whole snapshot tree, never paginated (the schema says so too).
+    @action(detail=True, methods=["get", "post"], pagination_class=None)
     def snapshots(self, request, pk=None):
         vm = self.get_object()
         if request.method == "GET":
@@ -239,14 +246,14 @@ class VirtualMachineViewSet(
         return _accepted(task)
 
     @extend_schema(request=None, responses={202: TaskEnvelopeSerializer})
-    @action(detail=True, methods=["post"], url_path=r"snapshots/(?P<name>[^/]+)/revert")
+    @action(detail=True, methods=["post"], url_path=r"snapshots/(?P<name>[^/\x00-\x1f]+)/revert")
     def snapshot_revert(self, request, pk=None, name=None):
         vm = self.get_object()
         get_object_or_404(vm.snapshots, name=name)
         return _accepted(services.snapshot_revert(user=request.user, vm=vm, name=name))
 
     @extend_schema(request=None, responses={202: TaskEnvelopeSerializer})
-    @action(detail=True, methods=["delete"], url_path=r"snapshots/(?P<name>[^/]+)")
+    @action(detail=True, methods=["delete"], url_path=r"snapshots/(?P<name>[^/\x00-\x1f]+)")
     def snapshot_delete(self, request, pk=None, name=None):
         vm = self.get_object()
         get_object_or_404(vm.snapshots, name=name)
