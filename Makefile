@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 SERVICE_ENV := DATABASE_URL=postgres://paddock:paddock@127.0.0.1:5432/paddock \
 	REDIS_URL=redis://127.0.0.1:6379/15
 
-.PHONY: venv demo test test-fast bench lint format clean
+.PHONY: venv demo test test-fast fuzz bench lint format clean
 
 venv: $(VENV)/.installed
 
@@ -38,6 +38,14 @@ test: venv
 # SQLite, in-process broker, no system services.
 test-fast:
 	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest -m "not integration and not browser" $(PYTEST_ARGS)
+
+# Schemathesis over the whole API for a release: many examples per operation plus the stateful
+# run over the schema's links, as a platform admin, an operator and a viewer (in-process, SQLite,
+# the simulated host). The suite runs the same test bounded (a few examples per operation).
+FUZZ_EXAMPLES ?= 200
+fuzz: venv
+	env -u DATABASE_URL -u REDIS_URL PADDOCK_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) PADDOCK_FUZZ_STATEFUL=1 \
+		$(BIN)/pytest tests/api/test_schemathesis.py -s -p no:cacheprovider --timeout=0 $(PYTEST_ARGS)
 
 bench: venv
 	scripts/setup-system.sh test

@@ -33,7 +33,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance  # noq
 
 pytestmark = pytest.mark.django_db(transaction=False)
 
-EXAMPLES = int(os.environ.get("PADDOCK_FUZZ_EXAMPLES", "3"))
+EXAMPLES = int(os.environ.get("PADDOCK_FUZZ_EXAMPLES", "10"))
 STATEFUL = os.environ.get("PADDOCK_FUZZ_STATEFUL") == "1"
 CHECKS = [not_a_server_error, response_schema_conformance]
 ROLES = ["admin", "operator", "viewer"]
@@ -93,13 +93,20 @@ def _real_path_parameters(world) -> dict[str, list]:
 
 
 def _strategy(operation, real):
+    """Valid and invalid requests (Schemathesis' positive and negative modes), with random ids
+    and with ids of objects that exist."""
+    modes = [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE]
+    random_cases = [operation.as_strategy(generation_mode=mode) for mode in modes]
     names = {p.name for p in operation.path_parameters}
-    random_case = operation.as_strategy()
     if not names:
-        return random_case
+        return st.one_of(*random_cases)
     fixed = st.fixed_dictionaries({n: st.sampled_from(real.get(n, [1])) for n in sorted(names)})
-    real_case = fixed.flatmap(lambda params: operation.as_strategy(path_parameters=params))
-    return st.one_of(real_case, random_case)
+    real_cases = [
+        fixed.flatmap(lambda params, mode=mode: operation.as_strategy(
+            generation_mode=mode, path_parameters=params))
+        for mode in modes
+    ]  # fmt: skip
+    return st.one_of(*real_cases, *random_cases)
 
 
 def _call(case, token, report: Report):
@@ -110,7 +117,7 @@ def _call(case, token, report: Report):
     report.statuses[response.status_code] = report.statuses.get(response.status_code, 0) + 1
     try:
         case.validate_response(response, checks=CHECKS)
-    except Exception as exc:  # a failed check: keep going, report them all at the end
+    except (Exception, BaseExceptionGroup) as exc:  # keep going, report every failure at the end
         report.failures.append(f"{case.method} {case.formatted_path} -> {exc}"[:2000])
 
 
@@ -141,7 +148,9 @@ def test_schemathesis_no_server_errors_or_schema_violations(wsgi_app, fuzz_world
         operation = result.ok()
         _run_operation(operation, _strategy(operation, real), token, report)
     if STATEFUL:
+        before = report.requests
         _run_stateful(schema, token, report)
+        print(f"\nschemathesis {role} stateful: {report.requests - before} requests")
     elapsed = time.monotonic() - started
     print(f"\nschemathesis {role}: {report.requests} requests in {elapsed:.0f}s, "
           f"{len(report.failures)} failures, statuses {dict(sorted(report.statuses.items()))}")  # fmt: skip
@@ -157,6 +166,17 @@ def _run_stateful(schema, token, report: Report) -> None:
     machine = stateful.as_state_machine()
 
     class Machine(machine):
+        # One scenario, one savepoint: its steps build on each other, the next starts afresh.
+        def setup(self):
+            super().setup()
+            self._savepoint = transaction.atomic()
+            self._savepoint.__enter__()
+
+        def teardown(self):
+            transaction.set_rollback(True)
+            self._savepoint.__exit__(None, None, None)
+            super().teardown()
+
         def get_call_kwargs(self, case):
             return {"headers": {"Authorization": f"Token {token}"}}
 
@@ -164,7 +184,7 @@ def _run_stateful(schema, token, report: Report) -> None:
             report.requests += 1
             try:
                 case.validate_response(response, checks=CHECKS)
-            except Exception as exc:
+            except (Exception, BaseExceptionGroup) as exc:
                 report.failures.append(f"stateful {case.method} {case.formatted_path} -> {exc}")
 
     Machine.run(
