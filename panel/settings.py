@@ -206,6 +206,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Path ids (panel.bounds.IdPathConverter) and snapshot names, as the converters take them.
+    "PATH_CONVERTER_OVERRIDES": {
+        "id": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+        "name": {"type": "string", "pattern": "^[^/\\x00-\\x1f]+$"},
+    },
     "ENUM_NAME_OVERRIDES": {
         "VmStateEnum": "vms.choices.VMState",
         "TaskStateEnum": "panel.choices.TaskState",

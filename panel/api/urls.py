@@ -6,7 +6,6 @@ from rest_framework.routers import DefaultRouter
 
 from hosts.api.views import HostViewSet, NetworkViewSet, StoragePoolViewSet, VolumeViewSet
 from metrics.api.urls import urlpatterns as metrics_urlpatterns
-from panel.bounds import ID_PATH_REGEX
 from vms.api.views import VirtualMachineViewSet
 
 from .views import (
@@ -22,13 +21,20 @@ from .views import (
 
 
 class IdRouter(DefaultRouter):
-    """Detail routes take only an id that can exist (``/api/vms/99999999999999999999/`` is a
-    404, never an overflow in the database), unless a viewset names its own lookup."""
+    """Routes with path converters: a detail route takes only an id that can exist (``<id:pk>``,
+    so ``/api/vms/99999999999999999999/`` is a 404, never an overflow in the database), unless a
+    viewset names its own converter."""
+
+    # No ".json" suffix routes: ?format=json chooses the renderer.
+    include_format_suffixes = False
+
+    def __init__(self):
+        super().__init__(use_regex_path=False)
 
     def get_lookup_regex(self, viewset, lookup_prefix=""):
-        if getattr(viewset, "lookup_value_regex", None) is None:
+        if getattr(viewset, "lookup_value_converter", None) is None:
             lookup = getattr(viewset, "lookup_url_kwarg", None) or viewset.lookup_field
-            return f"(?P<{lookup_prefix}{lookup}>{ID_PATH_REGEX})"
+            return f"<id:{lookup_prefix}{lookup}>"
         return super().get_lookup_regex(viewset, lookup_prefix)
 
 

@@ -171,7 +171,7 @@ class VirtualMachineViewSet(
         parameters=[OpenApiParameter("delete_volume", bool, description="Also delete the volume")],
         responses={202: TaskEnvelopeSerializer},
     )
-    @action(detail=True, methods=["delete"], url_path=r"disks/(?P<disk_id>[0-9]{1,18})")
+    @action(detail=True, methods=["delete"], url_path="disks/<id:disk_id>")
     def disk_detach(self, request, pk=None, disk_id=None):
         vm = self.get_object()
         disk = get_object_or_404(vm.disks, pk=disk_id)
@@ -186,7 +186,7 @@ class VirtualMachineViewSet(
         return _accepted(task)
 
     @extend_schema(request=DiskResizeSerializer, responses={202: TaskEnvelopeSerializer})
-    @action(detail=True, methods=["post"], url_path=r"disks/(?P<disk_id>[0-9]{1,18})/resize")
+    @action(detail=True, methods=["post"], url_path="disks/<id:disk_id>/resize")
     def disk_resize(self, request, pk=None, disk_id=None):
         vm = self.get_object()
         disk = get_object_or_404(vm.disks.select_related("volume"), pk=disk_id)
@@ -205,7 +205,7 @@ class VirtualMachineViewSet(
         return _accepted(task)
 
     @extend_schema(request=None, responses={202: TaskEnvelopeSerializer})
-    @action(detail=True, methods=["delete"], url_path=r"nics/(?P<nic_id>[0-9]{1,18})")
+    @action(detail=True, methods=["delete"], url_path="nics/<id:nic_id>")
     def nic_detach(self, request, pk=None, nic_id=None):
         vm = self.get_object()
         nic = get_object_or_404(vm.nics, pk=nic_id)
@@ -246,14 +246,14 @@ class VirtualMachineViewSet(
         return _accepted(task)
 
     @extend_schema(request=None, responses={202: TaskEnvelopeSerializer})
-    @action(detail=True, methods=["post"], url_path=r"snapshots/(?P<name>[^/\x00-\x1f]+)/revert")
+    @action(detail=True, methods=["post"], url_path="snapshots/<name:name>/revert")
     def snapshot_revert(self, request, pk=None, name=None):
         vm = self.get_object()
         get_object_or_404(vm.snapshots, name=name)
         return _accepted(services.snapshot_revert(user=request.user, vm=vm, name=name))
 
     @extend_schema(request=None, responses={202: TaskEnvelopeSerializer})
-    @action(detail=True, methods=["delete"], url_path=r"snapshots/(?P<name>[^/\x00-\x1f]+)")
+    @action(detail=True, methods=["delete"], url_path="snapshots/<name:name>")
     def snapshot_delete(self, request, pk=None, name=None):
         vm = self.get_object()
         get_object_or_404(vm.snapshots, name=name)
