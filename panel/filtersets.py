@@ -8,6 +8,7 @@ from django.db import models
 from .bounds import IdFormField
 from .choices import Role, TaskState
 from .models import Membership, Task, Tenant
+from .tenancy import is_platform_admin
 
 
 class IdFilter(django_filters.NumberFilter):
@@ -64,6 +65,15 @@ class TenantFilterSet(PaddockFilterSet):
 
 class UserFilterSet(PaddockFilterSet):
     username = django_filters.CharFilter(lookup_expr="iexact")
+    is_superuser = django_filters.BooleanFilter(
+        method="filter_is_superuser", help_text="Platform admins only (ignored for others)"
+    )
+
+    def filter_is_superuser(self, queryset, name, value):
+        # Who is a platform admin is not a tenant admin's to learn, not even by filtering.
+        if not is_platform_admin(getattr(self.request, "user", None)):
+            return queryset
+        return queryset.filter(is_superuser=value)
 
     class Meta:
         model = get_user_model()

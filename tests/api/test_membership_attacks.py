@@ -141,3 +141,14 @@ def test_ui_tenant_admin_cannot_pull_outside_user(client, world):
     )
     assert created.status_code == 302
     assert Membership.objects.get(user__username="fresh").tenant == world["acme"]
+
+
+def test_tenant_admin_cannot_filter_users_by_superuser_flag(api, world):
+    Membership.objects.create(user=world["platform"], tenant=world["acme"], role="viewer")
+    client = api.as_user(world["acme_admin"])
+    every = {u["id"] for u in client.get("/api/users/").json()["results"]}
+    for flag in ("true", "false"):
+        filtered = client.get(f"/api/users/?is_superuser={flag}").json()["results"]
+        assert {u["id"] for u in filtered} == every
+    platform = api.as_user(world["platform"]).get("/api/users/?is_superuser=true").json()
+    assert [u["username"] for u in platform["results"]] == [world["platform"].username]
