@@ -239,3 +239,28 @@ def test_snapshots_schema_says_list_like_the_endpoint(api, world):
     }
     listed = api.get(f"/api/vms/{world['vm'].pk}/snapshots/")
     assert listed.status_code == 200 and isinstance(listed.json(), list)
+
+
+def test_every_filter_set_uses_the_bounded_base():
+    """A new filter set or number filter that skips the bounds fails here, not in production."""
+    import django_filters
+
+    import hosts.filtersets
+    import panel.filtersets
+    import vms.filtersets
+    from panel.filtersets import IdFilter, PaddockFilterSet
+
+    modules = (hosts.filtersets, panel.filtersets, vms.filtersets)
+    sets = [
+        obj
+        for module in modules
+        for obj in vars(module).values()
+        if isinstance(obj, type) and issubclass(obj, django_filters.FilterSet)
+        and obj.__module__ == module.__name__ and obj is not PaddockFilterSet
+    ]  # fmt: skip
+    assert len(sets) >= 8
+    for filterset in sets:
+        assert issubclass(filterset, PaddockFilterSet), filterset
+        for name, flt in filterset.base_filters.items():
+            if isinstance(flt, django_filters.NumberFilter):
+                assert isinstance(flt, IdFilter), (filterset, name)
