@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -86,6 +87,7 @@ INSTALLED_APPS = [
     "vms",
     "tuning",
     "metrics",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -97,6 +99,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a locked-out log-in (either door) into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "panel.urls"
@@ -156,6 +160,20 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Brute-force protection (panel.security): axes refuses a locked username or address before any
+# password is hashed, at /login/ and at POST /api/auth/token/ alike; at most PASSWORD_CHECKS
+# password hashes run at once per process.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "panel.security.BoundedModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("PADDOCK_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("PADDOCK_LOGIN_COOLOFF_MINUTES", "15")))
+# Two separate locks: one per username (from any address), one per client address.
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "panel.security.lockout_response"
+AXES_VERBOSE = False  # panel.security logs each lockout on "paddock.security"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "ui:datacenter"
 LOGOUT_REDIRECT_URL = "login"
@@ -273,6 +291,16 @@ PADDOCK = {
     # Folders test-driver node files (test:///path.xml) may be read from: the shipped fixtures
     # unless configured. Anything else is refused, so no URI makes libvirt read a file.
     "TEST_NODE_DIRS": env_list("PADDOCK_TEST_NODE_DIRS", str(BASE_DIR / "hosts" / "fixtures")),
+    # POST /api/auth/token/ rates (DRF throttles, before any password check), per client
+    # address and per username; password hashes running at once per process, and how long
+    # an attempt waits for one (panel.security).
+    "TOKEN_RATE_ADDRESS": os.environ.get("PADDOCK_TOKEN_RATE_ADDRESS", "20/min"),
+    "TOKEN_RATE_USERNAME": os.environ.get("PADDOCK_TOKEN_RATE_USERNAME", "10/min"),
+    # Default: half the CPUs, so a flood of wrong passwords leaves the other half to everyone else.
+    "PASSWORD_CHECKS": int(
+        os.environ.get("PADDOCK_PASSWORD_CHECKS") or max(1, (os.cpu_count() or 2) // 2)
+    ),
+    "PASSWORD_CHECK_WAIT": float(os.environ.get("PADDOCK_PASSWORD_CHECK_WAIT", "10")),
     # Private key Paddock uses for qemu+ssh hosts.
     "SSH_KEY": os.environ.get("PADDOCK_SSH_KEY", str(DATA_DIR / "ssh" / "id_ed25519")),
 }
@@ -283,5 +311,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # axes logs every failed attempt at INFO; lockouts are logged on "paddock.security".
+        "axes": {"level": "WARNING"},
+    },
 }

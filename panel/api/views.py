@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth import authenticate
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import AuthenticationFailed, PermissionDenied, ValidationError
@@ -14,6 +14,7 @@ from panel import selectors, services
 from panel.choices import Role
 from panel.filtersets import MembershipFilterSet, TaskFilterSet, TenantFilterSet, UserFilterSet
 from panel.models import ApiToken, Tenant
+from panel.security import TokenAddressThrottle, TokenUsernameThrottle, lockout_response
 from panel.tenancy import is_platform_admin
 
 from .serializers import (
@@ -177,17 +178,31 @@ class TokenObtainView(APIView):
 
     permission_classes = [permissions.AllowAny]
     authentication_classes: list = []
-    throttle_scope = "token"
+    # Per address and per username, before any password is checked; a username or address
+    # that axes locked (at this door or at /login/) is refused by authenticate() itself.
+    throttle_classes = [TokenAddressThrottle, TokenUsernameThrottle]
 
-    @extend_schema(request=TokenObtainSerializer, responses={201: TokenCreatedSerializer})
+    @extend_schema(
+        request=TokenObtainSerializer,
+        responses={
+            201: TokenCreatedSerializer,
+            403: OpenApiResponse(description="Wrong username or password."),
+            429: OpenApiResponse(
+                description="Too many attempts: throttled, or the username or address is "
+                "locked out (Retry-After says for how long)."
+            ),
+        },
+    )
     def post(self, request):
         ser = TokenObtainSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
         user = authenticate(
-            request,
+            request._request,  # the Django request: axes marks a locked-out attempt on it
             username=ser.validated_data["username"],
             password=ser.validated_data["password"],
         )
+        if getattr(request._request, "axes_locked_out", False):
+            return lockout_response(request._request)
         if user is None or not user.is_active:
             raise AuthenticationFailed("Wrong username or password.")
         token, raw = services.token_issue(user=user, name=ser.validated_data.get("name", ""))
