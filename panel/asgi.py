@@ -10,12 +10,14 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from panel.bodylimit import BodyLimitMiddleware  # noqa: E402
 from panel.routing import websocket_urlpatterns  # noqa: E402
 from panel.wsguard import WebsocketGuard  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # Bodies are capped before Django reads (and spools) them; uploads stream (bodylimit).
+        "http": BodyLimitMiddleware(django_asgi_app),
         "websocket": WebsocketGuard(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

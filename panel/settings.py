@@ -194,6 +194,9 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
 X_FRAME_OPTIONS = "SAMEORIGIN"
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("PADDOCK_MAX_BODY_BYTES", str(1024 * 1024)))
+FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -300,6 +303,9 @@ PADDOCK = {
     "PASSWORD_CHECKS": int(
         os.environ.get("PADDOCK_PASSWORD_CHECKS") or max(1, (os.cpu_count() or 2) // 2)
     ),
+    # Largest request body outside the upload endpoints, checked in the ASGI path before any
+    # byte is read (panel.bodylimit); Django's own limits match it.
+    "MAX_BODY_BYTES": int(os.environ.get("PADDOCK_MAX_BODY_BYTES", str(1024 * 1024))),
     "PASSWORD_CHECK_WAIT": float(os.environ.get("PADDOCK_PASSWORD_CHECK_WAIT", "10")),
     # Private key Paddock uses for qemu+ssh hosts.
     "SSH_KEY": os.environ.get("PADDOCK_SSH_KEY", str(DATA_DIR / "ssh" / "id_ed25519")),

@@ -104,10 +104,16 @@ class StoragePoolViewSet(InventoryViewSet):
 
     @extend_schema(
         parameters=[
+            # Not "format": DRF takes ?format= for the response's renderer.
             OpenApiParameter(
-                "name", str, required=True, description="Volume name, e.g. debian.iso"
+                "volume_name", str, required=True, description="Volume name, e.g. debian.iso"
             ),
-            OpenApiParameter("format", str, description="raw (default), qcow2 or iso"),
+            OpenApiParameter(
+                "volume_format",
+                str,
+                enum=["raw", "qcow2", "iso"],
+                description="raw (default), qcow2 or iso",
+            ),
         ],
         request={"application/octet-stream": OpenApiTypes.BINARY},
         responses={201: VolumeSerializer},
