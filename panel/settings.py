@@ -191,8 +191,22 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
-CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+# "Served over HTTPS": PADDOCK_HTTPS=1 (TLS here or at a proxy), or, behind a TLS-terminating
+# proxy, PADDOCK_PROXY_SSL_HEADER names the header it sets to "https" (e.g. X-Forwarded-Proto;
+# the proxy must strip it from clients). Then cookies are Secure and HSTS is sent. The embedded
+# demo on http://127.0.0.1 sets neither and keeps working.
+_PROXY_SSL_HEADER = os.environ.get("PADDOCK_PROXY_SSL_HEADER", "").strip()
+if _PROXY_SSL_HEADER:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _PROXY_SSL_HEADER.upper().replace("-", "_"), "https")
+HTTPS = env_bool("PADDOCK_HTTPS") or bool(_PROXY_SSL_HEADER)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", HTTPS)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", HTTPS)
+# SecurityMiddleware sends HSTS on secure requests only.
+SECURE_HSTS_SECONDS = int(os.environ.get("PADDOCK_HSTS_SECONDS", "31536000")) if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("PADDOCK_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_SSL_REDIRECT = HTTPS and env_bool("PADDOCK_SSL_REDIRECT", False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "SAMEORIGIN"
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("PADDOCK_MAX_BODY_BYTES", str(1024 * 1024)))
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
