@@ -12,12 +12,15 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from panel.bodylimit import BodyLimitMiddleware  # noqa: E402
 from panel.routing import websocket_urlpatterns  # noqa: E402
+from panel.uploads import StreamingASGIHandler, UploadGate  # noqa: E402
 from panel.wsguard import WebsocketGuard  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         # Bodies are capped before Django reads (and spools) them; uploads stream (bodylimit).
-        "http": BodyLimitMiddleware(django_asgi_app),
+        "http": BodyLimitMiddleware(
+            django_asgi_app, uploads=UploadGate(django_asgi_app, StreamingASGIHandler())
+        ),
         "websocket": WebsocketGuard(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -4,19 +4,15 @@ Django's ASGI handler reads the whole body (spooling it to a temporary file) bef
 so a limit in a view comes too late: an anonymous 1 GiB POST would fill the disk while it
 lasts. ``BodyLimitMiddleware`` answers 413 at once when ``Content-Length`` exceeds
 ``PADDOCK_MAX_BODY_BYTES``, and stops reading and answers 413 when a chunked body passes it.
-Only the upload endpoints (paths matched by ``UPLOAD_PATHS``) are exempt: they stream.
+Only the upload endpoints are exempt: they go to ``uploads`` (``panel.uploads.UploadGate``),
+which reads no byte of the body before a platform admin is authenticated.
 """
 
 from __future__ import annotations
 
-import re
-
 from django.conf import settings
 
-UPLOAD_PATHS = (
-    re.compile(r"^/api/storage-pools/[0-9]+/upload/$"),
-    re.compile(r"^/pools/[0-9]+/volumes/upload/$"),
-)
+from panel.uploads import is_upload
 
 _BODY = b'{"detail": "Request body too large."}'
 
@@ -37,12 +33,15 @@ async def _too_large(send) -> None:
 
 
 class BodyLimitMiddleware:
-    def __init__(self, inner):
+    def __init__(self, inner, uploads=None):
         self.inner = inner
+        self.uploads = uploads or inner
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or any(p.match(scope.get("path", "")) for p in UPLOAD_PATHS):
+        if scope["type"] != "http":
             return await self.inner(scope, receive, send)
+        if is_upload(scope.get("path", "")):
+            return await self.uploads(scope, receive, send)
         limit = settings.PADDOCK["MAX_BODY_BYTES"]
         for name, value in scope.get("headers", []):
             if name == b"content-length":
