@@ -12,24 +12,11 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from panel.uploads import is_upload
-
-_BODY = b'{"detail": "Request body too large."}'
+from panel.uploads import is_upload, refuse
 
 
 async def _too_large(send) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(_BODY)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": _BODY})
+    await refuse(send, 413, "Request body too large.")
 
 
 class BodyLimitMiddleware:

@@ -132,7 +132,8 @@ def uploader(scope):
     return user if user.is_authenticated else None
 
 
-async def _refuse(send, status: int, detail: str) -> None:
+async def refuse(send, status: int, detail: str) -> None:
+    """Answer with a JSON error and close, whatever of the body is still unread."""
     body = json.dumps({"detail": detail}).encode()
     await send(
         {
@@ -160,9 +161,9 @@ class UploadGate:
             user = await sync_to_async(uploader, thread_sensitive=True)(scope)
             if user is None:
                 detail = "Authentication credentials were not provided or are not valid."
-                return await _refuse(send, 401, detail)
+                return await refuse(send, 401, detail)
             if not (user.is_active and user.is_superuser):
-                return await _refuse(send, 403, "Only platform admins upload volumes.")
+                return await refuse(send, 403, "Only platform admins upload volumes.")
         if API_UPLOAD.match(scope.get("path", "")):
             return await self.streaming_app(scope, receive, send)
         return await self.django_app(scope, receive, send)
