@@ -125,6 +125,29 @@ def bar_width(value) -> str:
 
 
 @register.filter
+def bar_class(value) -> str:
+    """The width class (``w-0`` .. ``w-100``) of a bar: a percentage clamped and rounded.
+
+    Bars take their width from a class, not a ``style`` attribute, so the strict
+    Content-Security-Policy (style-src 'self') holds."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        value = 0.0
+    return f"w-{round(max(0.0, min(100.0, value)))}"
+
+
+@register.filter
+def indent_class(depth) -> str:
+    """The indent class (``indent-0`` .. ``indent-20``) of a tree row at ``depth``."""
+    try:
+        depth = int(depth)
+    except (TypeError, ValueError):
+        depth = 0
+    return f"indent-{max(0, min(20, depth))}"
+
+
+@register.filter
 def cpu_ranges(cpus) -> str:
     """CPU ids as ranges: [0, 1, 2, 3, 8, 9] -> '0-3, 8-9'."""
     ids = sorted({int(c) for c in cpus or []})

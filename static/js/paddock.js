@@ -900,8 +900,27 @@
     if (bad) bad.focus();
   }
 
+  /* Polling: an element with data-poll gets a "poll" event (its hx-trigger) every 2 s while its
+   * condition holds. This is htmx's "every 2s [condition]" without the condition's eval, which
+   * the Content-Security-Policy (script-src 'self') forbids. */
+  const POLL_IF = {
+    taskbar: () => taskbar.shouldPoll(),
+    "task-live": () => !(window.Paddock.live && window.Paddock.live.isOpen()),
+  };
+
+  function initPolling() {
+    setInterval(function () {
+      if (!window.htmx) return;
+      document.querySelectorAll("[data-poll]").forEach(function (el) {
+        const holds = POLL_IF[el.dataset.poll];
+        if (holds && holds()) window.htmx.trigger(el, "poll");
+      });
+    }, 2000);
+  }
+
   function init() {
     initTree();
+    initPolling();
     taskbar.init();
     initSearch();
     initMenus();

@@ -275,7 +275,7 @@ def test_task_page_streams_log_and_progress(watched_host, asgi_server, page):
     page.goto(f"{base}/tasks/{task.pk}/")
     wait_live(page)
     expect(page.locator("html")).to_have_attribute("data-live", "open")
-    page.wait_for_function("Paddock.live.keepAll === true")
+    page.wait_for_function("() => Paddock.live.keepAll === true")
     page.requests.clear()
 
     def progress():
@@ -376,13 +376,13 @@ def test_charts_draw_history_and_live_points(watched_host, asgi_server, page):
     expect(charts).to_be_visible(timeout=10_000)
     expect(charts.locator("[data-metrics-simulated]")).to_be_visible()
     page.wait_for_function(
-        "Number(document.querySelector('[data-metrics]').dataset.points || 0) > 0"
+        "() => Number(document.querySelector('[data-metrics]').dataset.points || 0) > 0"
     )
     expect(charts.locator("canvas").first).to_be_visible()
-    page.wait_for_function("Paddock.live.keepAll === true")  # subscribed to the VM's metrics
+    page.wait_for_function("() => Paddock.live.keepAll === true")  # subscribed to the VM's metrics
     in_thread(lambda: collect_host(watched_host, now=time.time()))
     page.wait_for_function(
-        "Number(document.querySelector('[data-metrics]').dataset.livePoints || 0) > 0",
+        "() => Number(document.querySelector('[data-metrics]').dataset.livePoints || 0) > 0",
         timeout=10_000,
     )
     shot(page, "live-vm-charts")
@@ -390,6 +390,6 @@ def test_charts_draw_history_and_live_points(watched_host, asgi_server, page):
     page.goto(f"{base}/hosts/{watched_host.pk}/")
     expect(page.locator("[data-metrics]")).to_be_visible(timeout=10_000)
     page.wait_for_function(
-        "Number(document.querySelector('[data-metrics]').dataset.points || 0) > 0"
+        "() => Number(document.querySelector('[data-metrics]').dataset.points || 0) > 0"
     )
     shot(page, "live-host-charts")

@@ -109,7 +109,7 @@ def test_vm_page_marks_what_live_updates_touch(client, admin_user, acme_vm, sync
 
 def test_task_bar_polls_only_without_a_live_socket(client, admin_user, synced_host):
     html = page(client, admin_user, reverse("ui:datacenter"))
-    assert "Paddock.taskbar.shouldPoll()" in html
+    assert 'data-poll="taskbar" hx-trigger="poll"' in html  # paddock.js polls while shouldPoll()
 
 
 def test_task_page_has_live_hooks(client, admin_user, synced_host):
@@ -118,4 +118,4 @@ def test_task_page_has_live_hooks(client, admin_user, synced_host):
     assert f'data-task-live="{task.pk}"' in html
     assert 'data-task-final="0"' in html
     assert "data-task-log" in html and "data-task-progress" in html
-    assert "Paddock.live.isOpen()" in html  # its polling pauses while the socket streams
+    assert 'data-poll="task-live"' in html  # its polling pauses while the socket streams

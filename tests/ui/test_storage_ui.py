@@ -4,6 +4,7 @@ hosts.services, with the service's refusals kept in the dialog."""
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 from django.urls import reverse
 
 from hosts.connection import get_connection
@@ -141,8 +142,10 @@ def test_upload_form_streams_to_the_api(admin, pool):
     assert 'type="file"' in body
     assert f'data-upload-url="/api/storage-pools/{pool.pk}/upload/"' in body
     page = text(admin.get(reverse("ui:pool", args=[pool.pk])))
-    assert "X-CSRFToken" in page
-    assert 'upload.addEventListener("progress"' in page
+    assert "/static/js/upload.js" in page  # a static file: no inline script under the CSP
+    script = (settings.BASE_DIR / "static" / "js" / "upload.js").read_text()
+    assert "X-CSRFToken" in script
+    assert 'upload.addEventListener("progress"' in script
 
 
 def test_pool_page_shows_backing_depth_backing_file_and_actions(admin, pool):

@@ -561,8 +561,8 @@ def test_snapshots_tree_take_revert_delete(client, world, run_tasks):
     patched_row = re.search(r"<tr class=\"snap-current\">(.*?)</tr>", page, re.S).group(1)
     assert ">patched<" in patched_row and "current" in patched_row
     # A child sits one level deeper than its parent.
-    widths = [int(w) for w in re.findall(r'class="snap-indent" style="width: (\d+)px"', page)]
-    assert widths == [0, 18, 36]
+    depths = [int(d) for d in re.findall(r'class="snap-indent indent-(\d+)"', page)]
+    assert depths == [0, 1, 2]
 
     bad = client.post(add, {"name": "base"})
     assert bad.status_code == 400 and "A snapshot named base exists" in main(bad)
@@ -633,7 +633,7 @@ def test_tenant_quota_bars_render_and_admins_edit_limits(client, world):
     bars = re.findall(r'data-quota="([a-z_]+)"', page)
     assert bars == ["vms", "vcpus", "memory_mib", "disk_gib"]
     assert f"{vms.count()} of 10" in page
-    assert f'style="width: {vms.count() * 10:.1f}%"' in page
+    assert f'class="progress-fill w-{vms.count() * 10}"' in page
     assert "64.0 GiB" in page and "No limit set." in page
     assert "sim-01" in page and "default" in page and "lan" in page  # placement
     assert reverse("ui:tenant_edit", args=[tenant.pk]) not in page

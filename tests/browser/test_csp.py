@@ -1,0 +1,118 @@
+"""The strict Content-Security-Policy in a real browser: every main page loads with no CSP
+violation (no inline script or style anywhere), and the live-updates websocket to the same host
+connects under connect-src 'self'. The ASGI application runs under uvicorn (test_live's
+asgi_server) so the websocket is real. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from tests.browser.test_live import asgi_server  # noqa: F401 (a fixture)
+from tests.browser.test_ui import live_host  # noqa: F401 (a fixture)
+
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs the system Chromium"),
+]
+
+# Runs in every document before its own scripts: collects securitypolicyviolation events.
+RECORD_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", function (ev) {
+  window.__cspViolations.push(
+    ev.violatedDirective + " blocked " + (ev.blockedURI || "inline") + " at " +
+    (ev.sourceFile || document.location.href) + ":" + ev.lineNumber
+  );
+});
+"""
+
+
+def is_csp_message(text: str) -> bool:
+    return "Content Security Policy" in text or "Refused to" in text
+
+
+@pytest.fixture
+def page(asgi_server):  # noqa: F811
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        context = browser.new_context(viewport={"width": 1440, "height": 900})
+        context.add_init_script(RECORD_VIOLATIONS)
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.csp_messages = []  # type: ignore[attr-defined]
+        page.on(
+            "console",
+            lambda m: page.csp_messages.append(m.text) if is_csp_message(m.text) else None,  # type: ignore[attr-defined]
+        )
+        page.sockets = []  # type: ignore[attr-defined]
+        page.on("websocket", lambda ws: page.sockets.append(ws.url))  # type: ignore[attr-defined]
+        yield page
+        from django.db import connections
+
+        connections.close_all()
+        context.close()
+        browser.close()
+        assert not errors, f"JavaScript errors: {errors}"
+
+
+def visit(page, url: str) -> None:
+    """Load ``url``, check the header, let its scripts run, then check nothing was refused."""
+    response = page.goto(url)
+    assert response is not None and response.ok, url
+    policy = response.headers.get("content-security-policy", "")
+    assert "script-src 'self'" in policy and "style-src 'self'" in policy, (url, policy)
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy, (url, policy)
+    page.wait_for_load_state("networkidle")
+    violations = page.evaluate("window.__cspViolations")
+    assert not violations, f"{url}: CSP violations {violations}"
+    assert not page.csp_messages, f"{url}: console {page.csp_messages}"
+
+
+def test_every_main_page_holds_the_strict_policy(asgi_server, live_host, page):  # noqa: F811
+    from vms.models import VirtualMachine
+
+    base = asgi_server
+    visit(page, base + "/login/")
+    page.fill("#id_username", "root-admin")
+    page.fill("#id_password", "pw-admin")
+    page.click("button[type=submit]")
+    expect(page.locator("#tree")).to_be_visible()
+    expect(page.locator("html[data-ready]")).to_be_attached()
+
+    pool = live_host.pools.order_by("name").first()
+    vm = VirtualMachine.objects.filter(host=live_host, disks__isnull=False).order_by("name")[0]
+    pages = {
+        "datacenter": "/",
+        "host": f"/hosts/{live_host.pk}/",
+        "pool": f"/pools/{pool.pk}/",
+        "vm-summary": f"/vms/{vm.pk}/",
+        "vm-hardware": f"/vms/{vm.pk}/?tab=hardware",
+        "vm-console": f"/vms/{vm.pk}/?tab=console",
+        "tasks": "/tasks/",
+        "tenants": "/tenants/",
+        "create-wizard": "/vms/create/",
+    }
+    for name, path in pages.items():
+        visit(page, base + path)
+        if name in ("host", "pool"):
+            page.screenshot(path=str(ARTIFACTS / f"csp-{name}.png"), full_page=True)
+
+    # The live-updates socket is ws:// to this host: allowed by connect-src 'self'.
+    ws_base = base.replace("http://", "ws://")
+    assert any(url.startswith(ws_base + "/ws/") for url in page.sockets), page.sockets
