@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+from csp.decorators import csp_update
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -212,8 +213,16 @@ def _power_buttons(vm: VirtualMachine, blocked: str) -> list[dict]:
 
 # --- the VM page ---------------------------------------------------------------------------
 
+# The one exception to the strict Content-Security-Policy: xterm.js (the serial console, on the
+# VM page and the console window) writes its cell metrics and theme into <style> elements it
+# creates, which style-src 'self' refuses. Only <style> elements, only on these two pages;
+# style attributes stay refused (style-src-attr falls back to style-src 'self') and scripts
+# are untouched.
+XTERM_STYLES = csp_update({"style-src-elem": ["'self'", "'unsafe-inline'"]})
+
 
 @login_required
+@XTERM_STYLES
 def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
     user = request.user
     vm = _get_vm(request, pk)
@@ -253,6 +262,7 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
+@XTERM_STYLES
 def vm_console_popout(request: HttpRequest, pk: int) -> HttpResponse:
     """A VM's console alone in a window of its own (opened from the Console tab)."""
     vm = _get_vm(request, pk)
