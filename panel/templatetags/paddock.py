@@ -115,16 +115,6 @@ def percent(part, whole) -> float:
 
 
 @register.filter
-def bar_width(value) -> str:
-    """A percentage clamped to 0-100 for a CSS width (locale-proof decimal point)."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        value = 0.0
-    return f"{max(0.0, min(100.0, value)):.1f}%"
-
-
-@register.filter
 def bar_class(value) -> str:
     """The width class (``w-0`` .. ``w-100``) of a bar: a percentage clamped and rounded.
 
