@@ -283,6 +283,26 @@ def test_delete_removes_domain_and_only_asked_volumes(api, world):
     assert not VirtualMachine.objects.filter(pk=vm.pk).exists()
 
 
+def test_delete_of_vm_with_snapshots_succeeds_on_the_simulated_host(api, world):
+    """The test driver refuses the NVRAM undefine flag; the snapshots must still go with it."""
+    client = api.as_user(world["admin"])
+    body = client.post("/api/vms/", _body(world), format="json").json()
+    run_queued_tasks()
+    vm_id = body["vm"]["id"]
+    response = client.post(f"/api/vms/{vm_id}/snapshots/", {"name": "before"}, format="json")
+    assert response.status_code == 202, response.content
+    run_queued_tasks()
+    dom = get_connection(world["host"]).lookupByName("app-01")
+    assert dom.snapshotNum() == 1
+    task_id = client.delete(f"/api/vms/{vm_id}/").json()["task"]["id"]
+    run_queued_tasks()
+    task = Task.objects.get(pk=task_id)
+    assert task.state == "succeeded", task.error
+    with pytest.raises(libvirt.libvirtError):
+        get_connection(world["host"]).lookupByName("app-01")
+    assert not VirtualMachine.objects.filter(pk=vm_id).exists()
+
+
 def test_delete_keeps_volumes_unless_asked(api, world):
     client = api.as_user(world["admin"])
     body = client.post("/api/vms/", _body(world), format="json").json()
