@@ -9,6 +9,9 @@ from panel.validators import validate_name, validate_tags
 
 from .choices import ForwardMode, HostStatus, PoolState, PoolType
 
+# An installer or seed image: a CD-ROM's medium, never a disk.
+ISO_Q = models.Q(format="iso") | models.Q(name__iendswith=".iso")
+
 
 class GoneQuerySet(models.QuerySet):
     """Objects that vanished from their host stay, marked gone, with their history."""
@@ -160,10 +163,6 @@ class Volume(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-    @property
-    def is_iso(self) -> bool:
-        return self.format == "iso" or self.name.lower().endswith(".iso")
 
 
 class Network(models.Model):

@@ -43,7 +43,7 @@ def local_qemu_answers() -> bool:
 
 def seed(stdout=None) -> None:
     from hosts import services as host_services
-    from hosts.models import Host, Volume
+    from hosts.models import ISO_Q, Host, Volume
     from panel import taskrunner
     from vms.models import VirtualMachine
 
@@ -97,6 +97,4 @@ def seed(stdout=None) -> None:
             # The shipped installer ISOs and base images are the platform's catalog: offered
             # read-only to every tenant; every other volume is its VM's tenant's alone.
             base = Q(name__endswith="-base.qcow2") | Q(name__endswith="-base.raw")
-            Volume.objects.filter(base | Q(name__iendswith=".iso"), pool__host=sim).update(
-                published=True, tenant=None
-            )
+            Volume.objects.filter(base | ISO_Q, pool__host=sim).update(published=True, tenant=None)

@@ -27,6 +27,9 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 from django.http import HttpRequest
+from django.http.cookie import parse_cookie
+
+from panel.wsguard import header
 
 API_UPLOAD = re.compile(r"^/api/storage-pools/[0-9]{1,18}/upload/$")
 UI_UPLOAD = re.compile(r"^/pools/[0-9]{1,18}/volumes/upload/$")
@@ -91,39 +94,20 @@ class StreamingASGIHandler(ASGIHandler):
         await asyncio.Future()
 
 
-def _header(scope, name: bytes) -> str:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return value.decode("latin-1")
-    return ""
-
-
-def _cookie(scope, name: str) -> str:
-    from http.cookies import SimpleCookie
-
-    jar = SimpleCookie()
-    try:
-        jar.load(_header(scope, b"cookie"))
-    except Exception:
-        return ""
-    morsel = jar.get(name)
-    return morsel.value if morsel else ""
-
-
 def uploader(scope):
     """The user the request's headers authenticate (an API token or the session), or None."""
     from django.contrib.auth import get_user
 
     from panel.models import ApiToken
 
-    auth = _header(scope, b"authorization")
+    auth = header(scope, b"authorization")
     if auth:
         kind, _, raw = auth.partition(" ")
         if kind.lower() not in ("token", "bearer") or not raw.strip():
             return None
         token = ApiToken.lookup(raw.strip())
         return token.user if token else None
-    key = _cookie(scope, settings.SESSION_COOKIE_NAME)
+    key = parse_cookie(header(scope, b"cookie") or "").get(settings.SESSION_COOKIE_NAME)
     if not key:
         return None
     request = HttpRequest()

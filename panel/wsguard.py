@@ -42,7 +42,8 @@ def _origin_tuple(value: str) -> tuple[str, str, int] | None:
     return scheme, host, port or _DEFAULT_PORTS[scheme]
 
 
-def _header(scope, name: bytes) -> str | None:
+def header(scope, name: bytes) -> str | None:
+    """A request header of an ASGI scope, decoded, or None."""
     for key, value in scope.get("headers", []):
         if key == name:
             return value.decode("latin-1")
@@ -56,13 +57,13 @@ def _is_secure(scope) -> bool:
     if proxy:
         name, expected = proxy
         header = name.lower().removeprefix("http_").replace("_", "-").encode()
-        return _header(scope, header) == expected
+        return header(scope, header) == expected
     return False
 
 
 def own_origin(scope) -> tuple[str, str, int] | None:
     """The panel's origin as this handshake reached it, if its Host is an allowed one."""
-    host = _header(scope, b"host")
+    host = header(scope, b"host")
     if not host:
         return None
     domain, _port = split_domain_port(host)
@@ -79,7 +80,7 @@ def trusted_origins() -> set[tuple[str, str, int]]:
 
 def origin_allowed(scope) -> bool:
     """Whether a session-cookie handshake comes from the panel's own pages."""
-    origin = _header(scope, b"origin")
+    origin = header(scope, b"origin")
     if not origin:
         return False
     given = _origin_tuple(origin)
@@ -102,12 +103,12 @@ class WebsocketGuard:
 
     async def __call__(self, scope, receive, send):
         path = scope.get("path", "")
-        if not path.startswith(TICKET_PREFIX) and _header(scope, b"authorization") is None:
+        if not path.startswith(TICKET_PREFIX) and header(scope, b"authorization") is None:
             if not origin_allowed(scope):
                 logger.info(
                     "websocket %s refused: Origin %r is not the panel's",
                     path,
-                    _header(scope, b"origin"),
+                    header(scope, b"origin"),
                 )
                 return await _refuse(receive, send)
         return await self.inner(scope, receive, send)

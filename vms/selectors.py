@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from hosts.models import Volume
+from hosts.models import ISO_Q, Volume
 from panel.tenancy import Action, is_platform_admin, restrict
 
 from .choices import DiskDevice
@@ -16,8 +16,6 @@ USE_ATTACH = "attach"  # read-write, as a disk of a VM
 USE_SOURCE = "source"  # read-only: copied into a new volume, or the backing file of one
 USE_CDROM = "cdrom"  # read-only, as a VM's CD-ROM medium
 VOLUME_USES = (USE_ATTACH, USE_SOURCE, USE_CDROM)
-
-ISO_Q = Q(format="iso") | Q(name__iendswith=".iso")
 
 
 def vms_for(user, action: str = Action.VM_VIEW) -> QuerySet[VirtualMachine]:

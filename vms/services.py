@@ -136,9 +136,11 @@ def tenant_limits(tenant: Tenant) -> dict:
 
 def check_quota(tenant: Tenant, *, vms=0, vcpus=0, memory_mib=0, disk_gib=0.0) -> None:
     """Refuse a request that would take the tenant over a limit, saying limit and usage."""
+    asked = {"vms": vms, "vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib}
+    if not any(extra > 0 for extra in asked.values()):
+        return  # nothing more is asked: no limit can be passed
     usage = tenant_usage(tenant)
     limits = tenant_limits(tenant)
-    asked = {"vms": vms, "vcpus": vcpus, "memory_mib": memory_mib, "disk_gib": disk_gib}
     errors = Errors()
     for key, extra in asked.items():
         limit = limits[key]
