@@ -52,7 +52,7 @@ def one_round(n: int, node_xml: str, workdir: Path) -> dict:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from hosts.connection import get_connection
+    from hosts.driver.connection import get_connection
     from hosts.models import Host
     from hosts.sync import sync_host
     from hosts.testnode import node_uri
@@ -108,7 +108,7 @@ def main() -> None:
         setup_django_and_migrate()
         figure("create and migrate database", time.perf_counter() - from_scratch, "s")
 
-        from hosts.connection import close_all
+        from hosts.driver.connection import close_all
         from hosts.testnode import build_node_xml
 
         start = time.perf_counter()

@@ -7,7 +7,7 @@ from panel.taskrunner import TaskContext, task_kind
 
 from . import storage
 from .choices import HostStatus
-from .connection import HostConnectError, get_connection, parse_uri, scan_host_key
+from .driver.connection import HostConnectError, get_connection, parse_uri, scan_host_key
 from .models import Host
 from .sync import mark_unreachable, sync_host
 

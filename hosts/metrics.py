@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import libvirt
 
-from .connection import HostConnectError, get_connection, libvirt_error_message, parse_uri
+from .driver.connection import HostConnectError, get_connection, libvirt_error_message, parse_uri
 
 logger = logging.getLogger(__name__)
 

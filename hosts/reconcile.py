@@ -18,7 +18,7 @@ from django.db import close_old_connections
 from panel import events
 
 from .choices import HostStatus
-from .connection import HostConnectError, drop_connection
+from .driver.connection import HostConnectError, drop_connection
 from .models import Host
 from .sync import mark_unreachable, sync_host
 

@@ -11,7 +11,7 @@ from panel.tenancy import is_platform_admin
 from panel.units import GIB, volume_bytes
 from panel.validators import validate_name, validate_tags
 
-from .connection import InvalidURI, drop_connection, parse_uri
+from .driver.connection import InvalidURI, drop_connection, parse_uri
 from .models import Host, StoragePool, Volume
 
 SYNC_KIND = "host.sync"
@@ -256,7 +256,7 @@ def volume_upload(*, user, pool: StoragePool, name: str, size: int, chunks, form
     from panel.choices import TaskState
 
     from . import storage
-    from .connection import get_connection
+    from .driver.connection import get_connection
     from .volxml import VOLUME_NAME_RE
 
     _require_admin(user)

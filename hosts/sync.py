@@ -20,7 +20,7 @@ from .capabilities import (
     simulated_topology,
 )
 from .choices import HostStatus, PoolState
-from .connection import (
+from .driver.connection import (
     HostConnectError,
     drop_connection,
     get_connection,

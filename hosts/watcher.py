@@ -20,7 +20,7 @@ missed meanwhile. The periodic reconcile
 (``hosts.reconcile``) stays as the safety net.
 
 A test-driver host (``test:///...``) keeps its simulated state per connection, so its watcher
-registers on the process's shared connection (``hosts.connection.get_connection``); its events
+registers on the process's shared connection (``hosts.driver.connection.get_connection``); its events
 are the ones caused through that connection, i.e. by this process.
 
 :class:`WatcherManager` keeps one watcher per host row, starting watchers for hosts added later
@@ -42,7 +42,7 @@ from django.utils import timezone
 from panel import events
 
 from .choices import HostStatus
-from .connection import (
+from .driver.connection import (
     HostConnectError,
     effective_uri,
     get_connection,

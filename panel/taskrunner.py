@@ -219,7 +219,7 @@ def execute(task_id: int, owner: str | None = None) -> bool:
 
 
 def _error_message(exc: BaseException) -> str:
-    from hosts.connection import libvirt_error_message
+    from hosts.driver.connection import libvirt_error_message
 
     return libvirt_error_message(exc) or exc.__class__.__name__
 

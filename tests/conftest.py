@@ -18,7 +18,7 @@ ROLES = [Role.ADMIN, Role.OPERATOR, Role.MEMBER, Role.VIEWER]
 def _close_libvirt_connections():
     """libvirt's test driver keeps state per connection: no connection outlives its test."""
     yield
-    from hosts.connection import close_all
+    from hosts.driver.connection import close_all
 
     close_all()
 

@@ -39,7 +39,7 @@ from rest_framework import serializers, status
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
-from hosts.connection import (
+from hosts.driver.connection import (
     HostConnectError,
     effective_uri,
     ensure_client_key,
@@ -441,7 +441,7 @@ def live_vnc_endpoint(host, vm_uuid) -> tuple[str, int]:
 
 def ssh_tunnel_argv(host, address: str, port: int) -> list[str]:
     """``ssh … -W address:port user@host``: a byte pipe to ``address:port`` as seen from the
-    host, over SSH with the host's pinned key only (``hosts.connection.ssh_options``)."""
+    host, over SSH with the host's pinned key only (``hosts.driver.connection.ssh_options``)."""
     parsed = parse_uri(host.uri)
     if not host.ssh_host_key:
         raise HostConnectError("The host has no pinned SSH host key.")

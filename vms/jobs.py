@@ -15,7 +15,7 @@ import libvirt
 from django.db import transaction
 
 from hosts import storage
-from hosts.connection import get_connection
+from hosts.driver.connection import get_connection
 from hosts.models import Host
 from panel.failpoints import failpoint
 from panel.models import Task

@@ -6,7 +6,7 @@ import pytest
 from django.test import override_settings
 
 from hosts import services
-from hosts.connection import InvalidURI, clean_error_text, parse_uri
+from hosts.driver.connection import InvalidURI, clean_error_text, parse_uri
 from hosts.models import Host
 from panel.models import Task
 from tests.conftest import run_queued_tasks

@@ -5,7 +5,7 @@ from __future__ import annotations
 import libvirt
 import pytest
 
-from hosts.connection import get_connection
+from hosts.driver.connection import get_connection
 from hosts.models import Network, StoragePool, Volume
 from panel.models import Task
 from tests.conftest import run_queued_tasks

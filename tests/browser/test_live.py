@@ -148,7 +148,7 @@ def wait_live(page) -> None:
 
 
 def test_vm_state_changes_on_the_page_without_reload(watched_host, asgi_server, page):
-    from hosts.connection import get_connection
+    from hosts.driver.connection import get_connection
     from vms.models import VirtualMachine
 
     vm = (
@@ -300,7 +300,7 @@ def test_task_page_streams_log_and_progress(watched_host, asgi_server, page):
 def test_console_tab_in_one_click(watched_host, asgi_server, page):
     """The test driver has no display: the tab asks for a ticket, opens the socket and says
     why it closed; a stopped VM gets a message instead, and starting it connects."""
-    from hosts.connection import get_connection
+    from hosts.driver.connection import get_connection
     from vms.models import VirtualMachine
 
     vm = (

@@ -336,7 +336,7 @@ def test_task_events_reach_the_task_group(synced_host, admin_user):
 
 def test_test_driver_host_watcher(synced_host, admin_user):
     """A test-driver host's events are those caused through this process's connection."""
-    from hosts.connection import get_connection
+    from hosts.driver.connection import get_connection
 
     watcher = start_watcher(synced_host)
     try:

@@ -16,7 +16,7 @@ from lxml import etree
 
 from hosts import services
 from hosts.choices import HostStatus
-from hosts.connection import drop_connection, effective_uri
+from hosts.driver.connection import drop_connection, effective_uri
 from hosts.kvm import kvm_usable
 from panel.choices import TaskState
 from tests.integration import sshd as sshd_helpers
@@ -194,7 +194,7 @@ def test_paddock_creates_its_own_client_key_on_first_use(
     assert host.status == HostStatus.ERROR
     assert host.ssh_host_key == server.host_key.public
 
-    from hosts.connection import ensure_client_key
+    from hosts.driver.connection import ensure_client_key
 
     public = ensure_client_key()
     assert public.startswith("ssh-ed25519 ")

@@ -8,7 +8,7 @@ from lxml import etree
 
 from hosts import services
 from hosts.choices import HostStatus
-from hosts.connection import get_connection
+from hosts.driver.connection import get_connection
 from hosts.models import Host, Network, StoragePool, Volume
 from panel.choices import TaskState
 from panel.models import Task, Tenant

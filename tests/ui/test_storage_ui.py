@@ -7,7 +7,7 @@ import pytest
 from django.conf import settings
 from django.urls import reverse
 
-from hosts.connection import get_connection
+from hosts.driver.connection import get_connection
 from hosts.models import StoragePool, Volume
 from panel import taskrunner
 from panel.choices import Role, TaskState

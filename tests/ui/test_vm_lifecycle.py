@@ -10,7 +10,7 @@ import pytest
 from django.db.models import Sum
 from django.urls import reverse
 
-from hosts.connection import get_connection
+from hosts.driver.connection import get_connection
 from hosts.models import Network, StoragePool, Volume
 from panel.choices import Role, TaskState
 from panel.models import Task

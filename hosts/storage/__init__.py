@@ -1,7 +1,7 @@
 """Volume operations on one libvirt connection: create, clone, grow, upload, delete.
 
 Pure functions over a ``libvirt.virConnect`` (no models, no database): tasks take the connection
-from ``hosts.connection.get_connection`` and write the returned dicts (``parse_volume`` fields
+from ``hosts.driver.connection.get_connection`` and write the returned dicts (``parse_volume`` fields
 plus ``backing_depth``) into the inventory. Every refusal is a ``StorageError`` whose message can
 be shown as it is, in a task's error or an API 400.
 
@@ -41,11 +41,10 @@ from collections.abc import Iterable
 
 import libvirt
 
+from hosts.poolxml import parse_pool, parse_volume
+from hosts.volxml import build_volume_xml, check_volume_name
 from panel.validators import NAME_RE
 from panel.xmlutil import parse
-
-from .poolxml import parse_pool, parse_volume
-from .volxml import build_volume_xml, check_volume_name
 
 logger = logging.getLogger(__name__)
 
