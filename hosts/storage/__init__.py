@@ -42,6 +42,7 @@ from collections.abc import Iterable
 import libvirt
 
 from hosts.poolxml import parse_pool, parse_volume
+from hosts.storage.backends import StorageBackend, backend_for  # noqa: F401  (the package's API)
 from hosts.volxml import build_volume_xml, check_volume_name
 from panel.validators import NAME_RE
 from panel.xmlutil import parse
