@@ -49,41 +49,13 @@ from .driver.connection import (
     libvirt_error_message,
     parse_uri,
 )
+from .driver.events import ensure_event_loop
 from .models import Host
 
 logger = logging.getLogger(__name__)
 
 BACKOFF_MAX = 30.0
 LIVENESS_SECONDS = 1.0
-
-# --- libvirt's event loop: once per process ----------------------------------------------------
-
-_loop_lock = threading.Lock()
-_loop_thread: threading.Thread | None = None
-
-
-def ensure_event_loop() -> None:
-    """Register libvirt's default event implementation and run it in a daemon thread.
-
-    Must happen before the watchers' connections are opened (keepalive and the remote
-    driver's event dispatch need it). Safe to call any number of times.
-    """
-    global _loop_thread
-    with _loop_lock:
-        if _loop_thread is not None:
-            return
-        libvirt.virEventRegisterDefaultImpl()
-
-        def run() -> None:
-            while True:
-                try:
-                    libvirt.virEventRunDefaultImpl()
-                except Exception:  # pragma: no cover - a callback raised; keep the loop going
-                    logger.exception("libvirt event loop iteration failed")
-
-        _loop_thread = threading.Thread(target=run, name="libvirt-events", daemon=True)
-        _loop_thread.start()
-
 
 # --- what the callbacks queue ------------------------------------------------------------------
 

@@ -49,6 +49,7 @@ from hosts.driver.connection import (
     parse_uri,
     ssh_options,
 )
+from hosts.driver.events import ensure_event_loop
 from panel.tenancy import Action, can
 
 from .console_models import ConsoleKind, ConsoleTicket
@@ -278,60 +279,6 @@ def vm_console(request, pk):
     from .selectors import vms_for
 
     return console_response(request, get_object_or_404(vms_for(request.user), pk=pk))
-
-
-# --- the libvirt event loop ------------------------------------------------------------------
-
-_event_lock = threading.Lock()
-_event_thread: threading.Thread | None = None
-
-
-def _run_default_event_loop() -> None:
-    while True:
-        try:
-            libvirt.virEventRunDefaultImpl()
-        except Exception:  # pragma: no cover - keep the loop alive whatever a callback does
-            logger.exception("libvirt event loop iteration failed")
-            time.sleep(0.1)
-
-
-def ensure_event_loop() -> None:
-    """Make sure libvirt has a running event loop in this process (idempotent, thread-safe).
-
-    Stream callbacks (the serial console) and keepalives need one. There must be one
-    registration per process: the host watcher's (``hosts.watcher.ensure_event_loop``) is used
-    when that module exists, and libvirt's asyncio loop (``libvirtaio``) if this process already
-    runs one; otherwise libvirt's default implementation is registered here, once, and a daemon
-    thread runs it. Connections opened before the first registration have no event handling:
-    console streams use a connection of their own.
-    """
-    global _event_thread
-    with _event_lock:
-        if _event_thread is not None or getattr(libvirt, "_paddock_event_loop", False):
-            return
-        try:
-            import libvirtaio
-
-            current = getattr(libvirtaio, "getCurrentImpl", lambda: None)
-            if current() is not None:
-                libvirt._paddock_event_loop = True
-                return
-        except ImportError:  # pragma: no cover - shipped with libvirt-python
-            pass
-        try:
-            from hosts.watcher import ensure_event_loop as watcher_event_loop
-        except ImportError:
-            watcher_event_loop = None
-        if watcher_event_loop is not None:
-            watcher_event_loop()
-        else:
-            libvirt.virEventRegisterDefaultImpl()
-            _event_thread = threading.Thread(
-                target=_run_default_event_loop, name="libvirt-events", daemon=True
-            )
-            _event_thread.start()
-        # Marks the registration for any other module of this process that needs the loop.
-        libvirt._paddock_event_loop = True
 
 
 # --- backends -------------------------------------------------------------------------------
