@@ -1,4 +1,4 @@
-"""VM consoles: single-use tickets, and the byte pipes behind the console websockets.
+"""VM consoles: single-use tickets, the sessions they open, and the console API.
 
 The flow (see docs/console.md):
 
@@ -7,53 +7,34 @@ The flow (see docs/console.md):
    most ``TICKET_SECONDS``, bound to that user, VM and kind, and the websocket URL it opens.
 2. The websocket consumer (``vms.consumers``) calls :func:`redeem_ticket`: one compare-and-swap
    marks the ticket used, so a ticket opens one websocket, once.
-3. The consumer opens a backend and pipes bytes both ways: :func:`open_vnc` (raw RFB from the
-   VM's VNC socket, read from the live domain XML; through ``ssh -W`` with the host's pinned key
-   for ``qemu+ssh`` hosts) or :func:`open_serial` (the serial console as a libvirt stream).
+3. The consumer opens the console through the driver (``hosts.driver.console.open_console``:
+   raw RFB from the VM's VNC socket, or the serial console as a libvirt stream) and pipes
+   bytes both ways; :func:`session_opened`, :func:`session_alive` and :func:`session_closed`
+   record the session, which is how :func:`connected_users` knows who is connected.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
-import ipaddress
 import logging
 import re
 import secrets
-import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 
-import libvirt
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
-from lxml import etree
 from rest_framework import serializers, status
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
-from hosts.driver.connection import (
-    HostConnectError,
-    effective_uri,
-    ensure_client_key,
-    get_connection,
-    known_hosts_file,
-    libvirt_error_message,
-    parse_uri,
-    ssh_options,
-)
-from hosts.driver.events import ensure_event_loop
 from panel.tenancy import Action, can
 
 from .console_models import ConsoleKind, ConsoleTicket
-from .domxml import parse_domain
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +42,6 @@ TICKET_SECONDS = 30  # a ticket's life; never longer
 ALIVE_SECONDS = 30  # an open session renews ``alive_at`` this often
 STALE_SECONDS = 90  # a session not renewed for this long (its process died) is not "connected"
 KEEP_CLOSED_DAYS = 30  # closed sessions are kept this long, as a record of who used a console
-CONNECT_TIMEOUT = 20.0  # seconds to reach a VNC socket and read its greeting
-CHUNK = 65536
 
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
 
@@ -80,14 +59,6 @@ class TicketRefused(Exception):
     def __init__(self, code: int, message: str):
         super().__init__(message)
         self.code = code
-
-
-class ConsoleUnavailable(Exception):
-    """The VM has no console of that kind right now (not running, no display...)."""
-
-
-class ConsoleBackendError(Exception):
-    """The host or the console socket could not be reached; the message says why."""
 
 
 # --- tickets ------------------------------------------------------------------------------
@@ -279,330 +250,3 @@ def vm_console(request, pk):
     from .selectors import vms_for
 
     return console_response(request, get_object_or_404(vms_for(request.user), pk=pk))
-
-
-# --- backends -------------------------------------------------------------------------------
-
-
-class Backend:
-    """A byte pipe to a console: ``read()`` (``b""`` at the end), ``write()``, ``close()``."""
-
-    async def read(self) -> bytes:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    async def write(self, data: bytes) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    async def close(self) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
-
-
-class StreamBackend(Backend):
-    """A TCP connection, or the stdin/stdout of an ``ssh -W`` process."""
-
-    def __init__(self, reader, writer, proc=None):
-        self.reader = reader
-        self.writer = writer
-        self.proc = proc
-        self.first = b""  # bytes read while checking the connection, not yet delivered
-
-    async def read(self) -> bytes:
-        if self.first:
-            data, self.first = self.first, b""
-            return data
-        return await self.reader.read(CHUNK)
-
-    async def write(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def ssh_error(self) -> str:
-        if self.proc is None or self.proc.stderr is None:
-            return ""
-        with contextlib.suppress(TimeoutError, OSError):
-            err = await asyncio.wait_for(self.proc.stderr.read(4096), 5)
-            return err.decode(errors="replace").strip().replace("\r", "")
-        return ""
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            if self.writer.can_write_eof():
-                self.writer.write_eof()
-        with contextlib.suppress(Exception):
-            self.writer.close()
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 5)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-
-
-def _vnc_endpoint(xml: str) -> tuple[str, int]:
-    """(address to connect to on the host, port) of the domain's VNC display."""
-    port = parse_domain(xml).vnc_port
-    if not port:
-        raise ConsoleUnavailable("The VM has no VNC display on a TCP port.")
-    root = etree.fromstring(xml.encode())
-    listen = ""
-    for graphics in root.findall("devices/graphics"):
-        if graphics.get("type") == "vnc":
-            listen = graphics.get("listen") or ""
-            el = graphics.find("listen")
-            if not listen and el is not None and el.get("type") == "address":
-                listen = el.get("address") or ""
-            break
-    try:
-        address = ipaddress.ip_address(listen) if listen else None
-    except ValueError:
-        address = None  # a name: it resolves on the host, loopback reaches it when bound
-    if address is None or address.is_unspecified or address.is_loopback:
-        return "127.0.0.1", port
-    return str(address), port
-
-
-def live_vnc_endpoint(host, vm_uuid) -> tuple[str, int]:
-    """The VNC address and port of the running domain, from its live XML (autoport gives a
-    new port at every start, so the inventory's may be stale). Blocking: run in a thread."""
-    try:
-        conn = get_connection(host)
-        dom = conn.lookupByUUIDString(str(vm_uuid))
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            raise ConsoleUnavailable("The VM is not on its host.") from None
-        raise ConsoleBackendError(libvirt_error_message(exc)) from None
-    except HostConnectError as exc:
-        raise ConsoleBackendError(str(exc)) from None
-    try:
-        if not dom.isActive():
-            raise ConsoleUnavailable("The VM is not running.")
-        xml = dom.XMLDesc(0)
-    except libvirt.libvirtError as exc:
-        raise ConsoleBackendError(libvirt_error_message(exc)) from None
-    return _vnc_endpoint(xml)
-
-
-def ssh_tunnel_argv(host, address: str, port: int) -> list[str]:
-    """``ssh … -W address:port user@host``: a byte pipe to ``address:port`` as seen from the
-    host, over SSH with the host's pinned key only (``hosts.driver.connection.ssh_options``)."""
-    parsed = parse_uri(host.uri)
-    if not host.ssh_host_key:
-        raise HostConnectError("The host has no pinned SSH host key.")
-    known_hosts = known_hosts_file(host.name, parsed.address, parsed.port, host.ssh_host_key)
-    if not Path(settings.PADDOCK["SSH_KEY"]).exists():
-        ensure_client_key()
-    target = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-    argv = ssh_options(known_hosts)
-    if parsed.port:
-        argv += ["-p", str(parsed.port)]
-    return [*argv, "-T", "-W", target, "--", f"{parsed.user}@{parsed.address}"]
-
-
-async def open_vnc(host, vm_uuid) -> StreamBackend:
-    """A pipe to the VM's VNC socket whose server has already spoken (its ``RFB xxx.yyy``
-    greeting is the first thing :meth:`StreamBackend.read` returns)."""
-    address, port = await asyncio.to_thread(live_vnc_endpoint, host, vm_uuid)
-    kind = parse_uri(host.uri).kind
-    if kind == "ssh":
-        try:
-            argv = await asyncio.to_thread(ssh_tunnel_argv, host, address, port)
-        except HostConnectError as exc:
-            raise ConsoleBackendError(str(exc)) from None
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
-        backend = StreamBackend(proc.stdout, proc.stdin, proc)
-    else:
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(address, port), CONNECT_TIMEOUT
-            )
-        except (TimeoutError, OSError) as exc:
-            raise ConsoleBackendError(
-                f"Could not reach the VNC display at {address}:{port}: {exc}"
-            ) from None
-        backend = StreamBackend(reader, writer)
-    try:
-        first = await asyncio.wait_for(backend.reader.read(CHUNK), CONNECT_TIMEOUT)
-    except (TimeoutError, OSError) as exc:
-        first, error = b"", str(exc) or "no greeting from the VNC server"
-    else:
-        error = "" if first else "the connection closed before the VNC greeting"
-    if not first:
-        detail = await backend.ssh_error() or error
-        await backend.close()
-        raise ConsoleBackendError(f"Could not reach the VNC display: {detail}")
-    backend.first = first
-    return backend
-
-
-class SerialBackend(Backend):
-    """The VM's serial console as a non-blocking libvirt stream on a connection of its own.
-
-    libvirt's event loop thread reads the stream when it is readable and hands the bytes to
-    the asyncio loop that opened it; writes go through a worker thread.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.loop = loop
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
-        self.conn = None
-        self.stream = None
-        self._lock = threading.Lock()
-        self._ended = False
-        self._closed = False
-
-    @classmethod
-    async def open(cls, host, vm_uuid) -> SerialBackend:
-        ensure_event_loop()
-        backend = cls(asyncio.get_running_loop())
-        await asyncio.to_thread(backend._open, host, vm_uuid)
-        return backend
-
-    def _open(self, host, vm_uuid) -> None:
-        try:
-            uri = effective_uri(host)
-            conn = libvirt.open(uri)
-        except (libvirt.libvirtError, HostConnectError) as exc:
-            raise ConsoleBackendError(libvirt_error_message(exc)) from None
-        try:
-            if not uri.startswith("test:"):
-                with contextlib.suppress(libvirt.libvirtError):
-                    conn.setKeepAlive(5, 6)
-            try:
-                dom = conn.lookupByUUIDString(str(vm_uuid))
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                    raise ConsoleUnavailable("The VM is not on its host.") from None
-                raise
-            if not dom.isActive():
-                raise ConsoleUnavailable("The VM is not running.")
-            stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
-            try:
-                dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
-            except libvirt.libvirtError as exc:
-                with contextlib.suppress(libvirt.libvirtError):
-                    stream.abort()
-                if exc.get_error_code() in (
-                    libvirt.VIR_ERR_OPERATION_UNSUPPORTED,
-                    libvirt.VIR_ERR_INTERNAL_ERROR,
-                    libvirt.VIR_ERR_OPERATION_INVALID,
-                ):
-                    raise ConsoleUnavailable(
-                        f"The VM has no serial console to open: {libvirt_error_message(exc)}"
-                    ) from None
-                raise
-            self.conn, self.stream = conn, stream
-            stream.eventAddCallback(
-                libvirt.VIR_STREAM_EVENT_READABLE
-                | libvirt.VIR_STREAM_EVENT_ERROR
-                | libvirt.VIR_STREAM_EVENT_HANGUP,
-                self._on_event,
-                None,
-            )
-        except libvirt.libvirtError as exc:
-            self._release(conn)
-            raise ConsoleBackendError(libvirt_error_message(exc)) from None
-        except BaseException:
-            self._release(conn)
-            raise
-
-    def _release(self, conn) -> None:
-        self.conn = self.stream = None
-        with contextlib.suppress(libvirt.libvirtError):
-            conn.close()
-
-    def _deliver(self, data: bytes) -> None:
-        with contextlib.suppress(RuntimeError):  # the asyncio loop is gone: nobody listens
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, data)
-
-    def _end(self) -> None:
-        with self._lock:
-            if self._ended:
-                return
-            self._ended = True
-            stream = self.stream
-        if stream is not None:
-            with contextlib.suppress(libvirt.libvirtError):
-                stream.eventRemoveCallback()
-        self._deliver(b"")
-
-    def _on_event(self, stream, events, _opaque) -> None:
-        """libvirt's event loop thread: the stream is readable, or ended."""
-        if self._closed:
-            return
-        if events & libvirt.VIR_STREAM_EVENT_READABLE:
-            while True:
-                try:
-                    data = stream.recv(CHUNK)
-                except libvirt.libvirtError:
-                    self._end()
-                    return
-                if data == -2:  # drained for now
-                    break
-                if not data:  # the console closed (the VM stopped, or another took it over)
-                    self._end()
-                    return
-                self._deliver(data)
-        if events & (libvirt.VIR_STREAM_EVENT_ERROR | libvirt.VIR_STREAM_EVENT_HANGUP):
-            self._end()
-
-    async def read(self) -> bytes:
-        return await self.queue.get()
-
-    def _send(self, data: bytes) -> None:
-        view = memoryview(data)
-        deadline = time.monotonic() + CONNECT_TIMEOUT
-        while view:
-            stream = self.stream
-            if stream is None or self._ended:
-                raise ConsoleBackendError("The serial console is closed.")
-            try:
-                sent = stream.send(bytes(view))
-            except libvirt.libvirtError as exc:
-                raise ConsoleBackendError(libvirt_error_message(exc)) from None
-            if sent == -2:
-                if time.monotonic() > deadline:
-                    raise ConsoleBackendError("The serial console does not take input.")
-                time.sleep(0.01)
-                continue
-            view = view[sent:]
-
-    async def write(self, data: bytes) -> None:
-        await asyncio.to_thread(self._send, data)
-
-    def _close(self) -> None:
-        self._closed = True
-        with self._lock:
-            self._ended = True
-            stream, conn = self.stream, self.conn
-            self.stream = self.conn = None
-        if stream is not None:
-            with contextlib.suppress(libvirt.libvirtError):
-                stream.eventRemoveCallback()
-            with contextlib.suppress(libvirt.libvirtError):
-                stream.abort()
-        if conn is not None:
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.close()
-
-    async def close(self) -> None:
-        await asyncio.to_thread(self._close)
-
-
-async def open_serial(host, vm_uuid) -> SerialBackend:
-    return await SerialBackend.open(host, vm_uuid)
-
-
-async def open_backend(kind: str, host, vm_uuid) -> Backend:
-    if kind == ConsoleKind.VNC:
-        return await open_vnc(host, vm_uuid)
-    return await open_serial(host, vm_uuid)

@@ -15,6 +15,12 @@ import logging
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from hosts.driver.console import (
+    ConsoleBackend,
+    ConsoleBackendError,
+    ConsoleUnavailable,
+    open_console,
+)
 from panel.events import groups_for_tenant
 
 from . import console
@@ -24,12 +30,13 @@ logger = logging.getLogger(__name__)
 
 
 class ConsoleConsumer(AsyncWebsocketConsumer):
-    """Redeem the ticket, open the backend, then pipe bytes until either side closes."""
+    """Redeem the ticket, open the console's backend (``hosts.driver.console``), then pipe
+    bytes until either side closes."""
 
     kind: str = ""
 
     ticket = None
-    backend: console.Backend | None = None
+    backend: ConsoleBackend | None = None
     _pump: asyncio.Task | None = None
     _heartbeat: asyncio.Task | None = None
     _closing = False
@@ -50,11 +57,11 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             return
         vm = self.ticket.vm
         try:
-            self.backend = await console.open_backend(self.kind, vm.host, vm.uuid)
-        except console.ConsoleUnavailable as exc:
+            self.backend = await open_console(self.kind, vm.host, vm.uuid)
+        except ConsoleUnavailable as exc:
             await self._refuse(console.CLOSE_UNAVAILABLE, str(exc))
             return
-        except console.ConsoleBackendError as exc:
+        except ConsoleBackendError as exc:
             await self._refuse(console.CLOSE_BACKEND, str(exc))
             return
         except Exception:

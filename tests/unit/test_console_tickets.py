@@ -14,6 +14,8 @@ from django.http import Http404
 from django.utils import timezone
 from rest_framework.test import APIRequestFactory, force_authenticate
 
+from hosts.driver import console as driver_console
+from hosts.driver.connection import HostConnectError
 from hosts.models import Host
 from panel.choices import Role
 from panel.models import Membership
@@ -291,12 +293,14 @@ def _graphics_xml(graphics: str) -> str:
     ],
 )
 def test_the_vnc_endpoint_comes_from_the_live_xml(graphics, endpoint):
-    assert console._vnc_endpoint(_graphics_xml(graphics)) == endpoint
+    assert driver_console.vnc_endpoint(_graphics_xml(graphics)) == endpoint
 
 
 def test_a_display_without_a_port_is_unavailable():
-    with pytest.raises(console.ConsoleUnavailable):
-        console._vnc_endpoint(_graphics_xml("<graphics type='vnc' port='-1' autoport='yes'/>"))
+    with pytest.raises(driver_console.ConsoleUnavailable):
+        driver_console.vnc_endpoint(
+            _graphics_xml("<graphics type='vnc' port='-1' autoport='yes'/>")
+        )
 
 
 def test_the_ssh_tunnel_uses_the_pinned_key_only(settings, tmp_path):
@@ -306,7 +310,7 @@ def test_the_ssh_tunnel_uses_the_pinned_key_only(settings, tmp_path):
     settings.PADDOCK = {**settings.PADDOCK, "SSH_KEY": str(key)}
     pinned = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBnJ1Fz8rZ5dbU1wQ2Jh8bCDGoDyq3VqgI8o8jmEJD8c"
     host = Host(name="hv2", uri="qemu+ssh://paddock@hv2.example:2222/system", ssh_host_key=pinned)
-    argv = console.ssh_tunnel_argv(host, "127.0.0.1", 5905)
+    argv = driver_console.ssh_tunnel_argv(host, "127.0.0.1", 5905)
     assert argv[-5:] == ["-T", "-W", "127.0.0.1:5905", "--", "paddock@hv2.example"]
     assert argv[argv.index("-p") + 1] == "2222"
     assert "StrictHostKeyChecking=yes" in argv
@@ -316,5 +320,5 @@ def test_the_ssh_tunnel_uses_the_pinned_key_only(settings, tmp_path):
     )
     assert known_hosts.read_text() == f"[hv2.example]:2222 {pinned}\n"
     host.ssh_host_key = ""
-    with pytest.raises(console.HostConnectError):
-        console.ssh_tunnel_argv(host, "127.0.0.1", 5905)
+    with pytest.raises(HostConnectError):
+        driver_console.ssh_tunnel_argv(host, "127.0.0.1", 5905)
