@@ -35,6 +35,7 @@ from rest_framework.response import Response
 from panel.tenancy import Action, can
 
 from .console_models import ConsoleKind, ConsoleTicket
+from .selectors import vms_for
 
 logger = logging.getLogger(__name__)
 
@@ -247,6 +248,4 @@ def console_response(request, vm) -> Response:
 @api_view(["GET", "POST"])
 def vm_console(request, pk):
     """``/api/vms/{pk}/console/`` as a function view (the same as the viewset action)."""
-    from .selectors import vms_for
-
     return console_response(request, get_object_or_404(vms_for(request.user), pk=pk))
