@@ -30,7 +30,7 @@ import re
 import shlex
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -57,6 +57,7 @@ MAX_OUTPUT = 64 * 1024
 MAX_LOGGED = 2000
 MAX_ARG = 4096
 MAX_ARGS = 64
+REMOTE_KILL_AFTER = 5  # seconds between the host's TERM and KILL to a command past its time
 LOCAL_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 
 # The programs an action may run. A new action that needs another program adds it here, where a
@@ -216,8 +217,10 @@ class SshTransport(Transport):
     def label(self) -> str:  # type: ignore[override]
         return f"ssh {self.user}@{self.address}" + (f":{self.port}" if self.port else "")
 
-    def command(self, argv: tuple[str, ...]) -> list[str]:
-        """The local ssh argv that runs ``argv`` on the host."""
+    def command(self, argv: tuple[str, ...], timeout: float) -> list[str]:
+        """The local ssh argv that runs ``argv`` on the host. The host bounds the command too
+        (coreutils ``timeout``): stopping the local ssh client would leave it running there."""
+        remote = ("timeout", f"--kill-after={REMOTE_KILL_AFTER}", f"{timeout:g}", *argv)
         return [
             *ssh_options(self.known_hosts),
             "-T",
@@ -227,17 +230,23 @@ class SshTransport(Transport):
             self.user,
             "--",
             self.address,
-            shlex.join(argv),
+            shlex.join(remote),
         ]
 
     def run(self, argv: tuple[str, ...], stdin: str | None, timeout: float) -> CommandResult:
         if not Path(settings.PADDOCK["SSH_KEY"]).exists():
             ensure_client_key()
-        result = _run_process(self.command(argv), stdin, timeout, None, argv)
+        # Locally, room for the connection and the host's own kill on top of the command's time.
+        connect = float(settings.PADDOCK.get("CONNECT_TIMEOUT", 15))
+        local_limit = timeout + connect + REMOTE_KILL_AFTER + 2
+        result = _run_process(self.command(argv, timeout), stdin, local_limit, None, argv)
         if result.exit_code == 255:
             # ssh's own failure (refused key, no route, authentication): the command never ran.
             reason = " ".join(result.stderr.replace("\r", "").strip().splitlines()[-2:])
             raise HostUnreachable(f"{self.label}: {reason or 'ssh failed (exit 255)'}")
+        if result.exit_code in (124, 137):
+            # The host's timeout stopped it (124; 137 when it had to kill).
+            result = replace(result, exit_code=None, timed_out=True)
         return result
 
 

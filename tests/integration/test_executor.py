@@ -8,13 +8,20 @@ fails half-way.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 from django.db import transaction
 
 from hosts.actions import ActionResult, Hugepages, SysfsValue
-from hosts.executor import ActionRefused, HostUnreachable, SshTransport, executor_for
+from hosts.executor import (
+    ActionRefused,
+    CommandFailed,
+    HostUnreachable,
+    SshTransport,
+    executor_for,
+)
 from hosts.models import Host
 from panel import taskrunner
 from panel.choices import TaskState
@@ -126,6 +133,33 @@ def test_shell_characters_reach_the_host_as_plain_words(ssh_host, tmp_path):
     odd.write_text("plain\n")
     assert executor_for(ssh_host).read_file(str(odd)) == "plain\n"
     assert not (Path.home() / "pwned").exists() and not Path("pwned").exists()
+
+
+def _processes(argv: list[str]) -> list[int]:
+    wanted = ("\x00".join(argv) + "\x00").encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes() == wanted:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_command_past_its_time_is_stopped_on_the_host_too(ssh_host, monkeypatch):
+    """Killing the local ssh client would leave the command running on the host: the host's
+    own ``timeout`` stops it."""
+    monkeypatch.setattr("hosts.executor.PROGRAMS", frozenset({"sleep"}))
+    argv = ["sleep", "4711"]
+    started = time.monotonic()
+    with pytest.raises(CommandFailed, match="timed out after 1 s"):
+        executor_for(ssh_host, timeout=1).run(argv)
+    assert time.monotonic() - started < 10
+    deadline = time.monotonic() + 5
+    while _processes(argv) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes(argv) == []
 
 
 @taskrunner.task_kind("test.executor.hugepages")

@@ -218,7 +218,7 @@ def test_ssh_command_pins_the_key_and_passes_argv_quoted(settings, tmp_path):
     known = tmp_path / "known_hosts.h1"
     transport = SshTransport("root", "10.0.0.5", 2222, known)
     argv = ("tee", "--", "/sys/class/net/it's/mtu")
-    cmd = transport.command(argv)
+    cmd = transport.command(argv, 30)
 
     assert f"UserKnownHostsFile={known}" in cmd
     assert "StrictHostKeyChecking=yes" in cmd
@@ -227,9 +227,11 @@ def test_ssh_command_pins_the_key_and_passes_argv_quoted(settings, tmp_path):
     assert f"ConnectTimeout={settings.PADDOCK.get('CONNECT_TIMEOUT', 15)}" in cmd
     assert cmd[cmd.index("-p") + 1] == "2222"
     assert cmd[cmd.index("-l") + 1] == "root"
-    # The host's login shell receives one string that splits back into exactly the argv.
-    assert cmd[-2:] == ["10.0.0.5", shlex.join(argv)]
-    assert tuple(shlex.split(cmd[-1])) == argv
+    # The host's login shell receives one string that splits back into exactly the argv,
+    # bounded on the host by coreutils' timeout.
+    remote = ("timeout", "--kill-after=5", "30", *argv)
+    assert cmd[-2:] == ["10.0.0.5", shlex.join(remote)]
+    assert tuple(shlex.split(cmd[-1])) == remote
 
 
 def test_transport_follows_the_uri(db, settings, tmp_path):
