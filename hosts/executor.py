@@ -14,8 +14,8 @@ Every command runs as an argv list, never a shell string, through one of three t
   write (seeded with the values a fresh host would have); only reading and writing files
   (``cat``, ``tee``) runs there, and anything else is refused with a message saying so.
 
-Commands are bounded in time (``PADDOCK["HOST_ACTION_TIMEOUT"]`` seconds unless an action asks
-otherwise) and every one — its argv, exit code and the first KiB or two of its output — goes to
+Commands are bounded in time (``PADDOCK["HOST_ACTION_TIMEOUT"]`` seconds, 30 unless set, or what
+the caller asks), on an SSH host by the host's own ``timeout`` as well, and every one — its argv, exit code and the first KiB or two of its output — goes to
 the task log when the executor runs inside a task, and to this module's logger otherwise.
 
 Actions (``hosts.actions``) are small objects with ``check``, ``apply`` and ``revert`` built on
