@@ -413,7 +413,7 @@ class Executor:
         limit = float(timeout or self.timeout)
         try:
             result = self.transport.run(words, stdin, limit)
-        except HostUnreachable as exc:
+        except ExecutorError as exc:
             self.log(f"{self.name}: $ {shlex.join(words)}\nnot run: {exc}", "error")
             raise
         self._log_command(result, stdin, secret)
