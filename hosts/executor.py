@@ -30,6 +30,7 @@ import re
 import shlex
 import subprocess
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -60,9 +61,6 @@ MAX_ARGS = 64
 REMOTE_KILL_AFTER = 5  # seconds between the host's TERM and KILL to a command past its time
 LOCAL_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 
-# The programs an action may run. A new action that needs another program adds it here, where a
-# reviewer sees the whole list (tuning: sysctl; fabric: ip, bridge, lvcreate, ...).
-PROGRAMS = frozenset({"cat", "tee"})
 _PROGRAM_RE = re.compile(r"^[a-z][a-z0-9_.+-]{0,63}$")
 
 
@@ -72,6 +70,52 @@ class ExecutorError(Exception):
 
 class ActionRefused(ExecutorError, ValueError):
     """A name, path, value or argv was refused before anything ran."""
+
+
+ArgvCheck = Callable[[tuple[str, ...]], None]
+
+# The programs host actions may run, each with the check its whole argv must pass (raising
+# ActionRefused). Action modules register theirs (``register_program``) next to the action
+# that needs them; ``cat`` and ``tee`` are here, as the way to read and write files.
+PROGRAMS: dict[str, ArgvCheck] = {}
+# Files ``cat`` may read and ``tee`` may write: full-match patterns that action modules add
+# with ``allow_files`` (``hosts.actions.sysfs`` adds its allow-list).
+READABLE_FILES: list[re.Pattern] = []
+WRITABLE_FILES: list[re.Pattern] = []
+
+
+def register_program(name: str, check: ArgvCheck) -> None:
+    """Let actions run ``name`` (a bare program name, found on the host's ``PATH``) when
+    ``check(argv)`` accepts the whole argv."""
+    if not _PROGRAM_RE.match(name):
+        raise ValueError(f"not a program name: {name!r}")
+    PROGRAMS[name] = check
+
+
+def allow_files(patterns: Iterable[str], *, writable: bool) -> None:
+    """Let ``cat`` read (and with ``writable``, ``tee`` write) the paths matching ``patterns``."""
+    for pattern in patterns:
+        compiled = re.compile(pattern)
+        for rules in (READABLE_FILES, WRITABLE_FILES) if writable else (READABLE_FILES,):
+            if compiled not in rules:
+                rules.append(compiled)
+
+
+def _file_argv(rules: list[re.Pattern], what: str) -> ArgvCheck:
+    def check(argv: tuple[str, ...]) -> None:
+        if len(argv) != 3 or argv[1] != "--":
+            raise ActionRefused(f"{argv[0]} takes exactly: {argv[0]} -- <path>.")
+        path = argv[2]
+        if not path.startswith("/") or os.path.normpath(path) != path:
+            raise ActionRefused(f"{path[:200]!r} is not a normalized absolute path.")
+        if not any(rule.fullmatch(path) for rule in rules):
+            raise ActionRefused(f"{path[:200]!r} is not a file host actions may {what}.")
+
+    return check
+
+
+register_program("cat", _file_argv(READABLE_FILES, "read"))
+register_program("tee", _file_argv(WRITABLE_FILES, "write"))
 
 
 class CommandFailed(ExecutorError):
@@ -112,8 +156,8 @@ class CommandResult:
 
 def validate_argv(argv: Any) -> tuple[str, ...]:
     """The argv as a tuple of words, or :class:`ActionRefused`: a list of strings (a single
-    string would be a shell command line), an allow-listed program named without a path, no NUL
-    or newline anywhere, bounded sizes."""
+    string would be a shell command line), no NUL or newline anywhere, bounded sizes, and a
+    registered program named without a path whose own check accepts the rest."""
     if isinstance(argv, str | bytes) or not isinstance(argv, list | tuple):
         raise ActionRefused("A command is a list of arguments, never a shell string.")
     if not argv or len(argv) > MAX_ARGS:
@@ -134,6 +178,7 @@ def validate_argv(argv: Any) -> tuple[str, ...]:
             + ", ".join(sorted(PROGRAMS))
             + ")."
         )
+    PROGRAMS[program](tuple(words))
     return tuple(words)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hosts.actions.base import ValueAction, register
-from hosts.executor import ActionRefused, Executor, ExecutorError
+from hosts.executor import ActionRefused, Executor, ExecutorError, allow_files
 
 HUGEPAGE_SIZES_KIB = (2048, 1048576)
 _NODE = r"node(?:0|[1-9][0-9]{0,3})"
@@ -119,6 +119,9 @@ SYSFS_PATHS: tuple[SysfsPath, ...] = (
         maximum=4096,
     ),
 )
+
+allow_files((spec.pattern for spec in SYSFS_PATHS), writable=False)
+allow_files((spec.pattern for spec in SYSFS_PATHS if spec.writable), writable=True)
 
 
 def sysfs_path(path: Any) -> SysfsPath:

@@ -8,12 +8,14 @@ fails half-way.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 import pytest
 from django.db import transaction
 
+from hosts import executor
 from hosts.actions import ActionResult, Hugepages, SysfsValue
 from hosts.executor import (
     ActionRefused,
@@ -126,11 +128,14 @@ def test_bad_path_value_or_argv_is_refused_before_connecting(ssh_host, sshd):
     assert not Path("/tmp/paddock-pwned").exists()
 
 
-def test_shell_characters_reach_the_host_as_plain_words(ssh_host, tmp_path):
+def test_shell_characters_reach_the_host_as_plain_words(ssh_host, tmp_path, request):
     """The argv goes to the remote login shell quoted: a path with spaces, quotes and ``;``
     is one word there, and nothing it holds is run."""
     odd = tmp_path / "it's a; $(touch pwned) file"
     odd.write_text("plain\n")
+    rule = re.compile(re.escape(str(odd)))
+    executor.READABLE_FILES.append(rule)
+    request.addfinalizer(lambda: executor.READABLE_FILES.remove(rule))
     assert executor_for(ssh_host).read_file(str(odd)) == "plain\n"
     assert not (Path.home() / "pwned").exists() and not Path("pwned").exists()
 
@@ -150,7 +155,7 @@ def _processes(argv: list[str]) -> list[int]:
 def test_a_command_past_its_time_is_stopped_on_the_host_too(ssh_host, monkeypatch):
     """Killing the local ssh client would leave the command running on the host: the host's
     own ``timeout`` stops it."""
-    monkeypatch.setattr("hosts.executor.PROGRAMS", frozenset({"sleep"}))
+    monkeypatch.setitem(executor.PROGRAMS, "sleep", lambda argv: None)
     argv = ["sleep", "4711"]
     started = time.monotonic()
     with pytest.raises(CommandFailed, match="timed out after 1 s"):

@@ -9,6 +9,7 @@ import shlex
 import pytest
 from django.db import transaction
 
+from hosts import executor
 from hosts.actions import ActionResult, Hugepages, SysfsValue, action_from_dict
 from hosts.actions.sysfs import sysfs_path
 from hosts.executor import (
@@ -201,6 +202,31 @@ def test_argv_is_refused_before_it_runs(argv, recorder):
     assert recorder.commands == []
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["cat", "/etc/shadow"],
+        ["cat", "--", "/etc/shadow"],
+        ["cat", "--", THP, "/etc/shadow"],
+        ["cat", "--", "/sys/kernel/mm/transparent_hugepage/../../../../etc/shadow"],
+        ["tee", "--", "/etc/cron.d/job"],
+        ["tee", "-a", "--", NR_2M],
+        ["tee", "--", "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"],
+    ],
+)
+def test_files_are_read_and_written_only_from_the_allow_list(argv, recorder):
+    """The executor's own door checks paths too, not only the actions built on it."""
+    with pytest.raises(ActionRefused):
+        Executor(recorder).run(argv, stdin="1\n")
+    assert recorder.commands == []
+
+
+def test_write_file_refuses_a_path_outside_the_allow_list(recorder):
+    with pytest.raises(ActionRefused, match="not a file host actions may write"):
+        Executor(recorder).write_file("/etc/shadow", "root::0:0:::::")
+    assert recorder.commands == []
+
+
 def test_unknown_action_data_is_refused():
     with pytest.raises(ActionRefused):
         action_from_dict({"kind": "shell", "command": "reboot"})
@@ -355,7 +381,7 @@ def test_secret_input_stays_out_of_the_log(recorder):
 
 
 def test_a_command_past_its_timeout_is_stopped(monkeypatch):
-    monkeypatch.setattr("hosts.executor.PROGRAMS", frozenset({"sleep"}))
+    monkeypatch.setitem(executor.PROGRAMS, "sleep", lambda argv: None)
     log = Log()
     ex = Executor(LocalTransport(), name="h1", log=log, timeout=0.3)
     with pytest.raises(CommandFailed, match=r"timed out after 0.3 s") as caught:
@@ -409,7 +435,7 @@ def test_simulated_host_has_no_node_it_does_not_have(sim_host):
 
 
 def test_simulated_host_runs_nothing_but_file_reads_and_writes(sim_host, monkeypatch):
-    monkeypatch.setattr("hosts.executor.PROGRAMS", frozenset({"cat", "tee", "ip"}))
+    monkeypatch.setitem(executor.PROGRAMS, "ip", lambda argv: None)
     ex = executor_for(sim_host)
     log = Log()
     ex.task_log = log
