@@ -72,6 +72,22 @@ class ActionRefused(ExecutorError, ValueError):
     """A name, path, value or argv was refused before anything ran."""
 
 
+class CommandFailed(ExecutorError):
+    """A command ran and failed (non-zero exit or timeout); ``result`` holds what it said."""
+
+    def __init__(self, message: str, result: CommandResult):
+        super().__init__(message)
+        self.result = result
+
+
+class ActionFailed(ExecutorError):
+    """An action ran but the host did not end up as asked (and was put back as it was)."""
+
+
+class HostUnreachable(ExecutorError):
+    """The transport did not get the command to the host (SSH refused the key, no answer…)."""
+
+
 ArgvCheck = Callable[[tuple[str, ...]], None]
 
 # The programs host actions may run, each with the check its whole argv must pass (raising
@@ -116,22 +132,6 @@ def _file_argv(rules: list[re.Pattern], what: str) -> ArgvCheck:
 
 register_program("cat", _file_argv(READABLE_FILES, "read"))
 register_program("tee", _file_argv(WRITABLE_FILES, "write"))
-
-
-class CommandFailed(ExecutorError):
-    """A command ran and failed (non-zero exit or timeout); ``result`` holds what it said."""
-
-    def __init__(self, message: str, result: CommandResult):
-        super().__init__(message)
-        self.result = result
-
-
-class ActionFailed(ExecutorError):
-    """An action ran but the host did not end up as asked (and was put back as it was)."""
-
-
-class HostUnreachable(ExecutorError):
-    """The transport did not get the command to the host (SSH refused the key, no answer…)."""
 
 
 class TaskLog(Protocol):
