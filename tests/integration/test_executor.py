@@ -113,6 +113,18 @@ def test_wrong_pinned_key_is_refused_before_login(sshd, paddock_ssh_key, tmp_pat
     assert sshd.accepted_logins() == logins
 
 
+def test_unreachable_host_fails_fast_naming_the_reason(paddock_ssh_key, tmp_path):
+    port = sshd_helpers.free_port()  # nothing listens there
+    key = sshd_helpers.generate_key(tmp_path / "somekey").public
+    host = Host.objects.create(
+        name="exec-down", uri=f"qemu+ssh://root@127.0.0.1:{port}/system", ssh_host_key=key
+    )
+    started = time.monotonic()
+    with pytest.raises(HostUnreachable, match="Connection refused"):
+        executor_for(host).check(SysfsValue(THP))
+    assert time.monotonic() - started < 10
+
+
 def test_bad_path_value_or_argv_is_refused_before_connecting(ssh_host, sshd):
     logins = sshd.accepted_logins()
     ex = executor_for(ssh_host)
