@@ -224,7 +224,7 @@ def main() -> None:
     with BenchDatabase() as db, bench_environment(db):
         import importlib
 
-        if "metrics" not in importlib.import_module("panel.settings").INSTALLED_APPS:
+        if "metrics" not in importlib.import_module("paddock.settings").INSTALLED_APPS:
             os.environ["DJANGO_SETTINGS_MODULE"] = "metrics.tests_settings"
         if os.environ.get("BENCH_METRICS_SKIP_LIBVIRT") != "1":
             bench_collection()

@@ -43,7 +43,7 @@ def asgi_server(transactional_db, settings):
     channel_layers.backends.clear()
     port = _free_port()
     config = uvicorn.Config(
-        "panel.asgi:application",
+        "paddock.asgi:application",
         host="127.0.0.1",
         port=port,
         log_level="warning",
