@@ -16,10 +16,10 @@ from celery.worker import WorkController
 from django.conf import settings
 from django.db import close_old_connections
 
-from hosts.metrics import interval as metrics_interval
-from hosts.metrics import run_forever as collect_metrics
 from hosts.reconcile import run_forever
 from hosts.watcher import start_watchers
+from metrics.collector import interval as metrics_interval
+from metrics.collector import run_forever as collect_metrics
 from paddock.celery import app
 from panel import taskrunner
 

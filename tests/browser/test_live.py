@@ -356,7 +356,7 @@ def test_charts_draw_history_and_live_points(watched_host, asgi_server, page):
     collector takes them, without reload (a simulated host: its metrics are simulated)."""
     import time
 
-    from hosts.metrics import collect_host
+    from metrics.collector import collect_host
     from vms.models import VirtualMachine
 
     vm = (

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from hosts import metrics as collector
-from panel.metricstore import (
+from metrics import collector
+from metrics.store import (
     TIERS,
     Layout,
     MemoryBackend,

@@ -15,7 +15,7 @@ A test-driver host reports only domain state, so its metrics come from :func:`si
 smooth per-VM curves derived from the VM's UUID and the time (no state kept), marked
 ``simulated``.
 
-Points go to the metric store (``panel.metricstore``) and to the channel layer, group
+Points go to the metric store (``metrics.store``) and to the channel layer, group
 ``metrics.vm.<id>`` / ``metrics.host.<id>`` / ``metrics.pool.<id>``, as
 ``{"type": "paddock.event", "event": {"type": "metrics", "object", "id", "ts", "values"}}``.
 """
@@ -32,7 +32,12 @@ from dataclasses import dataclass, field
 
 import libvirt
 
-from .driver.connection import HostConnectError, get_connection, libvirt_error_message, parse_uri
+from hosts.driver.connection import (
+    HostConnectError,
+    get_connection,
+    libvirt_error_message,
+    parse_uri,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -364,7 +369,7 @@ def collect_host(host, *, conn=None, now: float | None = None, store=None, publi
     """One round on ``host``: collect (or simulate), store the points, push them to the
     subscribed browsers. Returns the :class:`Round`. Raises ``HostConnectError`` when a real
     host does not answer."""
-    from panel.metricstore import get_store
+    from .store import get_store
 
     now = time.time() if now is None else now
     if host.simulated or parse_uri(host.uri).simulated:
@@ -424,8 +429,8 @@ def collect_all(now: float | None = None) -> int:
     """One round on every online host; returns the hosts collected. Hosts the reconcile loop
     marked offline are left to it: waiting here for their connect timeout would delay every
     other host's round."""
-    from .choices import HostStatus
-    from .models import Host
+    from hosts.choices import HostStatus
+    from hosts.models import Host
 
     count = 0
     for host in Host.objects.filter(status=HostStatus.ONLINE).order_by("pk"):
@@ -441,9 +446,9 @@ def collect_all(now: float | None = None) -> int:
 
 def prune_orphans(store=None) -> int:
     """Drop the rings of VMs, hosts and pools that no longer exist in the inventory."""
-    from panel.metricstore import get_store
+    from hosts.models import Host, StoragePool
 
-    from .models import Host, StoragePool
+    from .store import get_store
 
     store = store or get_store()
     from vms.models import VirtualMachine
@@ -475,7 +480,7 @@ def run_forever(interval: float, stop: threading.Event | None = None) -> None:
     rollups when due and drop the rings of deleted objects once an hour."""
     from django.db import close_old_connections
 
-    from panel.metricstore import get_store
+    from .store import get_store
 
     stop = stop or threading.Event()
     last_prune = time.monotonic()
