@@ -56,7 +56,8 @@ def _fmt_ms(label: str, samples: list[float]) -> None:
 def bench_collection() -> None:
     import libvirt
 
-    from metrics.collector import STATS, STATS_FLAGS, derive_vm, vm_counters
+    from hosts.driver.stats import STATS, STATS_FLAGS
+    from metrics.values import derive_vm, vm_counters
     from tests.integration.guests import cleanup, diskless_domain_xml, kvm_usable
 
     header(f"collection: {DOMAINS} running domains on qemu:///system")
@@ -128,7 +129,7 @@ def bench_collection() -> None:
 
 
 def _points(n: int, ts: float) -> dict[int, dict]:
-    from metrics.collector import simulate_vm
+    from metrics.simulator import simulate_vm
 
     return {
         i: simulate_vm(f"{i:08x}-0000-4000-8000-000000000000", ts, 2, 2048) for i in range(1, n + 1)
