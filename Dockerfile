@@ -27,4 +27,4 @@ ENV PADDOCK_DATA_DIR=/app/var
 USER paddock
 EXPOSE 8000
 
-CMD ["uvicorn", "panel.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]
+CMD ["uvicorn", "paddock.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]

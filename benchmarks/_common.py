@@ -178,7 +178,7 @@ def bench_environment(db: BenchDatabase) -> Iterator[Path]:
     os.environ["PADDOCK_TEST_NODE_DIRS"] = str(data_dir)
     os.environ["STATIC_ROOT"] = str(data_dir / "static")
     (data_dir / "static").mkdir()
-    os.environ["DJANGO_SETTINGS_MODULE"] = "panel.settings"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "paddock.settings"
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     try:
         yield data_dir
@@ -245,7 +245,7 @@ def free_port() -> int:
 
 
 class Server:
-    """``uvicorn panel.asgi:application`` on a free loopback port, stopped by its PID."""
+    """``uvicorn paddock.asgi:application`` on a free loopback port, stopped by its PID."""
 
     def __init__(self, log_path: Path) -> None:
         self.port = free_port()
@@ -257,7 +257,7 @@ class Server:
         import httpx
 
         cmd = [
-            sys.executable, "-m", "uvicorn", "panel.asgi:application",
+            sys.executable, "-m", "uvicorn", "paddock.asgi:application",
             "--host", "127.0.0.1", "--port", str(self.port),
             "--no-access-log", "--log-level", "warning",
         ]  # fmt: skip

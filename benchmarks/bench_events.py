@@ -1,6 +1,6 @@
 """Live events: from an out-of-band libvirt change to the message on a websocket client.
 
-Production shape, against a throwaway database: ``uvicorn panel.asgi:application`` and
+Production shape, against a throwaway database: ``uvicorn paddock.asgi:application`` and
 ``manage.py watch_hosts`` (the host watchers and the periodic reconcile) as two processes, the
 Redis channel layer between them. ``qemu:///system`` is added as a host (synced once by this
 script), and a diskless guest named ``paddockbench-events-<pid>`` is defined on it through a
@@ -65,7 +65,7 @@ SETTINGS_MODULE = '''\
 """Settings of the events benchmark: the real ones, with a Redis socket timeout above
 channels_redis's 5 s blocking receive."""
 
-from panel.settings import *  # noqa: F403
+from paddock.settings import *  # noqa: F403
 
 if REDIS_URL:  # noqa: F405
     CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [  # noqa: F405

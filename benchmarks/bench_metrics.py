@@ -56,7 +56,8 @@ def _fmt_ms(label: str, samples: list[float]) -> None:
 def bench_collection() -> None:
     import libvirt
 
-    from hosts.metrics import STATS, STATS_FLAGS, derive_vm, vm_counters
+    from hosts.driver.stats import STATS, STATS_FLAGS
+    from metrics.values import derive_vm, vm_counters
     from tests.integration.guests import cleanup, diskless_domain_xml, kvm_usable
 
     header(f"collection: {DOMAINS} running domains on qemu:///system")
@@ -128,7 +129,7 @@ def bench_collection() -> None:
 
 
 def _points(n: int, ts: float) -> dict[int, dict]:
-    from hosts.metrics import simulate_vm
+    from metrics.simulator import simulate_vm
 
     return {
         i: simulate_vm(f"{i:08x}-0000-4000-8000-000000000000", ts, 2, 2048) for i in range(1, n + 1)
@@ -136,7 +137,7 @@ def _points(n: int, ts: float) -> dict[int, dict]:
 
 
 def bench_ingest() -> None:
-    from panel.metricstore import MemoryBackend, MetricStore, RedisBackend, bytes_per_object
+    from metrics.store import MemoryBackend, MetricStore, RedisBackend, bytes_per_object
 
     sizes = bytes_per_object("vm")
     header("history: bytes per VM (fixed, whatever the age)")
@@ -194,7 +195,7 @@ def bench_checkpoint() -> None:
 
     from django.db import connection
 
-    from panel.metricstore import Layout, MemoryBackend, MetricStore, ring_key
+    from metrics.store import Layout, MemoryBackend, MetricStore, ring_key
 
     header(f"history: database checkpoint of {CHECKPOINT_VMS:,} VMs' full rollup rings")
     backend = MemoryBackend()
@@ -224,12 +225,13 @@ def main() -> None:
     with BenchDatabase() as db, bench_environment(db):
         import importlib
 
-        if "metrics" not in importlib.import_module("panel.settings").INSTALLED_APPS:
+        if "metrics" not in importlib.import_module("paddock.settings").INSTALLED_APPS:
             os.environ["DJANGO_SETTINGS_MODULE"] = "metrics.tests_settings"
+        # The collector and the store are modules of the metrics app: Django comes first.
+        setup_django_and_migrate()
         if os.environ.get("BENCH_METRICS_SKIP_LIBVIRT") != "1":
             bench_collection()
         bench_ingest()
-        setup_django_and_migrate()
         bench_checkpoint()
 
 

@@ -490,7 +490,7 @@ def wait_for_worker(timeout: float = 90.0) -> float:
     in between never reaches the worker (see the findings in docs/benchmarks.md): its first
     sync would stay queued.
     """
-    from panel.celery import app
+    from paddock.celery import app
 
     start = time.perf_counter()
     while time.perf_counter() - start < timeout:

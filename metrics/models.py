@@ -1,4 +1,4 @@
-"""The database checkpoint of the metric rings (see ``panel.metricstore``).
+"""The database checkpoint of the metric rings (see ``metrics.store``).
 
 One row per object and rollup tier, holding the whole fixed-size ring as one blob: the table
 has at most (VMs + hosts + pools) x 3 rows and never grows with time.

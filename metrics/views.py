@@ -20,10 +20,12 @@ from django.conf import settings
 from django.http import HttpResponse
 from django.views.decorators.http import require_GET
 
-from hosts.metrics import interval
 from hosts.models import Host, StoragePool
-from panel.metricstore import HOST_METRICS, POOL_METRICS, VM_METRICS, get_store
+from panel.models import ApiToken
 from vms.models import VirtualMachine
+
+from .collector import interval
+from .store import HOST_METRICS, POOL_METRICS, VM_METRICS, get_store
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -77,8 +79,6 @@ def _authorized(request) -> int:
             return 200 if _scrape_token_matches(header[1]) else 401
         if scheme != "token":
             return 401
-        from panel.models import ApiToken
-
         token = ApiToken.lookup(header[1])
         if token is None:
             return 401

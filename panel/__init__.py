@@ -1,5 +1,5 @@
-"""Paddock's project package: settings, URLs, tenancy, the task log and the UI shell."""
+"""Paddock's core, which every app may import: tenancy, the task engine and locks, live events,
+validators, XML helpers, units, the shared UI helpers and the security middleware.
 
-from .celery import app as celery_app
-
-__all__ = ["celery_app"]
+The core imports no app: what it must know of one, the app registers (``panel.registry``).
+"""

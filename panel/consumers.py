@@ -6,6 +6,9 @@ with ``{"subscribe": {"vms": [...], "hosts": [...], "tasks": [...]}}`` (only the
 may see are joined) and widen it again with ``{"subscribe": null}``. Scoping is done by group
 membership: a message reaches only the consumers in its groups, nothing is filtered after
 delivery. The protocol is described in ``docs/events.md``.
+
+Which VMs and hosts a user may follow, the apps that own them say
+(``panel.registry.subscriptions``); tasks are the core's own.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 
 from .events import MESSAGE_TYPE
+from .models import ApiToken
+from .registry import subscriptions
+from .selectors import tasks_for
 from .tenancy import Action, is_platform_admin, tenant_ids
 
 CLOSE_UNAUTHENTICATED = 4401
@@ -38,8 +44,6 @@ assert MESSAGE_TYPE == "paddock.event"  # handled by EventsConsumer.paddock_even
 
 @database_sync_to_async
 def _user_for_token(raw: str):
-    from .models import ApiToken
-
     token = ApiToken.lookup(raw)
     if token is None:
         return AnonymousUser()
@@ -85,20 +89,11 @@ def _broad_groups(user) -> list[str]:
 
 def _visible(user, wanted: dict[str, list[int]]) -> dict[str, list[int]]:
     """The subset of ``wanted`` the user may see, with the API's own scoping."""
-    from hosts.models import Host
-    from vms.selectors import vms_for
-
-    from .selectors import tasks_for
-
     allowed: dict[str, list[int]] = {key: [] for key in SUBSCRIBABLE}
-    if wanted["vms"]:
-        allowed["vms"] = sorted(
-            vms_for(user).filter(pk__in=wanted["vms"]).values_list("pk", flat=True)
-        )
-    if wanted["hosts"] and is_platform_admin(user):
-        allowed["hosts"] = sorted(
-            Host.objects.filter(pk__in=wanted["hosts"]).values_list("pk", flat=True)
-        )
+    for key in ("vms", "hosts"):
+        visible = subscriptions.get(key)
+        if wanted[key] and visible is not None:
+            allowed[key] = sorted(visible(user, wanted[key]))
     if wanted["tasks"]:
         allowed["tasks"] = sorted(
             tasks_for(user).filter(pk__in=wanted["tasks"]).values_list("pk", flat=True)

@@ -132,8 +132,6 @@ class TenantEditForm(forms.Form):
     )
 
     def __init__(self, *args, tenant, **kwargs):
-        from hosts.models import Host, Network, StoragePool
-
         initial = {
             "description": tenant.description,
             "max_vms": tenant.max_vms,
@@ -145,9 +143,10 @@ class TenantEditForm(forms.Form):
             "allowed_networks": list(tenant.allowed_networks.values_list("pk", flat=True)),
         }
         super().__init__(*args, initial=initial, **kwargs)
-        pools = StoragePool.objects.filter(gone=False)
-        networks = Network.objects.filter(gone=False)
-        self.fields["allowed_hosts"].queryset = Host.objects.order_by("name")
+        # The placement models are those of the tenant's relations (the core imports no app).
+        pools = tenant.allowed_pools.model.objects.filter(gone=False)
+        networks = tenant.allowed_networks.model.objects.filter(gone=False)
+        self.fields["allowed_hosts"].queryset = tenant.allowed_hosts.model.objects.order_by("name")
         self.fields["allowed_pools"].queryset = pools
         self.fields["allowed_networks"].queryset = networks
         self.fields["allowed_pools"].widget.choices = _by_host(pools)

@@ -4,17 +4,18 @@ A lockable model has a nullable ``lock`` foreign key to the Task holding it. Tak
 ``UPDATE … SET lock = task WHERE id = … AND lock IS NULL``: exactly one concurrent request wins,
 on SQLite and PostgreSQL alike. A lock left behind by a task that already ended (a worker killed
 between finishing and releasing) is taken over with a second CAS on that exact holder.
+
+The apps name their lockable models (``panel.registry.register_lockable``); a task's locks are
+released on every one of them.
 """
 
 from __future__ import annotations
 
-from django.apps import apps
 from django.db import models
 
 from .choices import FINAL_TASK_STATES
 from .models import Task
-
-LOCKABLE_MODELS = ("hosts.Host", "hosts.Volume", "vms.VirtualMachine")
+from .registry import lockable_models
 
 
 class LockConflict(Exception):
@@ -49,5 +50,5 @@ def acquire(obj: models.Model, task: Task) -> None:
 
 def release_all(task: Task | int) -> None:
     task_id = task.pk if isinstance(task, Task) else task
-    for label in LOCKABLE_MODELS:
-        apps.get_model(label)._default_manager.filter(lock_id=task_id).update(lock=None)
+    for model in lockable_models.values():
+        model._default_manager.filter(lock_id=task_id).update(lock=None)

@@ -21,9 +21,11 @@ import logging
 import threading
 from contextlib import contextmanager
 
+from axes.signals import user_locked_out
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
@@ -45,8 +47,6 @@ def log_lockout(sender, request=None, username=None, ip_address=None, **kwargs) 
 
 
 def _connect_lockout_log() -> None:
-    from axes.signals import user_locked_out
-
     user_locked_out.connect(log_lockout, dispatch_uid="paddock.security.lockout")
 
 
@@ -56,8 +56,6 @@ def lockout_response(request, original_response=None, credentials=None) -> HttpR
     if request.path.startswith("/api/"):
         response = JsonResponse({"detail": LOCKED_MESSAGE}, status=429)
     else:
-        from django.contrib.auth.forms import AuthenticationForm
-
         form = AuthenticationForm(request, data=request.POST or None)
         response = render(
             request,

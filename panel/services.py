@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 
 from .choices import Role
 from .models import ApiToken, Membership, Tenant
+from .selectors import addable_users
 from .tenancy import Action, can, is_platform_admin
 from .validators import validate_name
 
@@ -122,8 +123,6 @@ def membership_create(*, user, username: str, tenant: Tenant, role: str) -> Memb
         raise PermissionDenied("Only the tenant's admins manage its memberships.")
     if role not in Role.values:
         raise ValidationError({"role": f"Choose one of: {', '.join(Role.values)}."})
-    from .selectors import addable_users
-
     member = addable_users(user).filter(username=username).first()
     if member is None:
         raise ValidationError({"user": UNKNOWN_USER})

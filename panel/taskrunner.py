@@ -6,6 +6,9 @@ queued and does nothing. The running task renews its lease; finishing is another
 ``(state=running, lease_owner=me)``, so a worker that lost its lease to recovery cannot
 overwrite the verdict. Recovery resolves expired leases through each kind's ``recover`` hook
 (which looks at the host's truth), fails the task with a message and releases its locks.
+
+A failed task stores its exception's message; an app that raises its own kind of error (the
+driver's host calls) registers how to word it (``panel.registry.task_error_formatters``).
 """
 
 from __future__ import annotations
@@ -19,13 +22,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from celery import shared_task
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
+from django.utils.module_loading import autodiscover_modules
 
 from . import locks
 from .choices import TaskState
+from .events import task_changed, task_log
 from .models import Task, TaskLogEntry
+from .registry import task_error_formatters
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +63,6 @@ def task_kind(name: str, *, recover: Recover | None = None) -> Callable[[Handler
 def get_kind(name: str) -> TaskKind:
     if name not in _KINDS:
         # Kinds register when their app's jobs module is imported.
-        from django.utils.module_loading import autodiscover_modules
-
         autodiscover_modules("jobs")
     return _KINDS[name]
 
@@ -101,8 +106,6 @@ def create_task(
         locks.acquire(obj, task)
     queue = queue_for(host.pk if host is not None else None)
     transaction.on_commit(lambda: dispatch(task.pk, queue))
-    from .events import task_changed
-
     task_changed(task)
     return task
 
@@ -117,9 +120,13 @@ def queue_for(host_id: int | None) -> str:
     return f"host.{host_id}"
 
 
-def dispatch(task_id: int, queue: str | None = None) -> None:
-    from .tasks import run_task
+@shared_task(name="panel.tasks.run_task", ignore_result=True)
+def run_task(task_id: int) -> None:
+    """The Celery entry point of every task (its historic name kept for queued messages)."""
+    execute(task_id)
 
+
+def dispatch(task_id: int, queue: str | None = None) -> None:
     run_task.apply_async(args=[task_id], queue=queue or settings.CELERY_TASK_DEFAULT_QUEUE)
 
 
@@ -135,8 +142,6 @@ class TaskContext:
 
     def log(self, message: str, level: str = "info") -> None:
         TaskLogEntry.objects.create(task=self.task, message=message, level=level)
-        from .events import task_log
-
         task_log(self.task, message, level)
 
     def progress(self, percent: int) -> None:
@@ -145,8 +150,6 @@ class TaskContext:
             pk=self.task.pk, state=TaskState.RUNNING, lease_owner=self.owner
         ).update(progress=percent)
         self.task.progress = percent
-        from .events import task_changed
-
         task_changed(self.task)
 
 
@@ -160,8 +163,6 @@ class _Heartbeat(threading.Thread):
         self.stop_event = threading.Event()
 
     def run(self) -> None:
-        from django.db import connection
-
         interval = max(1.0, lease_seconds() / 3)
         try:
             while not self.stop_event.wait(interval):
@@ -194,8 +195,6 @@ def execute(task_id: int, owner: str | None = None) -> bool:
         logger.info("task %s is not queued any more; message ignored", task_id)
         return False
     task = Task.objects.select_related("host", "vm", "tenant", "user").get(pk=task_id)
-    from .events import task_changed
-
     task_changed(task)
     ctx = TaskContext(task, owner)
     heartbeat = _Heartbeat(task_id, owner)
@@ -219,9 +218,12 @@ def execute(task_id: int, owner: str | None = None) -> bool:
 
 
 def _error_message(exc: BaseException) -> str:
-    from hosts.driver.connection import libvirt_error_message
-
-    return libvirt_error_message(exc) or exc.__class__.__name__
+    """The first registered formatter's wording of ``exc``, else its own message."""
+    for formatter in task_error_formatters.values():
+        message = formatter(exc)
+        if message:
+            return message
+    return str(exc) or exc.__class__.__name__
 
 
 def finish(
@@ -241,8 +243,6 @@ def finish(
     if done:
         for key, value in values.items():
             setattr(task, key, value)
-        from .events import task_changed
-
         task_changed(task)
     return bool(done)
 
@@ -292,8 +292,6 @@ def recover_stale_tasks(*, force: bool = False) -> list[int]:
         if done:
             recovered.append(task.pk)
             task.refresh_from_db()
-            from .events import task_changed
-
             task_changed(task)
     return recovered
 

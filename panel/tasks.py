@@ -1,15 +1,19 @@
-"""Celery entry points of the task engine; thin wrappers over panel.taskrunner."""
+"""Celery entry points of the task engine; thin wrappers over panel.taskrunner.
 
-from celery import shared_task
+Besides the default queue, workers consume the queues the apps register
+(``panel.registry.worker_queues``: one per host).
+"""
+
+from celery import current_app, shared_task
 from celery.signals import worker_ready
 from celery.worker.control import control_command
+from django.conf import settings
 
 from . import taskrunner
+from .registry import worker_queues
+from .taskrunner import run_task
 
-
-@shared_task(name="panel.tasks.run_task", ignore_result=True)
-def run_task(task_id: int) -> None:
-    taskrunner.execute(task_id)
+__all__ = ["consume_host_queue", "recover_stale_tasks", "run_task", "sync_host_queues"]
 
 
 @shared_task(name="panel.tasks.recover_stale_tasks", ignore_result=True)
@@ -25,6 +29,14 @@ def _on_worker_ready(**_kwargs) -> None:
     taskrunner.recover_stale_tasks()
 
 
+def registered_queues() -> list[str]:
+    """Every queue the apps registered (the hosts' queues), without repeats."""
+    queues: dict[str, None] = {}
+    for source in worker_queues.values():
+        queues.update(dict.fromkeys(source()))
+    return list(queues)
+
+
 @control_command()
 def paddock_sync_queues(state) -> dict:
     """Run inside each worker's event loop: consume every host queue it does not consume yet.
@@ -33,13 +45,10 @@ def paddock_sync_queues(state) -> dict:
     worker that was still starting when a host was added (and missed that broadcast) catches
     up within one sweep instead of leaving the host's tasks queued forever.
     """
-    from hosts.models import Host
-
     consumer = state.consumer
     current = {q.name for q in consumer.task_consumer.queues}
     added = []
-    for host_id in Host.objects.values_list("pk", flat=True):
-        queue = taskrunner.queue_for(host_id)
+    for queue in registered_queues():
         if queue not in current:
             consumer.add_task_queue(queue)
             added.append(queue)
@@ -48,12 +57,8 @@ def paddock_sync_queues(state) -> dict:
 
 def sync_host_queues() -> None:
     """Ask every running worker to consume the queues of all hosts (no restart needed)."""
-    from django.conf import settings
-
-    from .celery import app
-
     if not settings.EMBEDDED:
-        app.control.broadcast("paddock_sync_queues", reply=False)
+        current_app.control.broadcast("paddock_sync_queues", reply=False)
 
 
 def consume_host_queue(host_id: int) -> None:

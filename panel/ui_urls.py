@@ -4,18 +4,19 @@ from django.urls import path
 
 import panel.bounds  # noqa: F401  (registers the <id:> and <name:> path converters)
 from hosts import views as host_views
+from paddock import views as pages
 from vms import views as vm_views
 
 from . import views
 
 urlpatterns = [
     # Datacenter level
-    path("", views.datacenter, name="datacenter"),
-    path("search/", views.search, name="search"),
+    path("", pages.datacenter, name="datacenter"),
+    path("search/", pages.search, name="search"),
     path("hosts/", host_views.host_list, name="host_list"),
     path("vms/", vm_views.vm_list, name="vm_list"),
     path("tasks/", views.task_list, name="task_list"),
-    path("tenants/", views.tenant_list, name="tenant_list"),
+    path("tenants/", pages.tenant_list, name="tenant_list"),
     path("users/", views.user_list, name="user_list"),
     path("tokens/", views.tokens, name="tokens"),
     path("tokens/<id:pk>/revoke/", views.token_revoke, name="token_revoke"),
@@ -66,11 +67,11 @@ urlpatterns = [
     path("tasks/<id:pk>/row/", views.task_row, name="task_row"),
     path("tasks/bar/", views.taskbar, name="taskbar"),
     # Tenancy
-    path("tenants/<id:pk>/", views.tenant_detail, name="tenant"),
-    path("tenants/<id:pk>/edit/", views.tenant_edit, name="tenant_edit"),
-    path("tenants/<id:pk>/members/add/", views.membership_add, name="membership_add"),
-    path("memberships/<id:pk>/role/", views.membership_role, name="membership_role"),
-    path("memberships/<id:pk>/remove/", views.membership_remove, name="membership_remove"),
+    path("tenants/<id:pk>/", pages.tenant_detail, name="tenant"),
+    path("tenants/<id:pk>/edit/", pages.tenant_edit, name="tenant_edit"),
+    path("tenants/<id:pk>/members/add/", pages.membership_add, name="membership_add"),
+    path("memberships/<id:pk>/role/", pages.membership_role, name="membership_role"),
+    path("memberships/<id:pk>/remove/", pages.membership_remove, name="membership_remove"),
     # Lazily loaded nodes of the resource tree
     path("tree/hosts/<id:pk>/vms/", vm_views.tree_host_vms, name="tree_host_vms"),
     path("tree/hosts/<id:pk>/pools/", host_views.tree_host_pools, name="tree_host_pools"),

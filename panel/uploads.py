@@ -25,10 +25,12 @@ from importlib import import_module
 
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
+from django.contrib.auth import get_user
 from django.core.handlers.asgi import ASGIHandler
 from django.http import HttpRequest
 from django.http.cookie import parse_cookie
 
+from panel.models import ApiToken
 from panel.wsguard import header
 
 API_UPLOAD = re.compile(r"^/api/storage-pools/[0-9]{1,18}/upload/$")
@@ -96,10 +98,6 @@ class StreamingASGIHandler(ASGIHandler):
 
 def uploader(scope):
     """The user the request's headers authenticate (an API token or the session), or None."""
-    from django.contrib.auth import get_user
-
-    from panel.models import ApiToken
-
     auth = header(scope, b"authorization")
     if auth:
         kind, _, raw = auth.partition(" ")

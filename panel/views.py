@@ -1,4 +1,6 @@
-"""Pages of the UI shell: datacenter, search, tasks and the task bar, tenants, users, tokens.
+"""Pages of the UI shell: tasks and the task bar, users, tokens; helpers the apps' views share.
+
+The datacenter, search and tenant pages, which span the apps, are ``paddock.views``.
 
 Views are thin: they read through selectors, write through the same services as the API, put
 a service's ValidationError back on the form, and turn a LockConflict into a message.
@@ -11,39 +13,27 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Count, Q, Sum
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_POST
 
-from hosts import selectors as host_selectors
-from hosts.choices import HostStatus
-from vms import selectors as vm_selectors
-from vms.choices import VMState
-
 from . import selectors, services
-from .choices import Role, TaskState
+from .choices import TaskState
 from .filtersets import TaskFilterSet
 from .forms import (
-    MembershipAddForm,
-    MembershipRoleForm,
-    TenantCreateForm,
-    TenantEditForm,
     TokenCreateForm,
     UserCreateForm,
     apply_service_errors,
 )
 from .models import ApiToken, Task
 from .templatetags.paddock import recent_tasks
-from .tenancy import Action, can, is_platform_admin, role_in
+from .tenancy import is_platform_admin
 
 User = get_user_model()
 
 PAGE_SIZE = 50
-SEARCH_LIMIT = 50
-SEARCH_SUGGESTIONS = 8
 
 
 # --- helpers shared by the apps' views -------------------------------------------------------
@@ -65,81 +55,6 @@ def paginate(request: HttpRequest, queryset, per_page: int = PAGE_SIZE):
 def current_tab(request: HttpRequest, tabs: tuple[str, ...]) -> str:
     tab = request.GET.get("tab", tabs[0])
     return tab if tab in tabs else tabs[0]
-
-
-# --- datacenter ----------------------------------------------------------------------------
-
-
-@login_required
-def datacenter(request: HttpRequest) -> HttpResponse:
-    user = request.user
-    admin = is_platform_admin(user)
-    vms = vm_selectors.vms_for(user).prefetch_related(None).filter(gone=False)
-    by_state = dict(vms.order_by().values_list("state").annotate(n=Count("pk")))
-    running = vms.filter(state=VMState.RUNNING).aggregate(
-        vcpus=Sum("vcpus"), memory_mib=Sum("memory_mib")
-    )
-    vm_states = [
-        (value, label, by_state.get(value, 0))
-        for value, label in VMState.choices
-        if by_state.get(value) or value in (VMState.RUNNING, VMState.SHUTOFF)
-    ]
-    context = {
-        "active_tab": "summary",
-        "vm_total": sum(by_state.values()),
-        "vm_states": vm_states,
-        "running": running,
-        "recent_tasks": selectors.tasks_for(user).prefetch_related(None)[:10],
-        "tenants": selectors.tenants_for(user).order_by("name")[:50],
-        "tenant_count": selectors.tenants_for(user).count(),
-    }
-    if admin:
-        status_counts = {
-            status: Count("pk", filter=Q(status=status)) for status in HostStatus.values
-        }
-        hosts = host_selectors.hosts().aggregate(
-            total=Count("pk"), cpus=Sum("cpus"), memory_mib=Sum("memory_mib"), **status_counts
-        )
-        context["hosts"] = hosts
-        context["host_states"] = [
-            (value, label, hosts[value]) for value, label in HostStatus.choices if hosts[value]
-        ]
-    else:
-        per_tenant: dict[int, dict[str, int]] = {}
-        for tenant_id, state, n in (
-            vms.order_by().values_list("tenant_id", "state").annotate(n=Count("pk"))
-        ):
-            per_tenant.setdefault(tenant_id, {})[state] = n
-        context["tenant_states"] = per_tenant
-    return render(request, "panel/datacenter.html", context)
-
-
-# --- search --------------------------------------------------------------------------------
-
-
-@login_required
-@require_GET
-def search(request: HttpRequest) -> HttpResponse:
-    query = request.GET.get("q", "").strip()
-    if "\x00" in query:  # PostgreSQL refuses NUL in a query: the client's mistake, a 400
-        return HttpResponseBadRequest("q: Null characters are not allowed.")
-    if is_htmx(request):
-        results = list(vm_selectors.search(request.user, query, limit=SEARCH_SUGGESTIONS + 1))
-        return render(
-            request,
-            "panel/_search_suggestions.html",
-            {
-                "q": query,
-                "results": results[:SEARCH_SUGGESTIONS],
-                "more": len(results) > SEARCH_SUGGESTIONS,
-            },
-        )
-    results = list(vm_selectors.search(request.user, query, limit=SEARCH_LIMIT + 1))
-    return render(
-        request,
-        "panel/search.html",
-        {"q": query, "results": results[:SEARCH_LIMIT], "more": len(results) > SEARCH_LIMIT},
-    )
 
 
 # --- tasks ---------------------------------------------------------------------------------
@@ -206,178 +121,6 @@ def _reveal(user, task) -> str:
     if task.host_id:
         return f"host-{task.host_id}"
     return ""
-
-
-# --- tenants and memberships ---------------------------------------------------------------
-
-
-@login_required
-def tenant_list(request: HttpRequest) -> HttpResponse:
-    user = request.user
-    form = None
-    if is_platform_admin(user):
-        form = TenantCreateForm(request.POST or None, prefix="tenant")
-        if request.method == "POST" and form.is_valid():
-            try:
-                tenant = services.tenant_create(user=user, **form.cleaned_data)
-            except ValidationError as exc:
-                apply_service_errors(form, exc)
-            else:
-                messages.success(request, f"Tenant {tenant.name} created.")
-                return redirect("ui:tenant", pk=tenant.pk)
-    elif request.method == "POST":
-        raise PermissionDenied("Only platform admins create tenants.")
-    tenants = selectors.tenants_for(user).order_by("name")
-    return render(
-        request,
-        "panel/tenant_list.html",
-        {"active_tab": "tenants", "page": paginate(request, tenants), "form": form},
-    )
-
-
-@login_required
-def tenant_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    from vms.views import quota_rows, vm_table_context
-
-    user = request.user
-    tenant = get_object_or_404(selectors.tenants_for(user), pk=pk)
-    tab = current_tab(request, ("summary", "members", "vms"))
-    can_manage = can(user, Action.MEMBERSHIP_MANAGE, tenant.pk)
-    role = None if is_platform_admin(user) else role_in(user, tenant.pk)
-    context = {
-        "tenant": tenant,
-        "tab": tab,
-        "can_manage": can_manage,
-        "can_create": can(user, Action.VM_CREATE, tenant.pk),
-        "tree_reveal": f"tenant-{tenant.pk}",
-        "my_role": Role(role).label if role else "",
-    }
-    if tab == "summary":
-        context["quota"] = quota_rows(tenant)
-        context["placement"] = _placement(tenant)
-    elif tab == "members":
-        context["memberships"] = selectors.memberships_for(user).filter(tenant=tenant)
-        context["roles"] = Role.choices
-        if can_manage:
-            context["add_form"] = MembershipAddForm(prefix="member")
-    else:
-        context.update(vm_table_context(request, fixed={"tenant": str(tenant.pk)}))
-    return render(request, "panel/tenant_detail.html", context)
-
-
-def _placement(tenant) -> list[tuple[str, list]]:
-    """Where the tenant's operators may create VMs: hosts, pools and networks."""
-    return [
-        ("Hosts", list(tenant.allowed_hosts.order_by("name"))),
-        ("Storage pools", list(tenant.allowed_pools.select_related("host"))),
-        ("Networks", list(tenant.allowed_networks.select_related("host"))),
-    ]
-
-
-@login_required
-def tenant_edit(request: HttpRequest, pk: int) -> HttpResponse:
-    """Quota limits and placement of a tenant (platform admins only)."""
-    require_platform_admin(request)
-    tenant = get_object_or_404(selectors.tenants_for(request.user), pk=pk)
-    form = TenantEditForm(request.POST or None, tenant=tenant)
-    if request.method == "POST" and form.is_valid():
-        try:
-            services.tenant_update(user=request.user, tenant=tenant, **form.cleaned_data)
-        except ValidationError as exc:
-            apply_service_errors(form, exc)
-        else:
-            messages.success(request, f"Tenant {tenant.name} saved.")
-            return redirect("ui:tenant", pk=tenant.pk)
-    return render(
-        request,
-        "panel/tenant_edit.html",
-        {"tenant": tenant, "form": form, "tree_reveal": f"tenant-{tenant.pk}"},
-        status=400 if form.errors else 200,
-    )
-
-
-@login_required
-@require_POST
-def membership_add(request: HttpRequest, pk: int) -> HttpResponse:
-    user = request.user
-    tenant = get_object_or_404(selectors.tenants_for(user), pk=pk)
-    form = MembershipAddForm(request.POST, prefix="member")
-    if form.is_valid():
-        data = form.cleaned_data
-        try:
-            if data["password"]:
-                # A new user, created straight into this tenant.
-                services.user_create(
-                    user=user,
-                    username=data["username"],
-                    password=data["password"],
-                    tenant=tenant,
-                    role=data["role"],
-                )
-            else:
-                services.membership_create(
-                    user=user, username=data["username"], tenant=tenant, role=data["role"]
-                )
-        except ValidationError as exc:
-            apply_service_errors(form, exc, {"user": "username"})
-        else:
-            messages.success(request, f"{data['username']} added to {tenant.name}.")
-            return redirect("ui:tenant", pk=tenant.pk)
-    elif not can(user, Action.MEMBERSHIP_MANAGE, tenant.pk):
-        raise PermissionDenied("Only the tenant's admins manage its memberships.")
-    return render(
-        request,
-        "panel/tenant_detail.html",
-        {
-            "tenant": tenant,
-            "tab": "members",
-            "can_manage": can(user, Action.MEMBERSHIP_MANAGE, tenant.pk),
-            "memberships": selectors.memberships_for(user).filter(tenant=tenant),
-            "roles": Role.choices,
-            "add_form": form,
-            "tree_reveal": f"tenant-{tenant.pk}",
-        },
-        status=400,
-    )
-
-
-@login_required
-@require_POST
-def membership_role(request: HttpRequest, pk: int) -> HttpResponse:
-    membership = get_object_or_404(selectors.memberships_for(request.user), pk=pk)
-    form = MembershipRoleForm(request.POST)
-    if form.is_valid():
-        try:
-            services.membership_update(
-                user=request.user, membership=membership, role=form.cleaned_data["role"]
-            )
-        except ValidationError as exc:
-            messages.error(request, " ".join(exc.messages))
-        else:
-            messages.success(
-                request, f"{membership.user.username} is now {membership.get_role_display()}."
-            )
-    else:
-        messages.error(request, "Choose a valid role.")
-    return redirect("ui:tenant", pk=membership.tenant_id)
-
-
-@login_required
-@require_POST
-def membership_remove(request: HttpRequest, pk: int) -> HttpResponse:
-    membership = get_object_or_404(selectors.memberships_for(request.user), pk=pk)
-    tenant_id = membership.tenant_id
-    try:
-        services.membership_delete(user=request.user, membership=membership)
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
-    else:
-        messages.success(
-            request, f"{membership.user.username} removed from {membership.tenant.name}."
-        )
-    if selectors.tenants_for(request.user).filter(pk=tenant_id).exists():
-        return redirect("ui:tenant", pk=tenant_id)
-    return redirect("ui:tenant_list")
 
 
 # --- users ---------------------------------------------------------------------------------

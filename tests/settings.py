@@ -6,7 +6,7 @@ import tempfile
 os.environ.setdefault("PADDOCK_DEMO", "1")
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 
-from panel.settings import *  # noqa: F403
+from paddock.settings import *  # noqa: F403
 
 # Tests write their node files into fresh temporary folders.
 PADDOCK["TEST_NODE_DIRS"] = [*PADDOCK["TEST_NODE_DIRS"], tempfile.gettempdir()]  # noqa: F405

@@ -203,13 +203,13 @@ def test_worker_consumes_default_task_queue():
     argv = as_argv(app_services()["worker"]["command"])
     if "run_worker" in argv:
         # The project's worker command builds -Q itself: the default queue plus every host's.
-        source = (ROOT / "panel" / "management" / "commands" / "run_worker.py").read_text()
+        source = (ROOT / "paddock" / "management" / "commands" / "run_worker.py").read_text()
         assert "CELERY_TASK_DEFAULT_QUEUE" in source and '"-Q"' in source
         return
     queues = option_value(argv, "-Q", "--queues")
     if queues is None:
         return  # the worker listens on the default queue, whatever it is called
-    settings = (ROOT / "panel" / "settings.py").read_text()
+    settings = (ROOT / "paddock" / "settings.py").read_text()
     pattern = r"^CELERY_TASK_DEFAULT_QUEUE\s*=\s*[\"']([^\"']+)"
     match = re.search(pattern, settings, re.MULTILINE)
     default = match.group(1) if match else "celery"

@@ -4,3 +4,15 @@ from django.apps import AppConfig
 class VmsConfig(AppConfig):
     name = "vms"
     verbose_name = "Virtual machines"
+
+    def ready(self):
+        # What the core must know of VMs (panel imports no app): see panel.registry.
+        from panel import registry
+
+        from . import registrations
+
+        registry.register_lockable(*registrations.LOCKABLE)
+        registry.register_conflict(*registrations.CONFLICTS)
+        registry.subscriptions.register("vms", registrations.visible_vms)
+        registry.state_labels.register("vm", registrations.STATE_LABELS)
+        registry.tenant_reports.register("usage", registrations.tenant_usage)

@@ -11,8 +11,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from hosts.models import Host, StoragePool
+from metrics.store import RANGES, get_store
 from panel.api.permissions import IsPlatformAdmin
-from panel.metricstore import RANGES, get_store
 from panel.tenancy import Action, restrict
 from vms.models import VirtualMachine
 

@@ -1,4 +1,8 @@
-"""Map service exceptions to API answers: validation 400, permission 403, lock conflict 409."""
+"""Map service exceptions to API answers: validation 400, permission 403, conflicts 409.
+
+A lock conflict is 409 with the holding task; the apps register their own conflict errors
+(``panel.registry.register_conflict``), answered 409 with their message.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,9 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from panel.locks import LockConflict
+from panel.registry import conflict_errors
+
+from .serializers import TaskSerializer
 
 
 def validation_detail(exc: DjangoValidationError) -> dict:
@@ -19,13 +26,9 @@ def validation_detail(exc: DjangoValidationError) -> dict:
 def exception_handler(exc, context):
     if isinstance(exc, DjangoValidationError):
         return Response(validation_detail(exc), status=status.HTTP_400_BAD_REQUEST)
-    from vms.services import CloneConflict
-
-    if isinstance(exc, CloneConflict):
+    if isinstance(exc, tuple(conflict_errors.values())):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, LockConflict):
-        from .serializers import TaskSerializer
-
         body = {"detail": str(exc)}
         if exc.holder is not None:
             body["task"] = TaskSerializer(exc.holder, context=context).data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth import authenticate
+from django.db import connection
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
@@ -14,6 +15,7 @@ from panel import selectors, services
 from panel.choices import Role
 from panel.filtersets import MembershipFilterSet, TaskFilterSet, TenantFilterSet, UserFilterSet
 from panel.models import ApiToken, Tenant
+from panel.registry import tenant_reports
 from panel.security import TokenAddressThrottle, TokenUsernameThrottle, lockout_response
 from panel.tenancy import is_platform_admin
 
@@ -77,9 +79,7 @@ class TenantViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
     @action(detail=True, methods=["get"])
     def usage(self, request, pk=None):
         """Quota limits (null = unlimited) and what the tenant uses now."""
-        from vms.api.views import tenant_usage_response
-
-        return tenant_usage_response(self.get_object())
+        return Response(tenant_reports["usage"](self.get_object()))
 
     @extend_schema(responses={200: dict})
     @action(detail=True, methods=["get"])
@@ -267,8 +267,6 @@ class HealthView(APIView):
 
     @extend_schema(responses={200: dict, 503: dict})
     def get(self, request):
-        from django.db import connection
-
         try:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from django import template
 from django.templatetags.static import static
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from hosts import selectors as host_selectors
 from panel import selectors as panel_selectors
 from panel.choices import TaskState
+from panel.registry import state_labels, tree_sections
 from panel.tenancy import is_platform_admin, role_in
-from vms.choices import VMState
 
 register = template.Library()
 
@@ -20,7 +20,6 @@ TREE_LIMIT = 200
 # Rows of the task bar.
 TASKBAR_ROWS = 12
 
-_VM_STATE_LABELS = dict(VMState.choices)
 _TASK_STATE_LABELS = dict(TaskState.choices)
 _TASK_STATE_ICONS = {
     TaskState.QUEUED: "clock",
@@ -50,8 +49,9 @@ def icon(name: str, extra_class: str = "", title: str = "") -> SafeString:
 @register.simple_tag
 def vm_state(state: str, label: bool = True) -> SafeString:
     """A VM's observed state: a coloured glyph and, unless ``label=False``, its name."""
-    text = _VM_STATE_LABELS.get(state, state)
-    glyph = icon(f"st-{state}" if state in _VM_STATE_LABELS else "st-unknown")
+    labels = state_labels.get("vm") or {}
+    text = labels.get(state, state)
+    glyph = icon(f"st-{state}" if state in labels else "st-unknown")
     if not label:
         return format_html('<span class="state state-{}" title="{}">{}</span>', state, text, glyph)
     return format_html('<span class="state state-{}">{}{}</span>', state, glyph, text)
@@ -162,8 +162,6 @@ def task_kind(kind: str) -> str:
 @register.filter
 def duration(task) -> str:
     """How long a task ran (or has been running)."""
-    from django.utils import timezone
-
     if not task.started:
         return ""
     end = task.finished or timezone.now()
@@ -191,21 +189,25 @@ def tab_url(context, tab: str) -> str:
 
 @register.inclusion_tag("includes/tree.html", takes_context=True)
 def resource_tree(context) -> dict:
-    """The left resource tree: its first levels; deeper nodes load when expanded."""
+    """The left resource tree: its first levels; deeper nodes load when expanded.
+
+    Each registered section (``panel.registry.tree_sections``, e.g. the hosts) gives the nodes
+    of its first level for the user; the tenants are the core's own.
+    """
     request = context["request"]
     user = request.user
-    admin = is_platform_admin(user)
-    hosts = list(host_selectors.hosts().order_by("name")[: TREE_LIMIT + 1]) if admin else []
-    tenants = list(panel_selectors.tenants_for(user).order_by("name")[: TREE_LIMIT + 1])
-    return {
-        "request": request,
-        "is_platform_admin": admin,
-        "hosts": hosts[:TREE_LIMIT],
-        "hosts_more": len(hosts) > TREE_LIMIT,
-        "tenants": tenants[:TREE_LIMIT],
-        "tenants_more": len(tenants) > TREE_LIMIT,
-        "reveal": context.get("tree_reveal", ""),
-    }
+    tree = {"request": request, "is_platform_admin": is_platform_admin(user)}
+    sections = [*tree_sections.items(), ("tenants", _tree_tenants)]
+    for name, nodes_for in sections:
+        nodes = list(nodes_for(user)[: TREE_LIMIT + 1])
+        tree[name] = nodes[:TREE_LIMIT]
+        tree[f"{name}_more"] = len(nodes) > TREE_LIMIT
+    tree["reveal"] = context.get("tree_reveal", "")
+    return tree
+
+
+def _tree_tenants(user):
+    return panel_selectors.tenants_for(user).order_by("name")
 
 
 @register.inclusion_tag("includes/taskbar.html", takes_context=True)

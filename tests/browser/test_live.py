@@ -43,7 +43,7 @@ def asgi_server(transactional_db, settings):
     channel_layers.backends.clear()
     port = _free_port()
     config = uvicorn.Config(
-        "panel.asgi:application",
+        "paddock.asgi:application",
         host="127.0.0.1",
         port=port,
         log_level="warning",
@@ -356,7 +356,7 @@ def test_charts_draw_history_and_live_points(watched_host, asgi_server, page):
     collector takes them, without reload (a simulated host: its metrics are simulated)."""
     import time
 
-    from hosts.metrics import collect_host
+    from metrics.collector import collect_host
     from vms.models import VirtualMachine
 
     vm = (

@@ -2,7 +2,7 @@
 carries a real guest's boot text and keystrokes, and a ticket opens one console, once.
 
 The websocket routes are tested through ``vms.console_urls`` behind Channels' session
-authentication, the way ``panel.routing`` serves them.
+authentication, the way ``paddock.routing`` serves them.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Live events end to end: a host watcher on the real libvirtd, the Redis channel layer and
-``/ws/events/`` through ``panel.asgi.application``.
+``/ws/events/`` through ``paddock.asgi.application``.
 
 Out-of-band changes (made through a separate libvirt connection, as ``virsh`` would) must reach
 the inventory and a websocket client within a second; clients only ever get what they may see.
@@ -21,8 +21,8 @@ from django.conf import settings
 from django.test import Client
 
 from hosts.watcher import HostWatcher, wait_until
+from paddock.asgi import application
 from panel import events
-from panel.asgi import application
 from panel.choices import Role
 from panel.models import ApiToken
 from vms.models import VirtualMachine

@@ -12,9 +12,9 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from hosts import metrics as collector
+from metrics import collector
+from metrics.store import reset_store
 from panel.choices import Role
-from panel.metricstore import reset_store
 from tests.conftest import run_queued_tasks
 from vms.models import VirtualMachine
 

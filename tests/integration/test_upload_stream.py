@@ -11,7 +11,7 @@ from asgiref.sync import async_to_sync
 from asgiref.testing import ApplicationCommunicator
 
 from hosts.models import Volume
-from panel.asgi import application
+from paddock.asgi import application
 from panel.models import ApiToken
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -20,8 +20,8 @@ import pytest
 import redis
 from django.conf import settings
 
+from paddock.celery import app as celery_app
 from panel import taskrunner
-from panel.celery import app as celery_app
 from panel.models import Task
 from vms.models import VirtualMachine
 

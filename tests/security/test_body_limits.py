@@ -6,7 +6,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from asgiref.testing import ApplicationCommunicator
 
-from panel.asgi import application
+from paddock.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

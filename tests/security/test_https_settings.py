@@ -24,7 +24,7 @@ def _settings_with(tmp_path, **env) -> list:
     base = {k: v for k, v in os.environ.items() if not k.startswith("PADDOCK_")}
     base.pop("DATABASE_URL", None)
     base.update(
-        DJANGO_SETTINGS_MODULE="panel.settings",
+        DJANGO_SETTINGS_MODULE="paddock.settings",
         PADDOCK_DEMO="1",
         PADDOCK_DATA_DIR=str(tmp_path),
         **env,

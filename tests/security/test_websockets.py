@@ -11,7 +11,7 @@ from asgiref.testing import ApplicationCommunicator
 from django.conf import settings
 from django.test import Client
 
-from panel.asgi import application
+from paddock.asgi import application
 from panel.models import ApiToken
 
 pytestmark = pytest.mark.django_db(transaction=True)

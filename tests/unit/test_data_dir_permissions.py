@@ -66,7 +66,7 @@ def _start_embedded(data_dir: Path) -> dict:
         if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "PADDOCK_SQLITE_PATH"}
     }
     env.update(
-        DJANGO_SETTINGS_MODULE="panel.settings",
+        DJANGO_SETTINGS_MODULE="paddock.settings",
         PADDOCK_DEMO="1",
         PADDOCK_DATA_DIR=str(data_dir),
         PADDOCK_SSH_KEY=str(data_dir / "ssh" / "id_ed25519"),

@@ -1,7 +1,7 @@
 """Fan-out cost: one VM event is one ``group_send`` per group it goes to, however many clients
 are connected, and clients in unrelated groups receive nothing.
 
-Runs the real consumer (``/ws/events/`` through ``panel.asgi.application``) on the in-memory
+Runs the real consumer (``/ws/events/`` through ``paddock.asgi.application``) on the in-memory
 channel layer, with users whose tenant roles are already known (no database).
 """
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from hosts import metrics as collector
-from panel.metricstore import (
+from metrics import simulator, values
+from metrics.store import (
     TIERS,
     Layout,
     MemoryBackend,
@@ -158,14 +158,14 @@ def test_checkpoint_and_reload_from_the_database():
 def test_rates_from_counter_deltas():
     prev = {"net_rx_bytes": 1000, "cpu_time": 0}
     cur = {"net_rx_bytes": 6000, "cpu_time": 5_000_000_000}
-    assert collector.rate(prev, cur, "net_rx_bytes", 10.0) == 500.0
-    assert collector.rate(None, cur, "net_rx_bytes", 10.0) is None
-    assert collector.rate(prev, cur, "net_rx_bytes", 0.0) is None
-    assert collector.rate(prev, {"net_rx_bytes": None}, "net_rx_bytes", 10.0) is None
+    assert values.rate(prev, cur, "net_rx_bytes", 10.0) == 500.0
+    assert values.rate(None, cur, "net_rx_bytes", 10.0) is None
+    assert values.rate(prev, cur, "net_rx_bytes", 0.0) is None
+    assert values.rate(prev, {"net_rx_bytes": None}, "net_rx_bytes", 10.0) is None
 
 
 def test_a_counter_reset_gives_no_rate():
-    assert collector.rate({"x": 900}, {"x": 100}, "x", 10.0) is None
+    assert values.rate({"x": 900}, {"x": 100}, "x", 10.0) is None
 
 
 def test_vm_values_from_two_bulk_records():
@@ -188,9 +188,9 @@ def test_vm_values_from_two_bulk_records():
             "block.0.rd.reqs": 1,
         }
 
-    a = collector.vm_counters(record(0, 0, 0, 0))
-    b = collector.vm_counters(record(10_000_000_000, 1_000_000_000, 10_000_000, 5000))
-    v = collector.derive_vm(a, b, 10.0)
+    a = values.vm_counters(record(0, 0, 0, 0))
+    b = values.vm_counters(record(10_000_000_000, 1_000_000_000, 10_000_000, 5000))
+    v = values.derive_vm(a, b, 10.0)
     assert v["cpu_percent"] == pytest.approx(50.0)  # 10 s of CPU over 10 s on 2 vCPUs
     assert v["vcpu_delay_percent"] == pytest.approx(5.0)
     assert v["net_rx_bps"] == pytest.approx(1_000_000)
@@ -200,28 +200,28 @@ def test_vm_values_from_two_bulk_records():
     assert v["memory_used_bytes"] == 512 * 1024**2
     assert v["net_tx_bps"] is None  # not reported: no value, not zero
     # The domain restarted: counters went down, no rates this round, gauges still there.
-    r = collector.derive_vm(b, a, 10.0)
+    r = values.derive_vm(b, a, 10.0)
     assert r["cpu_percent"] is None and r["vcpu_delay_percent"] is None
     assert r["memory_balloon_bytes"] == 1024**3
     # First sample: no rates yet.
-    assert collector.derive_vm(None, a, 0.0)["cpu_percent"] is None
+    assert values.derive_vm(None, a, 0.0)["cpu_percent"] is None
 
 
 def test_host_cpu_from_cpu_stats():
     a = {"kernel": 0, "user": 0, "idle": 0, "iowait": 0}
     b = {"kernel": 10, "user": 30, "idle": 50, "iowait": 10}
-    assert collector.derive_host_cpu(a, b) == (40.0, 10.0)
-    assert collector.derive_host_cpu(None, b) == (None, None)
-    assert collector.derive_host_cpu(b, a) == (None, None)
+    assert values.derive_host_cpu(a, b) == (40.0, 10.0)
+    assert values.derive_host_cpu(None, b) == (None, None)
+    assert values.derive_host_cpu(b, a) == (None, None)
 
 
 def test_the_simulator_is_plausible_and_repeatable():
     uuid = "5f0c3a9e-1111-2222-3333-444455556666"
-    a = collector.simulate_vm(uuid, T0, vcpus=2, memory_mib=2048)
-    assert a == collector.simulate_vm(uuid, T0, vcpus=2, memory_mib=2048)
+    a = simulator.simulate_vm(uuid, T0, vcpus=2, memory_mib=2048)
+    assert a == simulator.simulate_vm(uuid, T0, vcpus=2, memory_mib=2048)
     assert 0 <= a["cpu_percent"] <= 100
     assert a["vcpu_delay_percent"] >= 0
     assert 0 < a["memory_used_bytes"] <= 2048 * 1048576
-    cpus = [collector.simulate_vm(uuid, T0 + 10 * i)["cpu_percent"] for i in range(360)]
+    cpus = [simulator.simulate_vm(uuid, T0 + 10 * i)["cpu_percent"] for i in range(360)]
     assert max(cpus) - min(cpus) > 5  # it moves
     assert all(math.isfinite(c) for c in cpus)

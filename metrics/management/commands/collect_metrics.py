@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand
 
-from hosts.metrics import interval, run_forever
+from metrics.collector import interval, run_forever
 
 
 class Command(BaseCommand):

@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "vms",
     "tuning",
     "metrics",
+    "paddock",
     "axes",
     "csp",
 ]
@@ -105,7 +106,7 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 
-ROOT_URLCONF = "panel.urls"
+ROOT_URLCONF = "paddock.urls"
 
 TEMPLATES = [
     {
@@ -123,8 +124,8 @@ TEMPLATES = [
     },
 ]
 
-WSGI_APPLICATION = "panel.wsgi.application"
-ASGI_APPLICATION = "panel.asgi.application"
+WSGI_APPLICATION = "paddock.wsgi.application"
+ASGI_APPLICATION = "paddock.asgi.application"
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if DATABASE_URL:

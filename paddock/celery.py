@@ -4,7 +4,7 @@ import os
 
 from celery import Celery
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "panel.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "paddock.settings")
 
 app = Celery("paddock")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -8,8 +8,8 @@ broadcast. Extra arguments go to ``celery worker`` (e.g. ``--concurrency 4 --log
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from hosts.models import Host
-from panel import taskrunner
+from paddock.celery import app
+from panel.tasks import registered_queues
 
 
 class Command(BaseCommand):
@@ -19,9 +19,6 @@ class Command(BaseCommand):
         parser.add_argument("celery_args", nargs="*", help="Passed to `celery worker`.")
 
     def handle(self, *args, **options):
-        from panel.celery import app
-
-        queues = [settings.CELERY_TASK_DEFAULT_QUEUE]
-        queues += [taskrunner.queue_for(pk) for pk in Host.objects.values_list("pk", flat=True)]
+        queues = [settings.CELERY_TASK_DEFAULT_QUEUE, *registered_queues()]
         argv = ["worker", "-Q", ",".join(dict.fromkeys(queues)), *options["celery_args"]]
         app.worker_main(argv)

@@ -1,14 +1,15 @@
-"""Run the host watchers: live libvirt events per host, plus the periodic reconcile."""
+"""Run the host watchers: live libvirt events per host, the periodic reconcile and the metrics
+collector (one process of the production shape)."""
 
 import threading
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from hosts.metrics import interval as metrics_interval
-from hosts.metrics import run_forever as collect_metrics
 from hosts.reconcile import run_forever
 from hosts.watcher import WatcherManager
+from metrics.collector import interval as metrics_interval
+from metrics.collector import run_forever as collect_metrics
 
 
 class Command(BaseCommand):

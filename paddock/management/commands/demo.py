@@ -17,6 +17,9 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from paddock.demo import seed
+from paddock.embedded import run
+
 
 class Command(BaseCommand):
     help = "Migrate, seed the demo and serve the panel (embedded or production shape)."
@@ -29,8 +32,6 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         call_command("migrate", interactive=False, verbosity=0)
         if not options["no_seed"]:
-            from panel.demo import seed
-
             seed(stdout=self.stdout)
         url = f"http://{options['bind']}:{options['port']}/"
         mode = "embedded (SQLite, in-process worker)" if settings.EMBEDDED else "production"
@@ -42,8 +43,6 @@ class Command(BaseCommand):
         )
         sys.stdout.flush()
         if settings.EMBEDDED:
-            from panel.embedded import run
-
             run(options["bind"], options["port"])
         else:
             self.run_production(options["bind"], options["port"])
@@ -52,11 +51,11 @@ class Command(BaseCommand):
         py = sys.executable
         base = os.path.dirname(py)
         commands = {
-            "web": [os.path.join(base, "uvicorn"), "panel.asgi:application",
+            "web": [os.path.join(base, "uvicorn"), "paddock.asgi:application",
                     "--host", bind, "--port", str(port), "--log-level", "warning"],
             "worker": [py, "manage.py", "run_worker", "--", "--loglevel", "WARNING",
                        "--concurrency", "2"],
-            "beat": [py, "-m", "celery", "-A", "panel", "beat", "--loglevel", "WARNING",
+            "beat": [py, "-m", "celery", "-A", "paddock", "beat", "--loglevel", "WARNING",
                      "--schedule", str(settings.DATA_DIR / "celerybeat-schedule")],
             "watcher": [py, "manage.py", "watch_hosts"],
         }  # fmt: skip

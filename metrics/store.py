@@ -33,11 +33,19 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import struct
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+import redis
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from .models import MetricRing
 
 NAN = float("nan")
 
@@ -274,8 +282,6 @@ class RedisBackend:
     """Rings as Redis strings written with ``SETRANGE``: the production shape."""
 
     def __init__(self, url: str, prefix: str) -> None:
-        import redis
-
         self.client = redis.Redis.from_url(url)
         self.prefix = prefix
 
@@ -424,10 +430,6 @@ class MetricStore:
             self._current[key] = row if row and len(row) == length else b""
 
     def _load_from_db(self, kind: str, absent: dict[str, list[int]]) -> int:
-        try:
-            from metrics.models import MetricRing
-        except Exception:  # the app is not installed: nothing persisted
-            return 0
         loaded = {}
         for tier, ids in absent.items():
             for i in range(0, len(ids), 1000):
@@ -453,8 +455,6 @@ class MetricStore:
         self.backend.del_latest(kind, ids)
         if self.persist:
             try:
-                from metrics.models import MetricRing
-
                 MetricRing.objects.filter(kind=kind, object_id__in=ids).delete()
             except Exception:
                 pass
@@ -468,10 +468,6 @@ class MetricStore:
             self.checkpoint_seconds <= 0 or now - self._last_checkpoint < self.checkpoint_seconds
         ):
             return 0
-        from django.utils import timezone
-
-        from metrics.models import MetricRing
-
         with self._lock:
             dirty, self._dirty = self._dirty, set()
             self._last_checkpoint = now
@@ -510,8 +506,6 @@ class MetricStore:
         blob = self.backend.get(ring_key(kind, obj_id, tier))
         if blob is None and self.persist and TIERS[tier].persist:
             try:
-                from metrics.models import MetricRing
-
                 row = (
                     MetricRing.objects.filter(kind=kind, object_id=obj_id, tier=tier)
                     .values_list("data", flat=True)
@@ -582,8 +576,6 @@ _store_lock = threading.Lock()
 def _prefix() -> str:
     """Keys are namespaced per database, so installations (and test runs) sharing one Redis
     database never read each other's rings."""
-    from django.db import connection
-
     name = str(connection.settings_dict.get("NAME") or "")
     return "paddock:metrics:" + hashlib.sha1(name.encode()).hexdigest()[:8] + ":"
 
@@ -592,10 +584,6 @@ def get_store() -> MetricStore:
     global _store
     with _store_lock:
         if _store is None:
-            import os
-
-            from django.conf import settings
-
             paddock = getattr(settings, "PADDOCK", {})
             checkpoint = float(
                 paddock.get(

@@ -11,17 +11,23 @@ from __future__ import annotations
 import logging
 import threading
 
+import uvicorn
+from celery.worker import WorkController
 from django.conf import settings
+from django.db import close_old_connections
+
+from hosts.reconcile import run_forever
+from hosts.watcher import start_watchers
+from metrics.collector import interval as metrics_interval
+from metrics.collector import run_forever as collect_metrics
+from paddock.celery import app
+from panel import taskrunner
 
 logger = logging.getLogger(__name__)
 
 
 def start_worker(concurrency: int = 4):
     """A Celery worker in a thread of this process, consuming the default queue."""
-    from celery.worker import WorkController
-
-    from panel.celery import app
-
     app.finalize()
     app.set_current()
     app.set_default()
@@ -45,15 +51,8 @@ def start_worker(concurrency: int = 4):
 def start_background(stop: threading.Event) -> list[threading.Thread]:
     """The host watchers (libvirt events per host), the reconcile loop and the recovery
     sweep, as daemon threads."""
-    from hosts.metrics import interval as metrics_interval
-    from hosts.metrics import run_forever as collect_metrics
-    from hosts.reconcile import run_forever
-    from hosts.watcher import start_watchers
-    from panel import taskrunner
 
     def recovery_loop() -> None:
-        from django.db import close_old_connections
-
         while not stop.wait(30):
             close_old_connections()
             try:
@@ -83,10 +82,6 @@ def start_background(stop: threading.Event) -> list[threading.Thread]:
 
 
 def run(host: str, port: int) -> None:
-    import uvicorn
-
-    from panel import taskrunner
-
     # Tasks whose worker died with a previous run of this process, and queued tasks whose
     # in-memory messages died with it, are resolved or queued again before serving.
     taskrunner.recover_stale_tasks(force=True)
@@ -97,7 +92,7 @@ def run(host: str, port: int) -> None:
     stop = threading.Event()
     start_background(stop)
     config = uvicorn.Config(
-        "panel.asgi:application", host=host, port=port, log_level="warning", lifespan="off"
+        "paddock.asgi:application", host=host, port=port, log_level="warning", lifespan="off"
     )
     try:
         uvicorn.Server(config).run()

@@ -10,8 +10,12 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Q
 
-from .choices import Role
-from .models import Membership, Tenant
+from hosts import services as host_services
+from hosts.models import ISO_Q, Host, Volume
+from panel import taskrunner
+from panel.choices import Role
+from panel.models import Membership, Tenant
+from vms.models import VirtualMachine
 
 User = get_user_model()
 
@@ -42,11 +46,6 @@ def local_qemu_answers() -> bool:
 
 
 def seed(stdout=None) -> None:
-    from hosts import services as host_services
-    from hosts.models import ISO_Q, Host, Volume
-    from panel import taskrunner
-    from vms.models import VirtualMachine
-
     def say(msg: str) -> None:
         if stdout is not None:
             stdout.write(msg)

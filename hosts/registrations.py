@@ -1,0 +1,38 @@
+"""What hosts tell the core (``panel.registry``), registered in ``HostsConfig.ready()``."""
+
+from __future__ import annotations
+
+from panel import taskrunner
+from panel.tenancy import is_platform_admin
+
+from . import selectors
+from .driver.connection import libvirt_error_message
+from .models import Host, Volume
+
+# A task takes the lock of the host or volume it changes.
+LOCKABLE = (Host, Volume)
+
+
+def task_error_message(exc: BaseException) -> str | None:
+    """libvirt's own words for a failed host call (its quoted input removed); None otherwise."""
+    message = libvirt_error_message(exc)
+    return message if message != str(exc) else None
+
+
+def host_queues() -> list[str]:
+    """Each host's own queue, which every worker consumes."""
+    return [taskrunner.queue_for(pk) for pk in Host.objects.values_list("pk", flat=True)]
+
+
+def visible_hosts(user, ids: list[int]) -> list[int]:
+    """The hosts of ``ids`` a user may follow on the events socket: platform admins only."""
+    if not is_platform_admin(user):
+        return []
+    return list(Host.objects.filter(pk__in=ids).values_list("pk", flat=True))
+
+
+def tree_hosts(user):
+    """The hosts level of the resource tree (platform admins only)."""
+    if not is_platform_admin(user):
+        return []
+    return selectors.hosts().order_by("name")

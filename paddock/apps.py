@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class PaddockConfig(AppConfig):
+    name = "paddock"
+    verbose_name = "Paddock project"
