@@ -1,4 +1,4 @@
-"""Websocket routes of the VM consoles; ``panel.routing`` includes them.
+"""Websocket routes of the VM consoles; ``paddock.routing`` includes them.
 
 ``/ws/console/<vm id>/<vnc|serial>/<ticket>/`` — the URL that ``POST /api/vms/{id}/console/``
 answers; the ticket opens it once.

@@ -35,7 +35,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def asgi_server(transactional_db, settings):
-    """panel.asgi.application under uvicorn in a thread, on the test database."""
+    """paddock.asgi.application under uvicorn in a thread, on the test database."""
     import uvicorn
     from channels.layers import channel_layers
 
