@@ -10,6 +10,8 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Q
 
+from hosts.driver.connection import answers
+
 from .choices import Role
 from .models import Membership, Tenant
 
@@ -31,14 +33,7 @@ TENANT_VMS = {"acme": ("web-", "db-", "cache-", "mail-"), "globex": ("k8s-node-"
 
 
 def local_qemu_answers() -> bool:
-    import libvirt
-
-    try:
-        conn = libvirt.open("qemu:///system")
-    except libvirt.libvirtError:
-        return False
-    conn.close()
-    return True
+    return answers("qemu:///system")
 
 
 def seed(stdout=None) -> None:
