@@ -400,14 +400,21 @@ _OBJECT_TYPES = tuple(
 )
 
 
-def call_seconds() -> float:
-    """The deadline of one call on a host (``PADDOCK["LIBVIRT_CALL_SECONDS"]``, 30 s)."""
-    return float(settings.PADDOCK.get("LIBVIRT_CALL_SECONDS", 30))
+def _seconds(name: str, default: float) -> float | None:
+    value = float(settings.PADDOCK.get(name, default))
+    return value if value > 0 else None  # 0: no deadline
 
 
-def long_call_seconds() -> float:
-    """The deadline of a call in :data:`LONG_CALLS` (``PADDOCK["LIBVIRT_LONG_CALL_SECONDS"]``)."""
-    return float(settings.PADDOCK.get("LIBVIRT_LONG_CALL_SECONDS", 6 * 3600))
+def call_seconds() -> float | None:
+    """The deadline of one call on a host (``PADDOCK["LIBVIRT_CALL_SECONDS"]``, 30 s; 0 for
+    none)."""
+    return _seconds("LIBVIRT_CALL_SECONDS", 30)
+
+
+def long_call_seconds() -> float | None:
+    """The deadline of a call in :data:`LONG_CALLS` (``PADDOCK["LIBVIRT_LONG_CALL_SECONDS"]``,
+    6 h; 0 for none)."""
+    return _seconds("LIBVIRT_LONG_CALL_SECONDS", 6 * 3600)
 
 
 class _Guard:
@@ -643,6 +650,17 @@ def get_connection(host) -> Guarded:
     if extra is not None:
         _close_quietly(extra.raw)
     return conn
+
+
+def open_connection(host) -> Guarded:
+    """A new connection of the caller's own (not the cached one: a watcher's or a console's,
+    closed by its owner with ``close_connection``), with the same deadlines and keepalive."""
+    return _open(effective_uri(host), getattr(host, "name", "") or "")
+
+
+def close_connection(conn) -> None:
+    """Close a connection from :func:`open_connection` without waiting on a silent host."""
+    _close_quietly(raw(conn))
 
 
 def drop_connection(host) -> None:

@@ -94,3 +94,28 @@ def test_a_call_that_does_not_answer_closes_the_connection(test_conn, settings):
     finally:
         release.set()
         connection._cache.pop(uri, None)
+
+
+def test_open_connection_is_the_callers_own(tmp_path, settings):
+    from types import SimpleNamespace
+
+    from hosts.testnode import write_node
+
+    settings.PADDOCK = {**settings.PADDOCK, "TEST_NODE_DIRS": [str(tmp_path)]}
+    host = SimpleNamespace(name="own", uri=write_node(tmp_path / "node.xml"))
+    conn = connection.open_connection(host)
+    try:
+        assert isinstance(conn, connection.Guarded)
+        assert conn.getHostname()
+        assert all(c is not conn for c in connection._cache.values())
+    finally:
+        connection.close_connection(conn)
+
+
+def test_a_deadline_of_zero_means_none(test_conn, settings):
+    settings.PADDOCK = {**settings.PADDOCK, "LIBVIRT_CALL_SECONDS": 0}
+    conn = connection.Guarded(test_conn, connection._Guard(test_conn, "", "h", bounded=True))
+    test_conn.getHostname = threading.get_ident
+    assert conn.getHostname() == threading.get_ident()
+    settings.PADDOCK = {**settings.PADDOCK, "LIBVIRT_CALL_SECONDS": 5}
+    assert conn.getHostname() != threading.get_ident()
