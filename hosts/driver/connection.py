@@ -558,6 +558,21 @@ def _unwrap(value):
     return value
 
 
+def call_deadline(obj) -> float | None:
+    """The deadline calls reached through ``obj`` have now (None: none, e.g. the test driver or
+    a raw libvirt object): for calls made on raw objects such as streams."""
+    if isinstance(obj, Guarded) and obj._guard.bounded:
+        return call_seconds()
+    return None
+
+
+def give_up(obj, what: str, seconds: float | None) -> None:
+    """Treat the connection behind ``obj`` as silent after ``what`` (a call on a raw object,
+    such as a stream, outlived its deadline): dropped from the cache, later calls refused."""
+    if isinstance(obj, Guarded) and obj._guard.bounded:
+        obj._guard.give_up(what, seconds or 0)
+
+
 def raw(obj):
     """The libvirt object behind a guarded one (or ``obj`` itself)."""
     return obj.raw if isinstance(obj, Guarded) else obj

@@ -45,6 +45,9 @@ from collections.abc import Iterable
 import libvirt
 
 from hosts.choices import PoolState
+from hosts.driver import deadline
+from hosts.driver.connection import call_deadline, give_up
+from hosts.driver.errors import HostCallTimeout
 from hosts.poolxml import parse_pool, parse_volume
 from hosts.storage.backends import StorageBackend, backend_for
 from hosts.volxml import build_volume_xml, check_volume_name
@@ -267,12 +270,15 @@ def _describe(conn: libvirt.virConnect, vol: libvirt.virStorageVol) -> dict:
     return info
 
 
-def _discard(vol: libvirt.virStorageVol) -> None:
+def _discard(vol: libvirt.virStorageVol) -> bool:
+    """Delete a partial volume; False when that failed (logged)."""
     try:
         vol.delete(0)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
             logger.warning("could not delete partial volume %s: %s", vol.name(), _message(exc))
+            return False
+    return True
 
 
 # --- public API -------------------------------------------------------------------------------
@@ -610,6 +616,7 @@ def upload_volume(
     header = _Header(fmt)
     received = 0
     stream = None
+    seconds = call_deadline(conn)
     try:
         stream = conn.newStream(0)
         vol.upload(stream, 0, size_bytes, 0)
@@ -623,26 +630,30 @@ def upload_volume(
             if received > size_bytes:
                 raise _Refused(f"declared {size_bytes} bytes, received at least {received}")
             header.feed(data)
-            _send_all(stream, data)
+            _send_all(stream, data, seconds)
         if received != size_bytes:
             raise _Refused(f"declared {size_bytes} bytes, received {received}")
         header.check()
-        stream.finish()
+        _stream_call(stream.finish, seconds, "stream finish")
     except BaseException as exc:
+        if isinstance(exc, HostCallTimeout):
+            give_up(conn, exc.what, exc.seconds)  # the host is silent: no more calls wait on it
         if stream is not None:
             try:
-                stream.abort()
+                _stream_call(stream.abort, seconds, "stream abort")
             except libvirt.libvirtError:
                 pass
-        _discard(vol)
+        outcome = (
+            "The partial volume was deleted."
+            if _discard(vol)
+            else f"The partial volume could not be deleted: delete {name} in {pool_name}."
+        )
         if isinstance(exc, _Refused):
-            raise StorageError(
-                f"Upload of {name} refused: {exc}. The partial volume was deleted."
-            ) from None
+            raise StorageError(f"Upload of {name} refused: {exc}. {outcome}") from None
         if isinstance(exc, libvirt.libvirtError):
             raise StorageError(
-                f"Upload of {name} failed after {received} bytes: {_message(exc)}. "
-                "The partial volume was deleted."
+                f"Upload of {name} failed after {received} bytes: "
+                f"{_message(exc).rstrip('.')}. {outcome}"
             ) from None
         raise
 
@@ -743,10 +754,18 @@ def _content_problem(header: bytes, fmt: str) -> str | None:
     return None
 
 
-def _send_all(stream: libvirt.virStream, data: bytes) -> None:
+def _stream_call(fn, seconds: float | None, what: str, *args):
+    """A call on an upload stream (a raw ``virStream``), under the connection's deadline."""
+    try:
+        return deadline.run(fn, *args, seconds=seconds, what=what)
+    except deadline.CallTimeout:
+        raise HostCallTimeout(what, seconds) from None
+
+
+def _send_all(stream: libvirt.virStream, data: bytes, seconds: float | None = None) -> None:
     """Send one chunk; ``send`` may take less than it is given."""
     while data:
-        sent = stream.send(data)
+        sent = _stream_call(stream.send, seconds, "stream send", data)
         if sent < 0:  # -2 means "would block", which a blocking stream never answers
             raise libvirt.libvirtError("the upload stream refused data")
         data = data[sent:]

@@ -119,3 +119,15 @@ def test_a_deadline_of_zero_means_none(test_conn, settings):
     assert conn.getHostname() == threading.get_ident()
     settings.PADDOCK = {**settings.PADDOCK, "LIBVIRT_CALL_SECONDS": 5}
     assert conn.getHostname() != threading.get_ident()
+
+
+def test_an_upload_stream_that_stops_taking_data_is_given_up():
+    from hosts.driver import storage as driver_storage
+
+    release = threading.Event()
+    stream = type("SilentStream", (), {"send": lambda self, data: release.wait(10)})()
+    try:
+        with pytest.raises(HostCallTimeout, match=r"stream send within 0\.2 s"):
+            driver_storage._send_all(stream, b"data", 0.2)
+    finally:
+        release.set()
