@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.db import transaction
+
 from panel.models import Task
 from panel.taskrunner import TaskContext, task_kind
 
@@ -9,7 +11,7 @@ from . import storage
 from .choices import HostStatus
 from .driver.connection import HostConnectError, get_connection, parse_uri, scan_host_key
 from .models import Host
-from .sync import mark_unreachable, sync_host
+from .sync import mark_unreachable, sync_host, sync_pools
 
 
 def _recover_sync(task: Task) -> str:
@@ -39,10 +41,6 @@ def run_host_sync(ctx: TaskContext) -> dict:
 
 
 def _refresh_storage(host: Host, conn) -> None:
-    from django.db import transaction
-
-    from .sync import sync_pools
-
     with transaction.atomic():
         sync_pools(host, conn)
 

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.utils import timezone
 
 from panel import taskrunner
+from panel.choices import TaskState
 from panel.models import Task
 from panel.tenancy import is_platform_admin
 from panel.units import GIB, volume_bytes
 from panel.validators import validate_name, validate_tags
 
-from .driver.connection import InvalidURI, drop_connection, parse_uri
+from . import storage
+from .driver.connection import InvalidURI, drop_connection, get_connection, parse_uri
 from .models import Host, StoragePool, Volume
+from .storage import backend_for
+from .sync import sync_pools
+from .volxml import VOLUME_NAME_RE
 
 SYNC_KIND = "host.sync"
 
@@ -162,8 +168,6 @@ def volume_publish(*, user, volume: Volume, published: bool, tenant=None) -> Vol
 
 def volume_create(*, user, pool: StoragePool, name: str, size_gib, format: str = "qcow2") -> Task:
     """Create a volume in a pool (a task: the host does the work)."""
-    from .volxml import VOLUME_NAME_RE
-
     _require_admin(user)
     if pool.gone or pool.state != "active":
         raise ValidationError({"pool": f"Pool {pool.name} is not active."})
@@ -171,8 +175,8 @@ def volume_create(*, user, pool: StoragePool, name: str, size_gib, format: str =
         raise ValidationError({"name": "Use letters, digits, '.', '_' or '-' (up to 127)."})
     if pool.volumes.filter(name=name, gone=False).exists():
         raise ValidationError({"name": f"Pool {pool.name} has a volume named {name}."})
-    if pool.pool_type == "logical":
-        format = ""
+    if not backend_for(pool).names_format:
+        format = ""  # LVM: a raw logical volume, no format in libvirt's XML
     elif format not in ("raw", "qcow2"):
         raise ValidationError({"format": "raw or qcow2."})
     size = volume_bytes(size_gib)
@@ -251,14 +255,6 @@ def volume_upload(*, user, pool: StoragePool, name: str, size: int, chunks, form
     The bytes cannot travel through a task queue, so this runs in the request; it is still
     recorded as a Task (with its log) like every other change.
     """
-    from django.utils import timezone
-
-    from panel.choices import TaskState
-
-    from . import storage
-    from .driver.connection import get_connection
-    from .volxml import VOLUME_NAME_RE
-
     _require_admin(user)
     if not VOLUME_NAME_RE.fullmatch(name or ""):
         raise ValidationError({"name": "Use letters, digits, '.', '_' or '-' (up to 127)."})
@@ -295,8 +291,6 @@ def volume_upload(*, user, pool: StoragePool, name: str, size: int, chunks, form
     except Exception as exc:
         taskrunner.finish(task, owner, TaskState.FAILED, error=str(exc))
         raise
-    from .sync import sync_pools
-
     with transaction.atomic():
         sync_pools(pool.host, get_connection(pool.host))
     ctx.log(f"Stored {vol['path']}")

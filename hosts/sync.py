@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import libvirt
 from django.db import transaction
 from django.utils import timezone
 
@@ -21,26 +20,22 @@ from .capabilities import (
 )
 from .choices import HostStatus, PoolState
 from .driver.connection import (
+    Guarded,
     HostConnectError,
     drop_connection,
     get_connection,
+    guarded,
     libvirt_error_message,
     parse_uri,
 )
+from .driver.errors import NO_STORAGE_POOL, OPERATION_INVALID, DriverError
+from .driver.networks import read_networks
+from .driver.storage import pool_state
 from .kvm import kvm_problem
 from .models import Host, Network, StoragePool, Volume
-from .netxml import parse_network
 from .poolxml import parse_pool, parse_volume
 
 Log = Callable[[str], None]
-
-POOL_STATES = {
-    libvirt.VIR_STORAGE_POOL_INACTIVE: PoolState.INACTIVE,
-    libvirt.VIR_STORAGE_POOL_BUILDING: PoolState.BUILDING,
-    libvirt.VIR_STORAGE_POOL_RUNNING: PoolState.ACTIVE,
-    libvirt.VIR_STORAGE_POOL_DEGRADED: PoolState.DEGRADED,
-    libvirt.VIR_STORAGE_POOL_INACCESSIBLE: PoolState.INACCESSIBLE,
-}
 
 
 def _version(number: int) -> str:
@@ -52,7 +47,8 @@ def mark_unreachable(host: Host, message: str, status: str = HostStatus.ERROR) -
     host.status, host.last_error = status, message
 
 
-def read_host_facts(host: Host, conn: libvirt.virConnect) -> dict:
+def read_host_facts(host: Host, conn: Guarded) -> dict:
+    conn = guarded(conn)
     caps_xml = conn.getCapabilities()
     topo = parse_capabilities(caps_xml)
     if parse_uri(host.uri).simulated:
@@ -65,7 +61,7 @@ def read_host_facts(host: Host, conn: libvirt.virConnect) -> dict:
             try:
                 free = conn.getFreePages(sizes, 0, len(topo.numa_cells))
                 apply_free_hugepages(topo, {int(k): v for k, v in free.items()})
-            except libvirt.libvirtError:
+            except DriverError:
                 pass  # older hosts: keep totals as free
     kvm_note = ""
     if parse_uri(host.uri).kind == "local" and "kvm" in topo.virt_types:
@@ -95,7 +91,7 @@ def read_host_facts(host: Host, conn: libvirt.virConnect) -> dict:
     if preferred in topo.virt_types:
         try:
             domcaps = conn.getDomainCapabilities(None, "x86_64", None, preferred, 0)
-        except libvirt.libvirtError:
+        except DriverError:
             domcaps = None  # not every driver answers; named models stay unknown
         if domcaps:
             parsed = parse_domain_capabilities(domcaps)
@@ -104,7 +100,8 @@ def read_host_facts(host: Host, conn: libvirt.virConnect) -> dict:
     return fields
 
 
-def sync_pools(host: Host, conn: libvirt.virConnect) -> dict:
+def sync_pools(host: Host, conn: Guarded) -> dict:
+    conn = guarded(conn)
     now = timezone.now()
     seen_pools: set[str] = set()
     counts = {"pools": 0, "volumes": 0}
@@ -112,12 +109,11 @@ def sync_pools(host: Host, conn: libvirt.virConnect) -> dict:
     for pool in conn.listAllStoragePools(0):
         try:
             values = parse_pool(pool.XMLDesc(0))
-            state = pool.info()[0]
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
+            values["state"] = pool_state(pool)
+        except DriverError as exc:
+            if exc.get_error_code() != NO_STORAGE_POOL:
                 raise
             continue  # removed while we were listing: gone at the next sync
-        values["state"] = POOL_STATES.get(state, PoolState.INACTIVE)
         values["autostart"] = bool(pool.autostart())
         values.update(gone=False, gone_at=None, synced_at=now)
         name = values.pop("name")
@@ -131,10 +127,10 @@ def sync_pools(host: Host, conn: libvirt.virConnect) -> dict:
         if values["state"] == PoolState.ACTIVE:
             try:
                 counts["volumes"] += _sync_volumes(row, pool, now)
-            except libvirt.libvirtError as exc:
+            except DriverError as exc:
                 if exc.get_error_code() not in (
-                    libvirt.VIR_ERR_NO_STORAGE_POOL,
-                    libvirt.VIR_ERR_OPERATION_INVALID,  # stopped while we were listing
+                    NO_STORAGE_POOL,
+                    OPERATION_INVALID,  # stopped while we were listing
                 ):
                     raise
     StoragePool.objects.filter(host=host, gone=False).exclude(name__in=seen_pools).update(
@@ -165,7 +161,7 @@ def update_backing_depths(host: Host) -> None:
         Volume.objects.filter(pk__in=pks).update(backing_depth=depth)
 
 
-def _sync_volumes(row: StoragePool, pool: libvirt.virStoragePool, now) -> int:
+def _sync_volumes(row: StoragePool, pool: Guarded, now) -> int:
     existing = {v.name: v for v in Volume.objects.filter(pool=row)}
     seen: set[str] = set()
     create, update, unchanged = [], [], []
@@ -173,7 +169,7 @@ def _sync_volumes(row: StoragePool, pool: libvirt.virStoragePool, now) -> int:
     for vol in pool.listAllVolumes(0):
         try:
             values = parse_volume(vol.XMLDesc(0))
-        except libvirt.libvirtError:
+        except DriverError:
             continue  # deleted while listing
         values.update(gone=False, gone_at=None)
         name = values.pop("name")
@@ -203,19 +199,11 @@ def _sync_volumes(row: StoragePool, pool: libvirt.virStoragePool, now) -> int:
     return len(seen)
 
 
-def sync_networks(host: Host, conn: libvirt.virConnect) -> int:
+def sync_networks(host: Host, conn: Guarded) -> int:
+    conn = guarded(conn)
     now = timezone.now()
     seen: set[str] = set()
-    for net in conn.listAllNetworks(0):
-        try:
-            values = parse_network(net.XMLDesc(0))
-            values["active"] = bool(net.isActive())
-            values["autostart"] = bool(net.autostart())
-            values["persistent"] = bool(net.isPersistent())
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
-                raise
-            continue  # removed while we were listing
+    for values in read_networks(conn):
         values.update(gone=False, gone_at=None, synced_at=now)
         name = values.pop("name")
         seen.add(name)
@@ -252,7 +240,7 @@ def sync_host(
         log("Reading domains")
         domains = sync_domains(host, conn)
         progress(95)
-    except libvirt.libvirtError as exc:
+    except DriverError as exc:
         message = libvirt_error_message(exc)
         mark_unreachable(host, message)
         # The connection may be dead: the next attempt opens a fresh one.

@@ -11,6 +11,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from hosts import services as host_services
+from hosts.driver.connection import answers
 from hosts.models import ISO_Q, Host, Volume
 from panel import taskrunner
 from panel.choices import Role
@@ -35,14 +36,7 @@ TENANT_VMS = {"acme": ("web-", "db-", "cache-", "mail-"), "globex": ("k8s-node-"
 
 
 def local_qemu_answers() -> bool:
-    import libvirt
-
-    try:
-        conn = libvirt.open("qemu:///system")
-    except libvirt.libvirtError:
-        return False
-    conn.close()
-    return True
+    return answers("qemu:///system")
 
 
 def seed(stdout=None) -> None:

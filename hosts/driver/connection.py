@@ -1,9 +1,19 @@
 """The one door to a hypervisor: URI validation, libvirt connections, SSH host-key pinning.
 
-Everything above this module talks in inventory terms; only this module (and the sync and task
-code that receives a connection from it) knows libvirt. Connections are cached per process and
-URI: libvirt's test driver keeps its simulated state per connection, so one process must keep
-using one connection per test-driver host for that host's state to stay consistent.
+Everything above this module talks in inventory terms; only ``hosts/driver/`` knows libvirt.
+Connections are cached per process and URI: libvirt's test driver keeps its simulated state per
+connection, so one process must keep using one connection per test-driver host for that host's
+state to stay consistent.
+
+Every call on a host has a deadline. ``get_connection(host)`` returns a :class:`Guarded`
+connection: each of its methods, and those of the domains, pools, volumes and networks it
+returns, runs in a call thread (``hosts.driver.deadline``) and is given up after
+``PADDOCK["LIBVIRT_CALL_SECONDS"]`` (30 s; ``LIBVIRT_LONG_CALL_SECONDS`` for the calls in
+:data:`LONG_CALLS`). A call that is given up raises :class:`HostCallTimeout` naming the call; the
+connection is closed and dropped from the cache, so the next ``get_connection`` opens a new
+one. Opening a connection has the same deadline. libvirt errors arrive as :class:`DriverError`
+(a ``libvirtError``). The test driver answers in-process and never hangs: its calls run in the
+caller's thread. ``.raw`` gives the libvirt object for streams, event callbacks and migration.
 """
 
 from __future__ import annotations
@@ -23,11 +33,16 @@ from urllib.parse import urlencode, urlsplit
 import libvirt
 from django.conf import settings
 
-logger = logging.getLogger(__name__)
+from . import deadline
+from .errors import (  # noqa: F401  (clean_error_text and libvirt_error_message: the old home)
+    DriverError,
+    HostCallTimeout,
+    HostConnectError,
+    clean_error_text,
+    libvirt_error_message,
+)
 
-# libvirt prints every error to stderr unless a handler is registered; errors reach us as
-# exceptions anyway.
-libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+logger = logging.getLogger(__name__)
 
 _HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
@@ -39,10 +54,6 @@ _TEST_PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]+$")
 
 class InvalidURI(ValueError):
     """The URI is not one Paddock can manage; the message says why."""
-
-
-class HostConnectError(Exception):
-    """The host did not answer or refused; the message is libvirt's."""
 
 
 @dataclass(frozen=True)
@@ -340,41 +351,331 @@ def effective_uri(host) -> str:
 
 # --- Connections ----------------------------------------------------------------------------
 
-_cache: dict[str, libvirt.virConnect] = {}
+# Calls that may rightly last longer than a call's deadline: a full copy, a snapshot with the
+# memory state, save and restore, block jobs started synchronously, migration.
+LONG_CALLS = frozenset(
+    {
+        "createXMLFrom",
+        "snapshotCreateXML",
+        "revertToSnapshot",
+        "save",
+        "saveFlags",
+        "managedSave",
+        "restore",
+        "restoreFlags",
+        "coreDump",
+        "coreDumpWithFormat",
+        "wipe",
+        "wipePattern",
+        "migrate",
+        "migrate2",
+        "migrate3",
+        "migrateToURI",
+        "migrateToURI2",
+        "migrateToURI3",
+    }
+)
+# Methods answered by the bindings or the client library without asking the host.
+_LOCAL_CALLS = frozenset(
+    {"name", "UUID", "UUIDString", "ID", "key", "getName", "connect", "isAlive", "c_pointer"}
+)
+_OBJECT_TYPES = tuple(
+    getattr(libvirt, name)
+    for name in (
+        "virConnect",
+        "virDomain",
+        "virDomainSnapshot",
+        "virDomainCheckpoint",
+        "virStoragePool",
+        "virStorageVol",
+        "virNetwork",
+        "virNetworkPort",
+        "virInterface",
+        "virNodeDevice",
+        "virNWFilter",
+        "virNWFilterBinding",
+        "virSecret",
+    )
+    if hasattr(libvirt, name)
+)
+
+
+def _seconds(name: str, default: float) -> float | None:
+    value = float(settings.PADDOCK.get(name, default))
+    return value if value > 0 else None  # 0: no deadline
+
+
+def call_seconds() -> float | None:
+    """The deadline of one call on a host (``PADDOCK["LIBVIRT_CALL_SECONDS"]``, 30 s; 0 for
+    none)."""
+    return _seconds("LIBVIRT_CALL_SECONDS", 30)
+
+
+def long_call_seconds() -> float | None:
+    """The deadline of a call in :data:`LONG_CALLS` (``PADDOCK["LIBVIRT_LONG_CALL_SECONDS"]``,
+    6 h; 0 for none)."""
+    return _seconds("LIBVIRT_LONG_CALL_SECONDS", 6 * 3600)
+
+
+class _Guard:
+    """The deadline state shared by a connection and every object reached through it.
+
+    A connection whose call was given up is not closed while that call is still blocked in it:
+    closing frees what the blocked call goes on using when the host finally answers (libvirt 9
+    then warns "is not a virObjectLockable instance", or crashes). It is dropped from the cache
+    at once, refuses new calls, and is closed when its last call returns (the host answered, or
+    keepalive or SSH found the peer dead).
+    """
+
+    __slots__ = ("bounded", "closed", "conn", "gave_up", "inflight", "label", "lock", "uri")
+
+    def __init__(self, conn: libvirt.virConnect, uri: str, label: str, bounded: bool) -> None:
+        self.conn = conn
+        self.uri = uri
+        self.label = label
+        self.bounded = bounded
+        self.gave_up: HostCallTimeout | None = None
+        self.inflight = 0
+        self.closed = False
+        self.lock = threading.Lock()
+
+    def call(self, fn, name: str, args: tuple, kwargs: dict):
+        if self.gave_up is not None:
+            raise HostCallTimeout(self.gave_up.what, self.gave_up.seconds, self.label)
+        args = tuple(_unwrap(a) for a in args)
+        if kwargs:
+            kwargs = {k: _unwrap(v) for k, v in kwargs.items()}
+        seconds = None
+        if self.bounded and name not in _LOCAL_CALLS:
+            seconds = long_call_seconds() if name in LONG_CALLS else call_seconds()
+        try:
+            if seconds is None:
+                result = fn(*args, **kwargs)
+            else:
+                with self.lock:
+                    self.inflight += 1
+                result = deadline.run(self._tracked, fn, args, kwargs, seconds=seconds, what=name)
+        except deadline.CallTimeout:
+            self.give_up(name, seconds)
+            raise HostCallTimeout(name, seconds, self.label) from None
+        except libvirt.libvirtError as exc:
+            raise DriverError.from_libvirt(exc) from None
+        return self.wrap(result)
+
+    def _tracked(self, fn, args: tuple, kwargs: dict):
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with self.lock:
+                self.inflight -= 1
+                close = self._should_close()
+            if close:
+                _close_quietly(self.conn)
+
+    def _should_close(self) -> bool:
+        if self.gave_up is None or self.inflight or self.closed:
+            return False
+        self.closed = True
+        return True
+
+    def give_up(self, what: str, seconds: float) -> None:
+        """The host did not answer: forget the connection; close it once no call is in it."""
+        with self.lock:
+            if self.gave_up is None:
+                self.gave_up = HostCallTimeout(what, seconds, self.label)
+            close = self._should_close()
+        logger.warning("%s: %s", self.uri, self.gave_up)
+        with _cache_lock:
+            cached = _cache.get(self.uri)
+            if cached is not None and cached.raw is self.conn:
+                _cache.pop(self.uri, None)
+        if close:
+            _close_quietly(self.conn)
+
+    def wrap(self, value):
+        if isinstance(value, _OBJECT_TYPES):
+            return Guarded(value, self)
+        if isinstance(value, list):
+            return [self.wrap(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(self.wrap(v) for v in value)
+        return value
+
+
+class Guarded:
+    """A libvirt object (connection, domain, pool, volume, network, ...) whose methods run
+    under the host call deadline, raise :class:`DriverError` instead of ``libvirtError``, and
+    return guarded objects in turn. Arguments that are guarded objects are passed on raw.
+
+    ``.raw`` is the libvirt object itself, for what needs the real one: streams and their
+    callbacks, event registration from an event loop, migration (no deadline fits it).
+    ``newStream`` returns a raw ``virStream``.
+    """
+
+    __slots__ = ("_guard", "_obj")
+
+    def __init__(self, obj, guard: _Guard) -> None:
+        object.__setattr__(self, "_obj", obj)
+        object.__setattr__(self, "_guard", guard)
+
+    @property
+    def raw(self):
+        return self._obj
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._obj, name)
+        if name.startswith("_") or not callable(attr):
+            return attr
+        guard = self._guard
+
+        def call(*args, **kwargs):
+            return guard.call(attr, name, args, kwargs)
+
+        call.__name__ = name
+        return call
+
+    def __setattr__(self, name: str, value) -> None:
+        setattr(self._obj, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(self._obj, name)
+
+    def __eq__(self, other) -> bool:
+        return self._obj == _unwrap(other)
+
+    def __hash__(self) -> int:
+        return hash(self._obj)
+
+    def __repr__(self) -> str:
+        return f"<Guarded {self._obj!r}>"
+
+
+def _unwrap(value):
+    if isinstance(value, Guarded):
+        return value.raw
+    if isinstance(value, list):
+        return [_unwrap(v) for v in value]
+    return value
+
+
+def call_deadline(obj) -> float | None:
+    """The deadline calls reached through ``obj`` have now (None: none, e.g. the test driver or
+    a raw libvirt object): for calls made on raw objects such as streams."""
+    if isinstance(obj, Guarded) and obj._guard.bounded:
+        return call_seconds()
+    return None
+
+
+def give_up(obj, what: str, seconds: float | None) -> None:
+    """Treat the connection behind ``obj`` as silent after ``what`` (a call on a raw object,
+    such as a stream, outlived its deadline): dropped from the cache, later calls refused."""
+    if isinstance(obj, Guarded) and obj._guard.bounded:
+        obj._guard.give_up(what, seconds or 0)
+
+
+def raw(obj):
+    """The libvirt object behind a guarded one (or ``obj`` itself)."""
+    return obj.raw if isinstance(obj, Guarded) else obj
+
+
+def guarded(conn, label: str = "") -> Guarded:
+    """A connection whose calls raise :class:`DriverError`; one that is guarded already is
+    returned as it is. A raw ``virConnect`` handed in (by a test, say) gets no deadline."""
+    if conn is None or isinstance(conn, Guarded):
+        return conn
+    return Guarded(conn, _Guard(conn, "", label, bounded=False))
+
+
+_cache: dict[str, Guarded] = {}
 _cache_lock = threading.Lock()
 
 
-def _open(uri: str) -> libvirt.virConnect:
+def _close_quietly(conn: libvirt.virConnect) -> None:
+    """Close a connection in a call thread: closing a remote one asks the host, which may not
+    answer either."""
+
+    def close() -> None:
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass
+
     try:
-        conn = libvirt.open(uri)
+        deadline.run(close, seconds=1, what="close")
+    except deadline.CallTimeout:
+        logger.debug("closing a connection that does not answer goes on in the background")
+
+
+def _open_raw(uri: str, abandoned: threading.Event) -> libvirt.virConnect | None:
+    conn = libvirt.open(uri)
+    if abandoned.is_set():  # the caller gave up meanwhile: nobody will close it
+        _close_quietly(conn)
+        return None
+    return conn
+
+
+def _open(uri: str, label: str = "") -> Guarded:
+    bounded = not uri.startswith("test:")
+    seconds = call_seconds() if bounded else None
+    abandoned = threading.Event()
+    try:
+        conn = deadline.run(_open_raw, uri, abandoned, seconds=seconds, what="open")
+    except deadline.CallTimeout:
+        abandoned.set()
+        raise HostCallTimeout("open", seconds, label) from None
     except libvirt.libvirtError as exc:
         raise HostConnectError(libvirt_error_message(exc)) from None
     if conn is None:  # pragma: no cover - old bindings returned None
         raise HostConnectError(f"libvirt could not open {uri}")
-    if not uri.startswith("test:"):
+    wrapped = Guarded(conn, _Guard(conn, uri, label, bounded))
+    if bounded:
         try:
             # Detect a dead peer within ~30 s instead of waiting on TCP.
-            conn.setKeepAlive(5, 6)
-        except libvirt.libvirtError:
+            wrapped.setKeepAlive(5, 6)
+        except HostCallTimeout:
+            raise
+        except DriverError:
             logger.debug("keepalive not supported for %s", uri)
-    return conn
+    return wrapped
 
 
-def get_connection(host) -> libvirt.virConnect:
-    """A live connection to the host, reused within this process, reopened when it died."""
+def get_connection(host) -> Guarded:
+    """A live connection to the host, reused within this process, reopened when it died or
+    did not answer a call in time. Its calls have deadlines (see :class:`Guarded`)."""
     uri = effective_uri(host)
+    label = getattr(host, "name", "") or ""
     with _cache_lock:
         conn = _cache.get(uri)
         if conn is not None:
             try:
-                if conn.isAlive():
+                if conn.raw.isAlive():
                     return conn
             except libvirt.libvirtError:
                 pass
             _cache.pop(uri, None)
-        conn = _open(uri)
-        _cache[uri] = conn
-        return conn
+    # Opened outside the lock: a host that does not answer must not hold up the others.
+    conn = _open(uri, label)
+    with _cache_lock:
+        current = _cache.get(uri)
+        if current is not None:
+            extra, conn = conn, current  # another thread opened it meanwhile: use that one
+        else:
+            _cache[uri] = conn
+            extra = None
+    if extra is not None:
+        _close_quietly(extra.raw)
+    return conn
+
+
+def open_connection(host) -> Guarded:
+    """A new connection of the caller's own (not the cached one: a watcher's or a console's,
+    closed by its owner with ``close_connection``), with the same deadlines and keepalive."""
+    return _open(effective_uri(host), getattr(host, "name", "") or "")
+
+
+def close_connection(conn) -> None:
+    """Close a connection from :func:`open_connection` without waiting on a silent host."""
+    _close_quietly(raw(conn))
 
 
 def drop_connection(host) -> None:
@@ -385,10 +686,7 @@ def drop_connection(host) -> None:
     with _cache_lock:
         conn = _cache.pop(uri, None)
     if conn is not None:
-        try:
-            conn.close()
-        except libvirt.libvirtError:
-            pass
+        _close_quietly(conn.raw)
 
 
 def close_all() -> None:
@@ -396,29 +694,15 @@ def close_all() -> None:
         conns = list(_cache.values())
         _cache.clear()
     for conn in conns:
-        try:
-            conn.close()
-        except libvirt.libvirtError:
-            pass
+        _close_quietly(conn.raw)
 
 
-def clean_error_text(message: str) -> str:
-    """libvirt's message without the quoted input that XML parse errors carry.
-
-    libxml2 reports a parse error as ``file:line: reason``, then the offending line of the input
-    and a caret under it; that line is a file's contents (``/etc/shadow``'s first line, say) and
-    must never reach a stored error.
-    """
-    lines = message.splitlines()
-    kept = []
-    for i, line in enumerate(lines):
-        if line.strip() == "^" or (i + 1 < len(lines) and lines[i + 1].strip() == "^"):
-            continue
-        kept.append(line)
-    return "\n".join(kept).strip()
-
-
-def libvirt_error_message(exc: BaseException) -> str:
-    if isinstance(exc, libvirt.libvirtError):
-        return clean_error_text(exc.get_error_message() or str(exc))
-    return str(exc)
+def answers(uri: str) -> bool:
+    """Whether a libvirt daemon answers at ``uri`` (opened and closed at once, with a
+    deadline)."""
+    try:
+        conn = _open(uri)
+    except HostConnectError:
+        return False
+    _close_quietly(conn.raw)
+    return True

@@ -31,6 +31,8 @@ class StorageBackend:
     disk_source: ClassVar[str] = "file"
     #: the pool's size bounds a new volume's full size (no overcommit), not only what is written
     reserves_full_size: ClassVar[bool] = False
+    #: libvirt's volume XML names a format here (files); LVM volumes have none
+    names_format: ClassVar[bool] = True
 
     @property
     def manages_volumes(self) -> bool:
@@ -43,6 +45,14 @@ class StorageBackend:
     def volume_key(self, pool_name: str, volume_name: str) -> str:
         """The volume's identity on its host: its pool and its name."""
         return f"{pool_name}/{volume_name}"
+
+    def libvirt_format(self, fmt: str | None) -> str:
+        """The format written in a new volume's XML for a volume of format ``fmt``."""
+        return (fmt or "") if self.names_format else ""
+
+    def unsupported_format(self, fmt: str | None) -> str:
+        shown = " or ".join(sorted(self.formats, key=lambda f: (f != "raw", f)))
+        return f"Unsupported volume format {fmt!r}: use {shown}."
 
     def format_problem(self, fmt: str | None, pool_name: str) -> str | None:
         """Why a new volume of format ``fmt`` cannot be made in this pool, or None."""
@@ -58,7 +68,7 @@ class StorageBackend:
                 f"Pool {pool_name} is a {self.label} pool: its volumes are raw "
                 f"{self.volume_noun}, not {fmt}."
             )
-        return f"Unsupported volume format {fmt!r}: use {' or '.join(self.formats)}."
+        return self.unsupported_format(fmt)
 
     volume_noun: ClassVar[str] = "volumes"
 
@@ -113,11 +123,23 @@ class LogicalBackend(StorageBackend):
     thin: ClassVar[bool] = False
     disk_source: ClassVar[str] = "block"
     reserves_full_size: ClassVar[bool] = True
+    names_format: ClassVar[bool] = False
     volume_noun: ClassVar[str] = "logical volumes"
 
 
+@dataclass(frozen=True)
+class UnmanagedBackend(StorageBackend):
+    """A pool type without a backend (iSCSI, RBD, ZFS, ... until theirs land): listed, no
+    volumes made in it; messages name its type."""
+
+    type_name: str = ""
+
+    @property
+    def label(self) -> str:  # type: ignore[override]
+        return self.type_name or "unknown"
+
+
 _BACKENDS: dict[str, StorageBackend] = {}
-_FALLBACK = StorageBackend()
 
 
 def register(backend: StorageBackend) -> StorageBackend:
@@ -131,8 +153,11 @@ def _managed_labels() -> list[str]:
 
 def backend_for(pool_or_type) -> StorageBackend:
     """The backend of a pool (a ``StoragePool`` row, or its ``pool_type`` string)."""
-    pool_type = getattr(pool_or_type, "pool_type", pool_or_type)
-    return _BACKENDS.get(str(pool_type or ""), _FALLBACK)
+    pool_type = str(getattr(pool_or_type, "pool_type", pool_or_type) or "")
+    backend = _BACKENDS.get(pool_type)
+    if backend is None:
+        return UnmanagedBackend(type_name=pool_type)
+    return backend
 
 
 for _backend in (DirBackend(), FsBackend(), NetfsBackend(), LogicalBackend()):

@@ -22,6 +22,7 @@ import pytest
 from lxml import etree
 
 from hosts import storage
+from hosts.driver import storage as driver_storage
 from hosts.poolxml import parse_volume
 from hosts.storage import InsufficientSpace, StorageError
 
@@ -549,7 +550,7 @@ def test_libvirts_probe_backs_up_the_header_check(dirpool, tmp_path, monkeypatch
     conn = dirpool.conn
     secret = storage.create_volume(conn, dirpool.name, "other-tenant.qcow2", GIB, "qcow2")
     payload = _qcow2_bytes(tmp_path, backing=secret["path"])
-    monkeypatch.setattr(storage, "_content_problem", lambda header, fmt: None)
+    monkeypatch.setattr(driver_storage, "_content_problem", lambda header, fmt: None)
     with pytest.raises(StorageError) as caught:
         storage.upload_volume(conn, dirpool.name, "evil.img", chunks(payload), len(payload))
     assert f"refers to the backing file {secret['path']}" in str(caught.value)
