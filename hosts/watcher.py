@@ -100,6 +100,10 @@ DOMAIN_EVENT_NAMES = {
 }
 
 
+# Events after which a domain is newly there: on another host than its VM row's, a move.
+APPEARED_EVENTS = frozenset({"defined", "started", "resumed"})
+
+
 @dataclass
 class _Batch:
     """Events drained from the queue in one go; repeated events for one object collapse."""
@@ -423,7 +427,7 @@ def apply_domain_event(host: Host, conn: libvirt.virConnect, uuid: str, event: s
 def _apply_domain_event(host: Host, conn: libvirt.virConnect, uuid: str, event: str) -> None:
     from vms.choices import VMState
     from vms.models import VirtualMachine
-    from vms.sync import refresh_vm, state_from_libvirt
+    from vms.sync import moves_here, refresh_vm, state_from_libvirt
 
     try:
         dom = conn.lookupByUUIDString(uuid)
@@ -431,7 +435,22 @@ def _apply_domain_event(host: Host, conn: libvirt.virConnect, uuid: str, event: 
         if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
             raise
         dom = None  # undefined, or a transient domain that stopped
-    vm = VirtualMachine.objects.filter(host=host, uuid=uuid).first()
+    vm = VirtualMachine.objects.filter(uuid=uuid).first()
+    if vm is not None and vm.host_id != host.pk:
+        # A VM is its UUID: this domain is known on another host.
+        if dom is None:
+            return  # a copy that left this host; the VM lives on elsewhere
+        state = state_from_libvirt(dom.state()[0])
+        if not moves_here(vm, state, appeared=event in APPEARED_EVENTS):
+            return
+        vm.host = host  # moved here: the same row, re-read from this host below
+        with transaction.atomic():
+            refresh_vm(vm, conn)
+            if vm.lock_id is None:
+                VirtualMachine.objects.filter(pk=vm.pk).update(desired_state=vm.state)
+                vm.desired_state = vm.state
+            events.vm_changed(vm, event="moved")
+        return
     with transaction.atomic():
         if dom is None:
             if vm is None or vm.gone:
@@ -443,6 +462,8 @@ def _apply_domain_event(host: Host, conn: libvirt.virConnect, uuid: str, event: 
             # New to the inventory: imported alone (default tenant, desired state = observed),
             # as the full sync would, without re-reading every domain of the host.
             vm = import_domain(host, conn, dom)
+            if vm.host_id != host.pk:
+                return  # imported on its other host meanwhile; the next event decides
         elif vm.lock_id is not None:
             # A Paddock task is working on this VM and re-reads it when done: only the
             # observed state here, the task owns the rest (and the desired state).
@@ -484,8 +505,10 @@ def import_domain(host: Host, conn: libvirt.virConnect, dom: libvirt.virDomain):
                 **{f: getattr(spec, f) for f in _MIRRORED},
             )
     except IntegrityError:
-        # The periodic reconcile imported it meanwhile.
-        vm = VirtualMachine.objects.get(host=host, uuid=spec.uuid)
+        # The periodic reconcile imported it meanwhile (here or on another host).
+        vm = VirtualMachine.objects.get(uuid=spec.uuid)
+        if vm.host_id != host.pk:
+            return vm
     return refresh_vm(vm, conn)
 
 

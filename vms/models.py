@@ -15,7 +15,9 @@ class VirtualMachine(models.Model):
     host = models.ForeignKey("hosts.Host", on_delete=models.CASCADE, related_name="vms")
     tenant = models.ForeignKey("panel.Tenant", on_delete=models.PROTECT, related_name="vms")
     name = models.CharField(max_length=255, db_index=True)
-    uuid = models.UUIDField(db_index=True)
+    # A VM is its UUID across every host: a domain that appears on another host is this VM
+    # having moved there (``vms.sync``), never a second VM.
+    uuid = models.UUIDField()
     description = models.CharField(max_length=200, blank=True)
     tags = models.JSONField(default=list, blank=True, validators=[validate_tags])
 
@@ -68,7 +70,13 @@ class VirtualMachine(models.Model):
     class Meta:
         ordering = ["name", "id"]
         verbose_name = "virtual machine"
-        constraints = [models.UniqueConstraint(fields=["host", "uuid"], name="vm_unique_host_uuid")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["uuid"],
+                name="vm_unique_uuid",
+                violation_error_message="A virtual machine with this UUID already exists.",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name

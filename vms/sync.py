@@ -47,8 +47,30 @@ _MIRRORED = (
 )
 
 
+# States in which a domain runs on its host (a guest, paused or not, is there).
+ACTIVE_STATES = frozenset({VMState.RUNNING, VMState.PAUSED})
+
+
 def state_from_libvirt(code: int) -> str:
     return LIBVIRT_STATES.get(code, VMState.UNKNOWN)
+
+
+def moves_here(vm: VirtualMachine, state: str, appeared: bool = False) -> bool:
+    """Whether a domain seen on a host other than its VM row's is that VM having moved here.
+
+    A VM is its UUID: the row follows the domain, keeping its tenant, tasks and history. While
+    a copy is still on the row's host (a migration under way, a domain copied by hand), the row
+    moves when it is gone there, when the copy here runs and the one there does not, or when
+    the copy here has just ``appeared`` (an event: defined, started, resumed) and that does not
+    trade a running VM for a stopped copy. Anything else leaves the row where it is, so two
+    copies never make it flap between hosts.
+    """
+    if vm.gone:
+        return True
+    here, there = state in ACTIVE_STATES, vm.state in ACTIVE_STATES
+    if here and not there:
+        return True
+    return appeared and not (there and not here)
 
 
 def _disk_key(d) -> tuple:
@@ -124,7 +146,19 @@ def sync_domains(host: Host, conn: libvirt.virConnect) -> dict:
     # (a task, the watcher) after that holds newer truth and must not be overwritten.
     read_at = {vm.pk: vm.synced_at for vm in existing.values()}
     domains = read_domains(conn)
+    # Domains new to this host whose UUID Paddock knows on another host: moves, not imports.
+    unknown = [str(uuidlib.UUID(spec.uuid)) for spec, *_ in domains]
+    unknown = [key for key in unknown if key not in existing]
+    elsewhere = {
+        str(vm.uuid): vm
+        for vm in VirtualMachine.objects.filter(uuid__in=unknown)
+        .exclude(host=host)
+        .prefetch_related("disks", "nics")
+    }
+    read_at.update({vm.pk: vm.synced_at for vm in elsewhere.values()})
     seen: set[str] = set()
+    moved: list[VirtualMachine] = []
+    elsewhere_kept = 0
     to_create: list[tuple[VirtualMachine, DomainSpec]] = []
     to_update: list[VirtualMachine] = []
     devices_changed: list[tuple[VirtualMachine, DomainSpec]] = []
@@ -137,6 +171,12 @@ def sync_domains(host: Host, conn: libvirt.virConnect) -> dict:
         values = {f: getattr(spec, f) for f in _MIRRORED}
         values.update(state=state, state_reason=reason, autostart=autostart, persistent=persistent)
         vm = existing.get(key)
+        if vm is None and key in elsewhere:
+            vm = elsewhere[key]
+            if not moves_here(vm, state):
+                elsewhere_kept += 1
+                continue
+            moved.append(vm)
         if vm is None:
             vm = VirtualMachine(
                 host=host,
@@ -152,6 +192,9 @@ def sync_domains(host: Host, conn: libvirt.virConnect) -> dict:
         if state == VMState.SHUTOFF:
             values["vcpus_hotplugged"] = False
         changed = {f for f, v in values.items() if getattr(vm, f) != v}
+        if vm.host_id != host.pk:
+            values["host"] = host
+            changed.add("host")
         if "state" in changed and vm.lock_id is None:
             # A change made on the host is the new desired state, never undone.
             values["desired_state"] = state
@@ -169,7 +212,9 @@ def sync_domains(host: Host, conn: libvirt.virConnect) -> dict:
             untouched.append(vm.pk)
         old_disks = sorted(_disk_key(d) for d in vm.disks.all())
         old_nics = sorted(_nic_key(n) for n in vm.nics.all())
-        if old_disks != sorted(_disk_key(d) for d in spec.disks) or old_nics != sorted(
+        if "host" in changed:
+            devices_changed.append((vm, spec))  # re-read against the new host's volumes
+        elif old_disks != sorted(_disk_key(d) for d in spec.disks) or old_nics != sorted(
             _nic_key(n) for n in spec.nics
         ):
             devices_changed.append((vm, spec))
@@ -210,6 +255,12 @@ def sync_domains(host: Host, conn: libvirt.virConnect) -> dict:
             )
 
         rewrite = to_create + devices_changed
+        owned = {
+            (vm.pk, d.target, d.source)
+            for vm, _ in devices_changed
+            for d in vm.disks.all()
+            if d.owned
+        }
         if devices_changed:
             ids = [vm.pk for vm, _ in devices_changed]
             Disk.objects.filter(vm_id__in=ids).delete()
@@ -217,12 +268,17 @@ def sync_domains(host: Host, conn: libvirt.virConnect) -> dict:
         disks, nics = [], []
         for vm, spec in rewrite:
             for d in spec.disks:
-                disks.append(_disk_row(vm, d, volumes_by_path))
+                disk = _disk_row(vm, d, volumes_by_path)
+                disk.owned = (vm.pk, disk.target, disk.source) in owned
+                disks.append(disk)
             for n in spec.nics:
                 nics.append(_nic_row(vm, n, networks_by_name))
         Disk.objects.bulk_create(disks, batch_size=1000)
         Nic.objects.bulk_create(nics, batch_size=1000)
         claim_volumes(disks)
+        moved = [vm for vm in moved if vm.pk not in newer]
+        for vm in moved:
+            sync_snapshots(vm, conn.lookupByUUIDString(str(vm.uuid)))
 
     return {
         "domains": len(domains),
@@ -230,6 +286,8 @@ def sync_domains(host: Host, conn: libvirt.virConnect) -> dict:
         "updated": len(to_update),
         "unchanged": len(untouched),
         "gone": len(vanished),
+        "moved": len(moved),
+        "elsewhere": elsewhere_kept,
     }
 
 
@@ -262,6 +320,7 @@ def refresh_vm(vm: VirtualMachine, conn: libvirt.virConnect) -> VirtualMachine:
         state_reason=str(reason),
         autostart=bool(dom.autostart()),
         persistent=bool(dom.isPersistent()),
+        host_id=vm.host_id,
         gone=False,
         gone_at=None,
         synced_at=timezone.now(),
