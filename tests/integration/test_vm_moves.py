@@ -28,12 +28,14 @@ def second_host(admin_user, make_node):
     return host
 
 
-def owned_vm(host, tenant, admin_user):
-    """A shut-off VM of ``host`` given to ``tenant``, with a task in its history."""
+def owned_vm(host, tenant, admin_user, other):
+    """A shut-off VM of ``host`` given to ``tenant``, with a task in its history; its name is
+    free on ``other`` (libvirt refuses a second domain of one name)."""
+    taken = {d.name() for d in get_connection(other).listAllDomains()}
     dom = next(
         d
         for d in get_connection(host).listAllDomains()
-        if d.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF
+        if d.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF and d.name() not in taken
     )
     vm = VirtualMachine.objects.get(uuid=dom.UUIDString())
     VirtualMachine.objects.filter(pk=vm.pk).update(tenant=tenant)
@@ -63,7 +65,7 @@ def test_full_sync_moves_a_domain_to_its_new_host(
     synced_host, admin_user, make_node, tenant, order
 ):
     other = second_host(admin_user, make_node)
-    dom, vm, task = owned_vm(synced_host, tenant, admin_user)
+    dom, vm, task = owned_vm(synced_host, tenant, admin_user, other)
     copy_to(dom, other)
     dom.undefine()
     hosts = [other, synced_host] if order == "new host first" else [synced_host, other]
@@ -78,7 +80,7 @@ def test_a_copy_on_another_host_is_neither_imported_nor_taken_from_the_living_vm
     synced_host, admin_user, make_node, tenant
 ):
     other = second_host(admin_user, make_node)
-    dom, vm, _task = owned_vm(synced_host, tenant, admin_user)
+    dom, vm, _task = owned_vm(synced_host, tenant, admin_user, other)
     copy_to(dom, other)
     for host in (other, synced_host, other, synced_host):
         summary = sync_host(host)
@@ -91,7 +93,7 @@ def test_a_copy_on_another_host_is_neither_imported_nor_taken_from_the_living_vm
 @pytest.mark.django_db
 def test_a_running_copy_takes_over_from_a_stopped_one(synced_host, admin_user, make_node, tenant):
     other = second_host(admin_user, make_node)
-    dom, vm, _task = owned_vm(synced_host, tenant, admin_user)
+    dom, vm, _task = owned_vm(synced_host, tenant, admin_user, other)
     copy_to(dom, other)
     get_connection(other).lookupByUUIDString(dom.UUIDString()).create()
     for host in (other, synced_host, other, synced_host):
@@ -111,7 +113,7 @@ def start_watcher(host) -> HostWatcher:
 @pytest.mark.django_db(transaction=True)
 def test_watcher_moves_a_domain_to_its_new_host(synced_host, admin_user, make_node, tenant):
     other = second_host(admin_user, make_node)
-    dom, vm, task = owned_vm(synced_host, tenant, admin_user)
+    dom, vm, task = owned_vm(synced_host, tenant, admin_user, other)
     watchers = [start_watcher(synced_host), start_watcher(other)]
     try:
         copy_to(dom, other)
