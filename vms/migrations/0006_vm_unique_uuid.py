@@ -30,6 +30,10 @@ def merge_duplicate_uuids(apps, schema_editor):
             source_template_id=keep.pk
         )
         VirtualMachine.objects.filter(pk__in=others).delete()
+    if schema_editor.connection.vendor == "postgresql":
+        # Check the deferred foreign keys now: PostgreSQL alters no table with pending
+        # trigger events in the same transaction.
+        schema_editor.execute("SET CONSTRAINTS ALL IMMEDIATE")
 
 
 class Migration(migrations.Migration):
