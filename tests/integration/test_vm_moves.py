@@ -125,3 +125,16 @@ def test_watcher_moves_a_domain_to_its_new_host(synced_host, admin_user, make_no
         for watcher in watchers:
             watcher.stop()
     assert_moved(vm, other, tenant, task)
+
+
+@pytest.mark.django_db
+def test_task_api_names_the_destination_host(synced_host, admin_user, make_node, api):
+    other = second_host(admin_user, make_node)
+    task = Task.objects.create(
+        kind="vm.migrate", state="queued", host=synced_host, destination_host=other
+    )
+    body = api.as_user(admin_user).get(f"/api/tasks/{task.pk}/").json()
+    assert body["host"]["id"] == synced_host.pk
+    assert body["destination_host"] == {"id": other.pk, "name": "sim-02"}
+    listed = api.as_user(admin_user).get("/api/tasks/", {"kind": "host.sync"}).json()
+    assert all(row["destination_host"] is None for row in listed["results"])
