@@ -126,7 +126,7 @@ def new_vm(
 
 def observe(
     vm: VirtualMachine,
-    host: Host,
+    host_id: int,
     spec: DomainSpec,
     state: str,
     reason: str,
@@ -136,15 +136,15 @@ def observe(
     *,
     host_change_is_desired: bool,
 ) -> set[str]:
-    """Set ``vm``'s fields to what ``host`` says of its domain; return the fields that changed.
+    """Set ``vm``'s fields to what host ``host_id`` says of its domain; return those changed.
 
     The desired-state rule lives here: when ``host_change_is_desired`` (the sync, an event:
     someone changed the domain on the host) a changed state becomes the desired state too,
     never undone, unless a Paddock task holds the VM (the task owns its desired state). A
-    task's own re-read passes False. A gone VM is revived; a VM seen on ``host`` lives there.
+    task's own re-read passes False. A gone VM is revived; a VM seen on a host lives there.
     """
     values = _observed(spec, state, reason, autostart, persistent)
-    values.update(host_id=host.pk, gone=False, gone_at=None)
+    values.update(host_id=host_id, gone=False, gone_at=None)
     if state == VMState.SHUTOFF:
         values["vcpus_hotplugged"] = False
     changed = {f for f, v in values.items() if getattr(vm, f) != v}
@@ -251,7 +251,15 @@ def sync_domains(host: Host, conn: HostConnection) -> dict:
         before_disks = sorted(_disk_key(d) for d in vm.disks.all())
         before_nics = sorted(_nic_key(n) for n in vm.nics.all())
         changed = observe(
-            vm, host, spec, state, reason, autostart, persistent, now, host_change_is_desired=True
+            vm,
+            host.pk,
+            spec,
+            state,
+            reason,
+            autostart,
+            persistent,
+            now,
+            host_change_is_desired=True,
         )
         if changed:
             to_update.append(vm)
@@ -358,18 +366,19 @@ def refresh_vm(
     """
     info = driver.read_domain(conn, str(vm.uuid))
     spec = parse_domain(info.xml)
-    host = host or vm.host
-    now = timezone.now()
+    host_id = host.pk if host else vm.host_id
+    state = vm_state(info.state)
     changed = observe(
-        vm, host, spec, vm_state(info.state), info.reason, info.autostart, info.persistent, now,
+        vm, host_id, spec, state, info.reason, info.autostart, info.persistent, timezone.now(),
         host_change_is_desired=host_change_is_desired,
     )  # fmt: skip
     # Every observed field is written, not only those that differ from ``vm``: the caller's
-    # copy may be older than the row. The two the caller may own are written only when set.
+    # copy may be older than the row. The two a task may own are written only when set here.
     fields = [*_MIRRORED, "state", "state_reason", "autostart", "persistent", "host_id", "gone",
               "gone_at", "synced_at"]  # fmt: skip
-    fields += [f for f in ("vcpus_hotplugged", "desired_state") if f in changed]
-    if vm.state == VMState.SHUTOFF and "vcpus_hotplugged" not in fields:
+    if "desired_state" in changed:
+        fields.append("desired_state")
+    if state == VMState.SHUTOFF:
         fields.append("vcpus_hotplugged")
     owned = {(d.target, d.source) for d in vm.disks.filter(owned=True)}
     volumes_by_path = dict(
