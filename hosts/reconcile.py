@@ -17,6 +17,7 @@ from django.db import close_old_connections
 
 from panel import events
 
+from . import hooks
 from .choices import HostStatus
 from .driver.connection import HostConnectError, drop_connection
 from .models import Host
@@ -24,36 +25,13 @@ from .sync import mark_unreachable, sync_host
 
 logger = logging.getLogger(__name__)
 
-# The VM fields whose change a reconcile publishes.
-_WATCHED = ("state", "desired_state", "lifecycle", "gone", "tenant_id", "name")
-
-
-def _vm_snapshot(host: Host) -> dict[int, tuple]:
-    from vms.models import VirtualMachine
-
-    return {
-        row[0]: row[1:]
-        for row in VirtualMachine.objects.filter(host=host).values_list("pk", *_WATCHED)
-    }
-
-
-def _publish_vm_changes(host: Host, before: dict[int, tuple]) -> int:
-    from vms.models import VirtualMachine
-
-    after = _vm_snapshot(host)
-    changed = [pk for pk, values in after.items() if before.get(pk) != values]
-    if not changed:
-        return 0
-    for vm in VirtualMachine.objects.filter(pk__in=changed).order_by("pk"):
-        events.vm_changed(vm, event="reconciled")
-    return len(changed)
-
 
 def reconcile_host(host: Host, publish: bool = True) -> dict | None:
     if host.lock_id is not None:
         return None
     status, error = host.status, host.last_error
-    before = _vm_snapshot(host) if publish else {}
+    # What the apps above (vms) publish of the round's changes to their rows.
+    finish = hooks.observe_reconcile(host) if publish else None
     try:
         summary = sync_host(host)
     except HostConnectError as exc:
@@ -64,7 +42,7 @@ def reconcile_host(host: Host, publish: bool = True) -> dict | None:
             events.host_changed(host, event="offline")
         return None
     if publish:
-        summary["published"] = _publish_vm_changes(host, before)
+        summary["published"] = finish()
         if (host.status, host.last_error) != (status, error):
             events.host_changed(host, event="online")
     return summary

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from django.db import transaction
 from django.utils import timezone
 
+from . import hooks
 from .capabilities import (
     apply_free_hugepages,
     parse_capabilities,
@@ -218,8 +219,6 @@ def sync_host(
     host: Host, log: Log = lambda _m: None, progress: Callable[[int], None] = lambda _p: None
 ) -> dict:
     """Read everything from the host and update the inventory. Raises HostConnectError."""
-    from vms.sync import sync_domains
-
     try:
         conn = get_connection(host)
     except HostConnectError as exc:
@@ -238,7 +237,7 @@ def sync_host(
             networks = sync_networks(host, conn)
         progress(55)
         log("Reading domains")
-        domains = sync_domains(host, conn)
+        domains = hooks.run_sync_steps(host, conn)  # the "sync domains" step of vms
         progress(95)
     except DriverError as exc:
         message = libvirt_error_message(exc)

@@ -5,13 +5,12 @@ and registers callbacks for domain lifecycle, device added/removed, job complete
 storage pool lifecycle and network lifecycle events. The callbacks run on libvirt's event
 thread and only queue what happened; a worker thread per host does the database work:
 
-* a domain event re-reads that one domain (``vms.sync.refresh_vm``), imports a domain the
-  inventory does not know yet, or marks an undefined domain gone; a state change made on the
-  host becomes the observed and the desired state (unless a Paddock task holds the VM, which
-  then owns its desired state), exactly as the full sync does;
+* a domain event goes to the domain handlers registered in ``hosts.hooks`` (``vms`` registers
+  the one that re-reads that domain into its VM row: ``vms.domain_events``);
 * a pool or network event re-reads the host's pools or networks;
 
-and sends ``vm.updated`` / ``host.updated`` after the transaction commits (``panel.events``).
+and sends ``host.updated`` after the transaction commits (``panel.events``). The libvirt side
+(the connection with keepalive, the callbacks and their constants) is ``hosts.driver.watch``.
 
 When the connection dies (keepalive, close callback, or a failed call) the watcher reconnects;
 while it cannot, it marks the host offline with libvirt's message and retries with backoff
@@ -35,12 +34,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import libvirt
-from django.db import IntegrityError, close_old_connections, connections, transaction
-from django.utils import timezone
+from django.db import close_old_connections, connections, transaction
 
 from panel import events
 
+from . import hooks
 from .choices import HostStatus
 from .driver.connection import (
     HostConnectError,
@@ -49,8 +47,12 @@ from .driver.connection import (
     libvirt_error_message,
     parse_uri,
 )
+from .driver.domains import DriverError
 from .driver.events import ensure_event_loop
+from .driver.watch import Subscription, connection_alive, open_watch_connection, subscribe
 from .models import Host
+from .reconcile import reconcile_host
+from .sync import sync_networks, sync_pools
 
 logger = logging.getLogger(__name__)
 
@@ -58,18 +60,6 @@ BACKOFF_MAX = 30.0
 LIVENESS_SECONDS = 1.0
 
 # --- what the callbacks queue ------------------------------------------------------------------
-
-DOMAIN_EVENT_NAMES = {
-    libvirt.VIR_DOMAIN_EVENT_DEFINED: "defined",
-    libvirt.VIR_DOMAIN_EVENT_UNDEFINED: "undefined",
-    libvirt.VIR_DOMAIN_EVENT_STARTED: "started",
-    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: "suspended",
-    libvirt.VIR_DOMAIN_EVENT_RESUMED: "resumed",
-    libvirt.VIR_DOMAIN_EVENT_STOPPED: "stopped",
-    libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: "shutdown",
-    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: "pmsuspended",
-    libvirt.VIR_DOMAIN_EVENT_CRASHED: "crashed",
-}
 
 
 @dataclass
@@ -88,7 +78,7 @@ class HostWatcher:
     def __init__(self, host_id: int) -> None:
         self.host_id = host_id
         self.host: Host | None = None
-        self.conn: libvirt.virConnect | None = None
+        self.conn = None  # the driver's connection while watching
         self.ready = threading.Event()  # set while callbacks are registered
         self.stats = {"connects": 0, "reconciles": 0, "events": 0, "applied": 0, "failures": 0}
         self.last_error = ""
@@ -96,7 +86,7 @@ class HostWatcher:
         self._dead = threading.Event()
         self._queue: queue.Queue = queue.Queue()
         self._generation = 0
-        self._callback_ids: list[tuple[str, int]] = []
+        self._subscription: Subscription | None = None
         self._own_connection = True
         self._threads: list[threading.Thread] = []
 
@@ -177,7 +167,7 @@ class HostWatcher:
                 close_old_connections()
                 try:
                     self._apply(batch)
-                except libvirt.libvirtError as exc:
+                except DriverError as exc:
                     self.stats["failures"] += 1
                     self.last_error = libvirt_error_message(exc)
                     logger.warning("host %s: %s", self.host_id, self.last_error)
@@ -199,98 +189,52 @@ class HostWatcher:
     def _connect(self, host: Host) -> None:
         self._dead.clear()
         self._generation += 1
+        gen = self._generation
         self._own_connection = not parse_uri(host.uri).simulated
         if self._own_connection:
-            uri = effective_uri(host)
-            try:
-                conn = libvirt.open(uri)
-            except libvirt.libvirtError as exc:
-                raise HostConnectError(libvirt_error_message(exc)) from None
-            try:
-                conn.setKeepAlive(5, 3)
-            except libvirt.libvirtError:
-                logger.debug("keepalive not supported for %s", host.name)
+            conn = open_watch_connection(effective_uri(host))
         else:
             # The test driver's state lives in the connection: use the process's shared one.
             conn = get_connection(host)
         self.conn = conn
-        try:
-            self._register(conn, self._generation)
-        except libvirt.libvirtError as exc:
-            self._disconnect()
-            raise HostConnectError(libvirt_error_message(exc)) from None
-        self.stats["connects"] += 1
-        self.last_error = ""
-        self.ready.set()
-        logger.info("watching host %s", host.name)
 
-    def _register(self, conn: libvirt.virConnect, gen: int) -> None:
-        def domain_cb(name: str):
-            def callback(_conn, dom, *args) -> None:
-                if gen != self._generation:
-                    return  # a connection this watcher already left
-                if name == "lifecycle":
-                    name_ = DOMAIN_EVENT_NAMES.get(args[0], "changed")
-                else:
-                    name_ = name
+        def on_domain(uuid: str, event: str) -> None:
+            if gen == self._generation:  # not a connection this watcher already left
                 self.stats["events"] += 1
-                self._queue.put(("domain", dom.UUIDString(), name_))
+                self._queue.put(("domain", uuid, event))
 
-            return callback
-
-        def object_cb(kind: str):
-            def callback(_conn, _obj, _event, _detail, _opaque) -> None:
+        def on_object(kind: str):
+            def callback() -> None:
                 if gen == self._generation:
                     self.stats["events"] += 1
                     self._queue.put((kind,))
 
             return callback
 
-        ids = []
-        for event_id, name in (
-            (libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, "lifecycle"),
-            (libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, "reboot"),
-            (libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED, "device-added"),
-            (libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, "device-removed"),
-            (libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, "job-completed"),
-        ):
-            ids.append(
-                ("domain", conn.domainEventRegisterAny(None, event_id, domain_cb(name), None))
-            )
-        ids.append(
-            (
-                "pool",
-                conn.storagePoolEventRegisterAny(
-                    None, libvirt.VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE, object_cb("pools"), None
-                ),
-            )
-        )
-        ids.append(
-            (
-                "network",
-                conn.networkEventRegisterAny(
-                    None, libvirt.VIR_NETWORK_EVENT_ID_LIFECYCLE, object_cb("networks"), None
-                ),
-            )
-        )
-        self._callback_ids = ids
-        if self._own_connection:
+        def on_close(message: str) -> None:
+            if gen == self._generation:
+                self.last_error = message
+                self._dead.set()
 
-            def closed(_conn, reason, _opaque) -> None:
-                if gen == self._generation:
-                    self.last_error = f"Connection to the host closed (reason {reason})."
-                    self._dead.set()
-
-            conn.registerCloseCallback(closed, None)
+        try:
+            self._subscription = subscribe(
+                conn,
+                own=self._own_connection,
+                on_domain=on_domain,
+                on_pools=on_object("pools"),
+                on_networks=on_object("networks"),
+                on_close=on_close,
+            )
+        except HostConnectError:
+            self.conn = None
+            raise
+        self.stats["connects"] += 1
+        self.last_error = ""
+        self.ready.set()
+        logger.info("watching host %s", host.name)
 
     def _connection_alive(self) -> bool:
-        conn = self.conn
-        if conn is None:
-            return False
-        try:
-            return bool(conn.isAlive())
-        except Exception:  # closed (libvirtError) or the object was closed under us
-            return False
+        return connection_alive(self.conn)
 
     def _watch(self) -> None:
         """Until stopped or the connection dies: keepalive and the close callback set
@@ -304,30 +248,11 @@ class HostWatcher:
 
     def _disconnect(self) -> None:
         self.ready.clear()
-        conn, self.conn = self.conn, None
+        self.conn = None
         self._generation += 1  # callbacks of the old connection are ignored from now on
-        ids, self._callback_ids = self._callback_ids, []
-        if conn is None:
-            return
-        for kind, callback_id in ids:
-            try:
-                if kind == "domain":
-                    conn.domainEventDeregisterAny(callback_id)
-                elif kind == "pool":
-                    conn.storagePoolEventDeregisterAny(callback_id)
-                else:
-                    conn.networkEventDeregisterAny(callback_id)
-            except Exception:
-                pass  # the connection is gone already
-        if self._own_connection:
-            try:
-                conn.unregisterCloseCallback()
-            except Exception:
-                pass
-            try:
-                conn.close()
-            except Exception:
-                pass
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            subscription.cancel()  # and closes the connection if it is the watcher's own
 
     def _mark_offline(self, host: Host, message: str) -> None:
         self.last_error = message
@@ -357,15 +282,11 @@ class HostWatcher:
         host = Host.objects.get(pk=self.host_id)
         conn = self.conn
         if batch.reconcile:
-            from .reconcile import reconcile_host
-
             reconcile_host(host, publish=True)
             self.stats["reconciles"] += 1
         if conn is None:
             return
         if batch.pools or batch.networks:
-            from .sync import sync_networks, sync_pools
-
             with transaction.atomic():
                 if batch.pools:
                     sync_pools(host, conn)
@@ -376,89 +297,8 @@ class HostWatcher:
                 ]
                 events.host_changed(host, event="inventory", changed=changed)
         for uuid, event in batch.domains.items():
-            apply_domain_event(host, conn, uuid, event)
+            hooks.handle_domain_event(host, conn, uuid, event)
             self.stats["applied"] += 1
-
-
-def apply_domain_event(host: Host, conn: libvirt.virConnect, uuid: str, event: str) -> None:
-    """Bring one domain's VM row in line with libvirt and publish ``vm.updated``."""
-    try:
-        _apply_domain_event(host, conn, uuid, event)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-            raise
-        # Undefined while it was being read (the transaction rolled back): look again, which
-        # now finds it gone. Not a connection failure.
-        _apply_domain_event(host, conn, uuid, event)
-
-
-def _apply_domain_event(host: Host, conn: libvirt.virConnect, uuid: str, event: str) -> None:
-    from vms.choices import VMState
-    from vms.models import VirtualMachine
-    from vms.sync import refresh_vm, state_from_libvirt
-
-    try:
-        dom = conn.lookupByUUIDString(uuid)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-            raise
-        dom = None  # undefined, or a transient domain that stopped
-    vm = VirtualMachine.objects.filter(host=host, uuid=uuid).first()
-    with transaction.atomic():
-        if dom is None:
-            if vm is None or vm.gone:
-                return
-            vm.gone, vm.gone_at = True, timezone.now()
-            vm.state, vm.vnc_port = VMState.UNKNOWN, None
-            vm.save(update_fields=["gone", "gone_at", "state", "vnc_port"])
-        elif vm is None:
-            # New to the inventory: imported alone (default tenant, desired state = observed),
-            # as the full sync would, without re-reading every domain of the host.
-            vm = import_domain(host, conn, dom)
-        elif vm.lock_id is not None:
-            # A Paddock task is working on this VM and re-reads it when done: only the
-            # observed state here, the task owns the rest (and the desired state).
-            code, reason = dom.state()
-            vm.state, vm.state_reason = state_from_libvirt(code), str(reason)
-            vm.synced_at = timezone.now()
-            vm.save(update_fields=["state", "state_reason", "synced_at"])
-        else:
-            before = vm.state
-            refresh_vm(vm, conn)
-            if vm.state != before:
-                # A change made on the host is the new desired state, never undone.
-                vm.desired_state = vm.state
-                VirtualMachine.objects.filter(pk=vm.pk).update(desired_state=vm.state)
-        events.vm_changed(vm, event=event)
-
-
-def import_domain(host: Host, conn: libvirt.virConnect, dom: libvirt.virDomain):
-    """A VM row for a domain the inventory does not know, then its devices and snapshots."""
-    from panel.models import Tenant
-    from vms.domxml import parse_domain
-    from vms.models import VirtualMachine
-    from vms.sync import _MIRRORED, refresh_vm, state_from_libvirt
-
-    spec = parse_domain(dom.XMLDesc(0))
-    code, reason = dom.state()
-    state = state_from_libvirt(code)
-    try:
-        with transaction.atomic():
-            vm = VirtualMachine.objects.create(
-                host=host,
-                tenant=Tenant.get_default(),
-                uuid=spec.uuid,
-                description=spec.description,
-                state=state,
-                state_reason=str(reason),
-                desired_state=state,
-                synced_at=timezone.now(),
-                **{f: getattr(spec, f) for f in _MIRRORED},
-            )
-    except IntegrityError:
-        # The periodic reconcile imported it meanwhile.
-        vm = VirtualMachine.objects.get(host=host, uuid=spec.uuid)
-    return refresh_vm(vm, conn)
 
 
 # --- every host --------------------------------------------------------------------------------

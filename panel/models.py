@@ -146,6 +146,10 @@ class Task(models.Model):
     host = models.ForeignKey(
         "hosts.Host", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks"
     )
+    # Where a task moves its VM to (a migration), next to the host it runs on.
+    destination_host = models.ForeignKey(
+        "hosts.Host", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     vm = models.ForeignKey(
         "vms.VirtualMachine",
         null=True,

@@ -12,7 +12,9 @@ User = get_user_model()
 
 
 def tasks_for(user) -> QuerySet[Task]:
-    qs = Task.objects.select_related("host", "vm", "tenant", "user").prefetch_related("log_entries")
+    qs = Task.objects.select_related(
+        "host", "destination_host", "vm", "tenant", "user"
+    ).prefetch_related("log_entries")
     return restrict(qs, user, Action.TASK_VIEW)
 
 

@@ -6,7 +6,7 @@ from django.db import models
 from django.urls import reverse
 
 from hosts.models import GoneQuerySet
-from panel.validators import validate_tags
+from panel.validators import validate_name, validate_tags
 
 from .choices import DiskDevice, Firmware, Lifecycle, VMState
 
@@ -14,8 +14,12 @@ from .choices import DiskDevice, Firmware, Lifecycle, VMState
 class VirtualMachine(models.Model):
     host = models.ForeignKey("hosts.Host", on_delete=models.CASCADE, related_name="vms")
     tenant = models.ForeignKey("panel.Tenant", on_delete=models.PROTECT, related_name="vms")
-    name = models.CharField(max_length=255, db_index=True)
-    uuid = models.UUIDField(db_index=True)
+    # The rule the services apply to names Paddock gives. A domain imported from a host keeps
+    # the name libvirt has (rows written from libvirt are not cleaned), until it is renamed.
+    name = models.CharField(max_length=255, db_index=True, validators=[validate_name])
+    # A VM is its UUID across every host: a domain that appears on another host is this VM
+    # having moved there (``vms.sync``), never a second VM.
+    uuid = models.UUIDField()
     description = models.CharField(max_length=200, blank=True)
     tags = models.JSONField(default=list, blank=True, validators=[validate_tags])
 
@@ -68,7 +72,13 @@ class VirtualMachine(models.Model):
     class Meta:
         ordering = ["name", "id"]
         verbose_name = "virtual machine"
-        constraints = [models.UniqueConstraint(fields=["host", "uuid"], name="vm_unique_host_uuid")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["uuid"],
+                name="vm_unique_uuid",
+                violation_error_message="A virtual machine with this UUID already exists.",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -34,6 +34,7 @@ import libvirt
 from django.conf import settings
 
 from . import deadline
+from .events import ensure_event_loop
 from .errors import (  # noqa: F401  (clean_error_text and libvirt_error_message: the old home)
     DriverError,
     HostCallTimeout,
@@ -617,6 +618,9 @@ def _open_raw(uri: str, abandoned: threading.Event) -> libvirt.virConnect | None
 def _open(uri: str, label: str = "") -> Guarded:
     bounded = not uri.startswith("test:")
     seconds = call_seconds() if bounded else None
+    if bounded:
+        # Keepalive needs libvirt's event loop running in this process before the open.
+        ensure_event_loop()
     abandoned = threading.Event()
     try:
         conn = deadline.run(_open_raw, uri, abandoned, seconds=seconds, what="open")

@@ -47,6 +47,7 @@ class BriefUserSerializer(serializers.Serializer):
 
 class TaskSerializer(serializers.ModelSerializer):
     host = BriefSerializer(read_only=True, allow_null=True)
+    destination_host = BriefSerializer(read_only=True, allow_null=True)
     vm = BriefSerializer(read_only=True, allow_null=True)
     tenant = BriefSerializer(read_only=True, allow_null=True)
     user = BriefUserSerializer(read_only=True, allow_null=True)
@@ -55,8 +56,8 @@ class TaskSerializer(serializers.ModelSerializer):
     class Meta:
         model = Task
         fields = [
-            "id", "kind", "state", "progress", "target", "vm", "host", "user", "tenant",
-            "created", "started", "finished", "error", "result", "log",
+            "id", "kind", "state", "progress", "target", "vm", "host", "destination_host", "user",
+            "tenant", "created", "started", "finished", "error", "result", "log",
         ]  # fmt: skip
         read_only_fields = fields
 

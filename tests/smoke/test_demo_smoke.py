@@ -152,7 +152,8 @@ def test_production_shape_runs_tasks_on_a_celery_worker_over_redis(tmp_path, scr
     try:
         panel.wait_ready()
         headers = {"Authorization": f"Token {panel.token()}"}
-        uri = write_node(tmp_path / "extra-node.xml", domains=12)
+        # Its own seed: domains of the demo node share UUIDs with the default one.
+        uri = write_node(tmp_path / "extra-node.xml", domains=12, seed=12)
         response = httpx.post(
             f"{panel.base}/api/hosts/", json={"name": "extra", "uri": uri}, headers=headers
         )
