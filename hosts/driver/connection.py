@@ -34,7 +34,6 @@ import libvirt
 from django.conf import settings
 
 from . import deadline
-from .events import ensure_event_loop
 from .errors import (  # noqa: F401  (clean_error_text and libvirt_error_message: the old home)
     DriverError,
     HostCallTimeout,
@@ -42,6 +41,7 @@ from .errors import (  # noqa: F401  (clean_error_text and libvirt_error_message
     clean_error_text,
     libvirt_error_message,
 )
+from .events import ensure_event_loop
 
 logger = logging.getLogger(__name__)
 
