@@ -13,6 +13,7 @@ hypervisor. ``freshly_synced_host`` runs the real add-and-sync for the tests tha
 from __future__ import annotations
 
 import datetime
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -278,12 +279,16 @@ def inventory_snapshot(django_db_setup, django_db_blocker, synced_node_uri):
 
 
 @pytest.fixture
-def synced_host(db, admin_user, inventory_snapshot):
+def synced_host(request, db, admin_user):
     """A test-driver host as adding it through the service and syncing it leaves it (the
-    rows are copied from the session's one real sync; see the module docstring)."""
+    rows are copied from the session's one real sync; see the module docstring).
+    ``PADDOCK_TEST_SYNCED_HOST=fresh`` runs the real add-and-sync in every test instead."""
     from hosts.models import Host
 
-    return Host.objects.get(pk=restore_inventory_snapshot(inventory_snapshot, admin_user))
+    if os.environ.get("PADDOCK_TEST_SYNCED_HOST") == "fresh":
+        return request.getfixturevalue("freshly_synced_host")
+    snapshot = request.getfixturevalue("inventory_snapshot")
+    return Host.objects.get(pk=restore_inventory_snapshot(snapshot, admin_user))
 
 
 @pytest.fixture
