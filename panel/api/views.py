@@ -56,7 +56,9 @@ class TenantViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def scoped_queryset(self, user):
-        return selectors.tenants_for(user)
+        # The grants are listed per tenant: one query each, not one per tenant.
+        grants = ("allowed_hosts", "allowed_pools", "allowed_networks")
+        return selectors.tenants_for(user).prefetch_related(*grants)
 
     def create(self, request, *args, **kwargs):
         if not is_platform_admin(request.user):  # before reading the body

@@ -16,7 +16,8 @@ HUGE = "99999999999999999999"
 
 
 @pytest.fixture
-def world(synced_host, admin_user, tenant, make_member):
+def acme_vm_users(synced_host, admin_user, tenant, make_member):
+    """acme's one VM (and its first disk), the platform admin and an acme operator and viewer."""
     vm = VirtualMachine.objects.filter(host=synced_host).order_by("name").first()
     vm.tenant = tenant
     vm.save(update_fields=["tenant"])
@@ -31,18 +32,18 @@ def world(synced_host, admin_user, tenant, make_member):
     }
 
 
-def test_tenant_create_with_documented_quota_fields(api, world):
+def test_tenant_create_with_documented_quota_fields(api, acme_vm_users):
     body = {"name": "quota-co", "max_vms": 3, "max_vcpus": 8, "max_memory_mib": 4096,
             "max_disk_gib": 100}  # fmt: skip
     for actor in ("operator", "viewer"):
-        response = api.as_user(world[actor]).post("/api/tenants/", body, format="json")
+        response = api.as_user(acme_vm_users[actor]).post("/api/tenants/", body, format="json")
         assert response.status_code == 403
-    response = api.as_user(world["admin"]).post("/api/tenants/", body, format="json")
+    response = api.as_user(acme_vm_users["admin"]).post("/api/tenants/", body, format="json")
     assert response.status_code == 201, response.content
     created = Tenant.objects.get(name="quota-co")
     assert (created.max_vms, created.max_memory_mib) == (3, 4096)
     too_big = {**body, "name": "huge-co", "max_memory_mib": 2**63}
-    response = api.as_user(world["admin"]).post("/api/tenants/", too_big, format="json")
+    response = api.as_user(acme_vm_users["admin"]).post("/api/tenants/", too_big, format="json")
     assert response.status_code == 400 and "max_memory_mib" in response.json()
 
 
@@ -56,16 +57,16 @@ def test_tenant_create_with_documented_quota_fields(api, world):
         f"/api/memberships/?tenant={HUGE}", "/api/vms/?tenant=³",
     ],
 )  # fmt: skip
-def test_huge_or_odd_number_filters_are_400_or_empty(api, world, url):
-    response = api.as_user(world["admin"]).get(url)
+def test_huge_or_odd_number_filters_are_400_or_empty(api, acme_vm_users, url):
+    response = api.as_user(acme_vm_users["admin"]).get(url)
     assert response.status_code in (200, 400), response.content
     if response.status_code == 200:
         assert response.json()["count"] == 0
 
 
-def test_superscript_digit_tenant_filter_is_a_name(api, world):
+def test_superscript_digit_tenant_filter_is_a_name(api, acme_vm_users):
     # "³".isdigit() is true but int("³") fails: it is looked up as a (missing) tenant name.
-    response = api.as_user(world["admin"]).get("/api/vms/?tenant=³")
+    response = api.as_user(acme_vm_users["admin"]).get("/api/vms/?tenant=³")
     assert response.status_code == 200 and response.json()["count"] == 0
 
 
@@ -78,26 +79,26 @@ def test_superscript_digit_tenant_filter_is_a_name(api, world):
         "/api/vms/9223372036854775808/", "/api/vms/³/",
     ],
 )  # fmt: skip
-def test_detail_id_beyond_64_bits_is_404(api, world, url):
-    assert api.as_user(world["admin"]).get(url).status_code == 404
+def test_detail_id_beyond_64_bits_is_404(api, acme_vm_users, url):
+    assert api.as_user(acme_vm_users["admin"]).get(url).status_code == 404
 
 
-def test_device_ids_beyond_64_bits_are_404(api, world):
-    client = api.as_user(world["admin"])
-    vm = world["vm"].pk
+def test_device_ids_beyond_64_bits_are_404(api, acme_vm_users):
+    client = api.as_user(acme_vm_users["admin"])
+    vm = acme_vm_users["vm"].pk
     assert client.delete(f"/api/vms/{vm}/disks/{HUGE}/").status_code == 404
     assert client.post(f"/api/vms/{vm}/disks/{HUGE}/resize/", {"size_gib": 1}).status_code == 404
     assert client.delete(f"/api/vms/{vm}/nics/{HUGE}/").status_code == 404
 
 
-def test_ui_detail_id_beyond_64_bits_is_404(client, world):
-    client.force_login(world["admin"])
+def test_ui_detail_id_beyond_64_bits_is_404(client, acme_vm_users):
+    client.force_login(acme_vm_users["admin"])
     for url in (f"/vms/{HUGE}/", f"/hosts/{HUGE}/", f"/tasks/{HUGE}/", f"/tenants/{HUGE}/"):
         assert client.get(url).status_code == 404, url
 
 
-def _create_body(world, **over):
-    return {"name": "bad-input", "tenant": world["tenant"].pk, "host": world["host"].pk,
+def _create_body(acme_vm_users, **over):
+    return {"name": "bad-input", "tenant": acme_vm_users["tenant"].pk, "host": acme_vm_users["host"].pk,
             "vcpus": 1, "memory_mib": 256, **over}  # fmt: skip
 
 
@@ -115,29 +116,29 @@ def _create_body(world, **over):
         ({"nics": [{"network": 10**20}]}, "nics"),
     ],
 )
-def test_vm_create_numbers_beyond_bounds_are_400(api, world, over, field):
-    response = api.as_user(world["admin"]).post(
-        "/api/vms/", _create_body(world, **over), format="json"
+def test_vm_create_numbers_beyond_bounds_are_400(api, acme_vm_users, over, field):
+    response = api.as_user(acme_vm_users["admin"]).post(
+        "/api/vms/", _create_body(acme_vm_users, **over), format="json"
     )
     assert response.status_code == 400, response.content
     assert any(key.startswith(field) for key in response.json()), response.json()
 
 
-def test_disk_resize_to_1e308_is_400(api, world):
-    client = api.as_user(world["admin"])
-    url = f"/api/vms/{world['vm'].pk}/disks/{world['disk'].pk}/resize/"
+def test_disk_resize_to_1e308_is_400(api, acme_vm_users):
+    client = api.as_user(acme_vm_users["admin"])
+    url = f"/api/vms/{acme_vm_users['vm'].pk}/disks/{acme_vm_users['disk'].pk}/resize/"
     for size in (1e308, 10**30):
         response = client.post(url, {"size_gib": size}, format="json")
         assert response.status_code == 400 and "size_gib" in response.json()
-    volume = world["disk"].volume
+    volume = acme_vm_users["disk"].volume
     if volume is not None:
         response = client.post(f"/api/volumes/{volume.pk}/resize/", {"size_gib": 1e308})
         assert response.status_code == 400 and "size_gib" in response.json()
 
 
-def test_device_attach_ids_beyond_64_bits_are_400(api, world):
-    client = api.as_user(world["admin"])
-    vm = world["vm"].pk
+def test_device_attach_ids_beyond_64_bits_are_400(api, acme_vm_users):
+    client = api.as_user(acme_vm_users["admin"])
+    vm = acme_vm_users["vm"].pk
     for url, body in [
         (f"/api/vms/{vm}/disks/", {"volume": 10**20}),
         (f"/api/vms/{vm}/nics/", {"network": 10**20}),
@@ -150,10 +151,10 @@ def test_device_attach_ids_beyond_64_bits_are_400(api, world):
 
 
 @pytest.mark.parametrize("url", ["/api/auth/token/", "/api/vms/", "/api/tenants/"])
-def test_deeply_nested_json_is_400(api, world, url):
+def test_deeply_nested_json_is_400(api, acme_vm_users, url):
     body = "[" * 100_000 + "]" * 100_000
     if url != "/api/auth/token/":
-        api.as_user(world["admin"])
+        api.as_user(acme_vm_users["admin"])
     response = api.post(url, body, content_type="application/json")
     assert response.status_code == 400
     if url != "/api/auth/token/":  # there the throttle reads the body first: a plain 400
@@ -166,10 +167,10 @@ def test_unauthenticated_deep_json_on_token_endpoint_is_400(api):
     assert response.status_code == 400
 
 
-def test_ordinary_json_still_parses(api, world):
+def test_ordinary_json_still_parses(api, acme_vm_users):
     body = json.dumps({"description": 'brackets "[{" in a string are text'})
-    response = api.as_user(world["admin"]).patch(
-        f"/api/vms/{world['vm'].pk}/", body, content_type="application/json"
+    response = api.as_user(acme_vm_users["admin"]).patch(
+        f"/api/vms/{acme_vm_users['vm'].pk}/", body, content_type="application/json"
     )
     assert response.status_code == 200
     assert response.json()["description"] == 'brackets "[{" in a string are text'
@@ -193,43 +194,43 @@ def test_ordinary_json_still_parses(api, world):
         ("post", "/api/vms/{vm}/snapshots/", {"name": "a\x00b"}),
     ],
 )
-def test_nul_bytes_are_400_with_a_field_message(api, world, method, url, body):
-    url = url.replace("{vm}", str(world["vm"].pk))
+def test_nul_bytes_are_400_with_a_field_message(api, acme_vm_users, method, url, body):
+    url = url.replace("{vm}", str(acme_vm_users["vm"].pk))
     if body and body.get("tenant") == "{tenant}":
-        body["tenant"] = world["tenant"].pk
-    response = getattr(api.as_user(world["admin"]), method)(url, body, format="json")
+        body["tenant"] = acme_vm_users["tenant"].pk
+    response = getattr(api.as_user(acme_vm_users["admin"]), method)(url, body, format="json")
     assert response.status_code == 400, response.content
     detail = response.json()
     assert any("ull character" in str(v) for v in detail.values()), detail
 
 
-def test_nul_byte_in_snapshot_path_is_404(api, world):
-    client = api.as_user(world["admin"])
-    response = client.post(f"/api/vms/{world['vm'].pk}/snapshots/a%00b/revert/")
+def test_nul_byte_in_snapshot_path_is_404(api, acme_vm_users):
+    client = api.as_user(acme_vm_users["admin"])
+    response = client.post(f"/api/vms/{acme_vm_users['vm'].pk}/snapshots/a%00b/revert/")
     assert response.status_code == 404
 
 
-def test_ui_search_with_nul_byte_is_400(client, world):
-    client.force_login(world["admin"])
+def test_ui_search_with_nul_byte_is_400(client, acme_vm_users):
+    client.force_login(acme_vm_users["admin"])
     response = client.get("/search/?q=a%00b")
     assert response.status_code == 400
     response = client.get("/vms/?q=a%00b")
     assert response.status_code in (200, 400)
 
 
-def test_vm_tenant_change_does_not_reveal_whether_a_tenant_exists(api, world, other_tenant):
-    client = api.as_user(world["operator"])
-    url = f"/api/vms/{world['vm'].pk}/"
+def test_vm_tenant_change_does_not_reveal_whether_a_tenant_exists(api, acme_vm_users, other_tenant):
+    client = api.as_user(acme_vm_users["operator"])
+    url = f"/api/vms/{acme_vm_users['vm'].pk}/"
     missing = client.patch(url, {"tenant": 999999}, format="json")
     hidden = client.patch(url, {"tenant": other_tenant.pk}, format="json")
     assert missing.status_code == hidden.status_code == 400
     assert missing.json() == hidden.json()
-    world["vm"].refresh_from_db()
-    assert world["vm"].tenant == world["tenant"]
+    acme_vm_users["vm"].refresh_from_db()
+    assert acme_vm_users["vm"].tenant == acme_vm_users["tenant"]
 
 
-def test_snapshots_schema_says_list_like_the_endpoint(api, world):
-    schema = api.as_user(world["admin"]).get("/api/schema/?format=json").json()
+def test_snapshots_schema_says_list_like_the_endpoint(api, acme_vm_users):
+    schema = api.as_user(acme_vm_users["admin"]).get("/api/schema/?format=json").json()
     get = schema["paths"]["/api/vms/{id}/snapshots/"]["get"]
     body = get["responses"]["200"]["content"]["application/json"]["schema"]
     assert body["type"] == "array"
@@ -237,7 +238,7 @@ def test_snapshots_schema_says_list_like_the_endpoint(api, world):
         "limit",
         "offset",
     }
-    listed = api.get(f"/api/vms/{world['vm'].pk}/snapshots/")
+    listed = api.get(f"/api/vms/{acme_vm_users['vm'].pk}/snapshots/")
     assert listed.status_code == 200 and isinstance(listed.json(), list)
 
 

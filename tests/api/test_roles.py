@@ -7,7 +7,7 @@ actor). Actors: the platform admin, acme's tenant admin / operator / member / vi
 tenant admin (another tenant), and anonymous. Another tenant's object answers 404 (it does not
 exist for them); a visible object the role may not change answers 403; admin-only collections
 answer 403 to tenant users. Every actor's request runs in a savepoint that is rolled back, so
-one world serves a whole row and nothing reaches a host (tasks are queued, never run).
+one set of objects (``matrix_objects``) serves a whole row and nothing reaches a host (tasks are queued, never run).
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ ACTORS = ["platform", "admin", "operator", "member", "viewer", "outsider", "anon
 
 
 @pytest.fixture
-def world(synced_host, admin_user, make_member):
+def matrix_objects(synced_host, admin_user, make_member):
+    """acme and globex with VMs, a task, a snapshot, users per role and a token: an object for
+    every path parameter of the matrix, in acme and in another tenant."""
     acme = Tenant.objects.create(name="acme")
     globex = Tenant.objects.create(name="globex")
     vms = list(VirtualMachine.objects.filter(host=synced_host).order_by("name"))
@@ -102,7 +104,7 @@ def PAST_ROLE(status, fewest):
 
 
 def R(method, route, expected, body=None, **path):
-    """A row; ``path`` names the world object each route parameter is filled with."""
+    """A row; ``path`` names the ``matrix_objects`` entry each route parameter is filled with."""
     return (method, route, path, body, expected)
 
 
@@ -220,14 +222,14 @@ MATRIX = [
 ]  # fmt: skip
 
 
-def _ids(world) -> dict:
+def _ids(matrix_objects) -> dict:
     def pk(obj):
         return getattr(obj, "pk", obj)
 
     keys = ["vm", "globex_vm", "host", "pool", "volume", "globex_volume", "network", "acme",
             "globex", "acme_task", "extra", "extra_membership", "disk", "nic", "token"]  # fmt: skip
-    ids = {key: pk(world[key]) for key in keys}
-    ids["snapshot"] = world["snapshot"]
+    ids = {key: pk(matrix_objects[key]) for key in keys}
+    ids["snapshot"] = matrix_objects["snapshot"]
     return ids
 
 
@@ -269,16 +271,16 @@ def _row_id(row):
 
 
 @pytest.mark.parametrize("method, route, path, body, expected", MATRIX, ids=map(_row_id, MATRIX))
-def test_role_matrix(api, world, method, route, path, body, expected):
+def test_role_matrix(api, matrix_objects, method, route, path, body, expected):
     from django.core.cache import cache
 
     get_user_model().objects.create_user("acme-extra2", password="pw")
-    ids = _ids(world)
+    ids = _ids(matrix_objects)
     url = route.format(**{param: ids[key] for param, key in path.items()})
     got = {}
     for actor in ACTORS:
         cache.clear()  # throttles count per process; each actor starts fresh
-        user = world["users"][actor]
+        user = matrix_objects["users"][actor]
         api.force_authenticate(user=user)
         with transaction.atomic():
             response = getattr(api, method)(url, _fill(body, ids), format="json")
@@ -288,23 +290,23 @@ def test_role_matrix(api, world, method, route, path, body, expected):
 
 
 @pytest.mark.parametrize("actor", ["admin", "operator", "member", "viewer"])
-def test_tenant_user_lists_only_their_tenants_objects(api, world, actor):
-    client = api.as_user(world["users"][actor])
+def test_tenant_user_lists_only_their_tenants_objects(api, matrix_objects, actor):
+    client = api.as_user(matrix_objects["users"][actor])
     vms = client.get("/api/vms/?limit=1000").json()
     assert vms["count"] == 3
     assert {v["tenant"]["name"] for v in vms["results"]} == {"acme"}
     tenants = client.get("/api/tenants/").json()
     assert [t["name"] for t in tenants["results"]] == ["acme"]
     tasks = client.get("/api/tasks/").json()
-    assert [t["id"] for t in tasks["results"]] == [world["acme_task"].pk]
+    assert [t["id"] for t in tasks["results"]] == [matrix_objects["acme_task"].pk]
     # Filters and counts never reveal another tenant's objects.
-    assert client.get(f"/api/vms/?tenant={world['globex'].pk}").json()["count"] == 0
+    assert client.get(f"/api/vms/?tenant={matrix_objects['globex'].pk}").json()["count"] == 0
     assert client.get("/api/vms/?tenant=globex").json()["count"] == 0
-    assert client.get(f"/api/vms/?q={world['globex_vm'].uuid}").json()["count"] == 0
+    assert client.get(f"/api/vms/?q={matrix_objects['globex_vm'].uuid}").json()["count"] == 0
 
 
-def test_outsider_sees_only_their_own_tenant(api, world):
-    client = api.as_user(world["users"]["outsider"])
+def test_outsider_sees_only_their_own_tenant(api, matrix_objects):
+    client = api.as_user(matrix_objects["users"]["outsider"])
     vms = client.get("/api/vms/").json()
     assert vms["count"] == 2
     assert {v["tenant"]["name"] for v in vms["results"]} == {"globex"}
@@ -314,18 +316,18 @@ def test_outsider_sees_only_their_own_tenant(api, world):
     assert {m["user"] for m in memberships} == {"globex-admin"}
 
 
-def test_tenant_admin_never_sees_another_tenant(api, world):
-    client = api.as_user(world["users"]["admin"])
+def test_tenant_admin_never_sees_another_tenant(api, matrix_objects):
+    client = api.as_user(matrix_objects["users"]["admin"])
     names = {t["name"] for t in client.get("/api/tenants/").json()["results"]}
     assert names == {"acme"}
     users = {u["username"] for u in client.get("/api/users/").json()["results"]}
     assert "globex-admin" not in users
-    assert client.get(f"/api/tenants/{world['globex'].pk}/").status_code == 404
+    assert client.get(f"/api/tenants/{matrix_objects['globex'].pk}/").status_code == 404
 
 
-def test_tenant_admin_cannot_remove_last_admin(api, world):
-    client = api.as_user(world["users"]["admin"])
-    own = Membership.objects.get(user=world["users"]["admin"])
+def test_tenant_admin_cannot_remove_last_admin(api, matrix_objects):
+    client = api.as_user(matrix_objects["users"]["admin"])
+    own = Membership.objects.get(user=matrix_objects["users"]["admin"])
     response = client.patch(f"/api/memberships/{own.pk}/", {"role": "viewer"}, format="json")
     assert response.status_code == 400
     own.refresh_from_db()

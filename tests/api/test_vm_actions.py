@@ -6,7 +6,7 @@ import libvirt
 import pytest
 
 from hosts.driver.connection import get_connection
-from hosts.models import Network, StoragePool, Volume
+from hosts.models import StoragePool, Volume
 from panel.models import Task
 from tests.conftest import run_queued_tasks
 from vms.models import VirtualMachine
@@ -15,52 +15,42 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def world(synced_host, tenant, admin_user, make_member):
-    pool = StoragePool.objects.get(host=synced_host, name="default")
-    net = Network.objects.get(host=synced_host, name="lan")
-    return {
-        "host": synced_host,
-        "pool": pool,
-        "net": net,
-        "tenant": tenant,
-        "admin": admin_user,
-        "operator": make_member(tenant, "operator"),
-        "member": make_member(tenant, "member"),
-        "viewer": make_member(tenant, "viewer"),
-    }
+def acme_sim(sim_placement, tenant, acme_users):
+    """host, pool (default), net (lan); tenant acme (granted nothing) and its users per role."""
+    return {**sim_placement, "tenant": tenant, **acme_users}
 
 
-def _body(world, **over):
+def _body(acme_sim, **over):
     body = {
         "name": "app-01",
-        "tenant": world["tenant"].pk,
-        "host": world["host"].pk,
+        "tenant": acme_sim["tenant"].pk,
+        "host": acme_sim["host"].pk,
         "vcpus": 2,
         "memory_mib": 1024,
-        "disks": [{"size_gib": 8, "pool": world["pool"].pk, "format": "qcow2"}],
-        "nics": [{"network": world["net"].pk}],
+        "disks": [{"size_gib": 8, "pool": acme_sim["pool"].pk, "format": "qcow2"}],
+        "nics": [{"network": acme_sim["net"].pk}],
     }
     body.update(over)
     return body
 
 
-def _nothing_made(world, name="app-01"):
+def _nothing_made(acme_sim, name="app-01"):
     assert not VirtualMachine.objects.filter(name=name).exists()
     assert not Task.objects.filter(kind="vm.create").exists()
-    names = [d.name() for d in get_connection(world["host"]).listAllDomains()]
+    names = [d.name() for d in get_connection(acme_sim["host"]).listAllDomains()]
     assert name not in names
 
 
-def test_create_defines_domain_and_volume_and_reports_task(api, world):
-    client = api.as_user(world["admin"])
-    response = client.post("/api/vms/", _body(world, start=True), format="json")
+def test_create_defines_domain_and_volume_and_reports_task(api, acme_sim):
+    client = api.as_user(acme_sim["admin"])
+    response = client.post("/api/vms/", _body(acme_sim, start=True), format="json")
     assert response.status_code == 202, response.content
     body = response.json()
     assert body["vm"]["lifecycle"] == "creating" and body["task"]["kind"] == "vm.create"
     run_queued_tasks()
     task = client.get(f"/api/tasks/{body['task']['id']}/").json()
     assert task["state"] == "succeeded", task
-    conn = get_connection(world["host"])
+    conn = get_connection(acme_sim["host"])
     dom = conn.lookupByName("app-01")
     assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
     vm = client.get(f"/api/vms/{body['vm']['id']}/").json()
@@ -98,47 +88,49 @@ def test_create_defines_domain_and_volume_and_reports_task(api, world):
         ({"nics": [{"network": 999999}]}, "nics[0]"),
     ],
 )
-def test_bad_input_answers_400_and_makes_nothing(api, world, over, field):
-    body = _body(world, **over)
+def test_bad_input_answers_400_and_makes_nothing(api, acme_sim, over, field):
+    body = _body(acme_sim, **over)
     for disk in body.get("disks", []):
         if disk.get("pool") == "POOL":
-            disk["pool"] = world["pool"].pk
+            disk["pool"] = acme_sim["pool"].pk
     for nic in body.get("nics", []):
         if nic.get("network") == "NET":
-            nic["network"] = world["net"].pk
-    response = api.as_user(world["admin"]).post("/api/vms/", body, format="json")
+            nic["network"] = acme_sim["net"].pk
+    response = api.as_user(acme_sim["admin"]).post("/api/vms/", body, format="json")
     assert response.status_code == 400, response.content
     assert field in response.json(), response.json()
-    _nothing_made(world, body["name"])
+    _nothing_made(acme_sim, body["name"])
 
 
-def test_duplicate_name_on_host_is_refused(api, world):
-    existing = VirtualMachine.objects.filter(host=world["host"]).first()
-    response = api.as_user(world["admin"]).post(
-        "/api/vms/", _body(world, name=existing.name), format="json"
+def test_duplicate_name_on_host_is_refused(api, acme_sim):
+    existing = VirtualMachine.objects.filter(host=acme_sim["host"]).first()
+    response = api.as_user(acme_sim["admin"]).post(
+        "/api/vms/", _body(acme_sim, name=existing.name), format="json"
     )
     assert response.status_code == 400 and "name" in response.json()
 
 
-def test_duplicate_mac_is_refused(api, world):
+def test_duplicate_mac_is_refused(api, acme_sim):
     mac = VirtualMachine.objects.filter(nics__isnull=False).first().nics.first().mac
-    response = api.as_user(world["admin"]).post(
-        "/api/vms/", _body(world, nics=[{"network": world["net"].pk, "mac": mac}]), format="json"
+    response = api.as_user(acme_sim["admin"]).post(
+        "/api/vms/",
+        _body(acme_sim, nics=[{"network": acme_sim["net"].pk, "mac": mac}]),
+        format="json",
     )
     assert response.status_code == 400 and "already in use" in str(response.json())
 
 
-def test_quota_refuses_with_limit_and_usage(api, world):
-    tenant = world["tenant"]
+def test_quota_refuses_with_limit_and_usage(api, acme_sim):
+    tenant = acme_sim["tenant"]
     tenant.max_vcpus = 3
     tenant.save()
-    tenant.allowed_hosts.add(world["host"])
-    tenant.allowed_pools.add(world["pool"])
-    tenant.allowed_networks.add(world["net"])
-    client = api.as_user(world["operator"])
-    assert client.post("/api/vms/", _body(world), format="json").status_code == 202
+    tenant.allowed_hosts.add(acme_sim["host"])
+    tenant.allowed_pools.add(acme_sim["pool"])
+    tenant.allowed_networks.add(acme_sim["net"])
+    client = api.as_user(acme_sim["operator"])
+    assert client.post("/api/vms/", _body(acme_sim), format="json").status_code == 202
     run_queued_tasks()
-    response = client.post("/api/vms/", _body(world, name="app-02"), format="json")
+    response = client.post("/api/vms/", _body(acme_sim, name="app-02"), format="json")
     assert response.status_code == 400
     message = " ".join(response.json()["quota"])
     assert "limit 3" in message and "in use 2" in message
@@ -147,40 +139,40 @@ def test_quota_refuses_with_limit_and_usage(api, world):
     assert usage["usage"]["vms"] == 1 and usage["usage"]["disk_gib"] == 8
 
 
-def test_tenant_operator_creates_only_where_allowed(api, world):
-    client = api.as_user(world["operator"])
-    response = client.post("/api/vms/", _body(world), format="json")
+def test_tenant_operator_creates_only_where_allowed(api, acme_sim):
+    client = api.as_user(acme_sim["operator"])
+    response = client.post("/api/vms/", _body(acme_sim), format="json")
     assert response.status_code == 400
     assert "host" in response.json()
-    world["tenant"].allowed_hosts.add(world["host"])
-    response = client.post("/api/vms/", _body(world), format="json")
+    acme_sim["tenant"].allowed_hosts.add(acme_sim["host"])
+    response = client.post("/api/vms/", _body(acme_sim), format="json")
     assert response.status_code == 400 and "disks[0]" in response.json()
-    world["tenant"].allowed_pools.add(world["pool"])
-    world["tenant"].allowed_networks.add(world["net"])
-    placement = client.get(f"/api/tenants/{world['tenant'].pk}/placement/").json()
+    acme_sim["tenant"].allowed_pools.add(acme_sim["pool"])
+    acme_sim["tenant"].allowed_networks.add(acme_sim["net"])
+    placement = client.get(f"/api/tenants/{acme_sim['tenant'].pk}/placement/").json()
     assert [p["name"] for p in placement["pools"]] == ["default"]
-    assert client.post("/api/vms/", _body(world), format="json").status_code == 202
+    assert client.post("/api/vms/", _body(acme_sim), format="json").status_code == 202
 
 
 @pytest.mark.parametrize("role, status", [("member", 403), ("viewer", 403)])
-def test_members_and_viewers_cannot_create(api, world, role, status):
-    world["tenant"].allowed_hosts.add(world["host"])
-    response = api.as_user(world[role]).post("/api/vms/", _body(world), format="json")
+def test_members_and_viewers_cannot_create(api, acme_sim, role, status):
+    acme_sim["tenant"].allowed_hosts.add(acme_sim["host"])
+    response = api.as_user(acme_sim[role]).post("/api/vms/", _body(acme_sim), format="json")
     assert response.status_code == status
 
 
-def _tenant_vm(world, state="shutoff"):
-    vm = VirtualMachine.objects.filter(host=world["host"], state=state).first()
-    VirtualMachine.objects.filter(pk=vm.pk).update(tenant=world["tenant"])
+def _tenant_vm(acme_sim, state="shutoff"):
+    vm = VirtualMachine.objects.filter(host=acme_sim["host"], state=state).first()
+    VirtualMachine.objects.filter(pk=vm.pk).update(tenant=acme_sim["tenant"])
     return vm
 
 
-def test_power_actions_follow_libvirt(api, world):
-    vm = _tenant_vm(world)
-    client = api.as_user(world["member"])
+def test_power_actions_follow_libvirt(api, acme_sim):
+    vm = _tenant_vm(acme_sim)
+    client = api.as_user(acme_sim["member"])
     assert client.post(f"/api/vms/{vm.pk}/start/").status_code == 202
     run_queued_tasks()
-    dom = get_connection(world["host"]).lookupByUUIDString(str(vm.uuid))
+    dom = get_connection(acme_sim["host"]).lookupByUUIDString(str(vm.uuid))
     assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
     for action, expected in (("pause", 3), ("resume", 1), ("stop", 5)):
         response = client.post(f"/api/vms/{vm.pk}/{action}/")
@@ -191,20 +183,20 @@ def test_power_actions_follow_libvirt(api, world):
     assert vm.state == "shutoff" and vm.desired_state == "shutoff"
 
 
-def test_power_action_in_wrong_state_is_400(api, world):
-    vm = _tenant_vm(world)
-    response = api.as_user(world["member"]).post(f"/api/vms/{vm.pk}/pause/")
+def test_power_action_in_wrong_state_is_400(api, acme_sim):
+    vm = _tenant_vm(acme_sim)
+    response = api.as_user(acme_sim["member"]).post(f"/api/vms/{vm.pk}/pause/")
     assert response.status_code == 400
     assert "shut off" in str(response.json())
 
 
-def test_viewer_cannot_power(api, world):
-    vm = _tenant_vm(world)
-    assert api.as_user(world["viewer"]).post(f"/api/vms/{vm.pk}/start/").status_code == 403
+def test_viewer_cannot_power(api, acme_sim):
+    vm = _tenant_vm(acme_sim)
+    assert api.as_user(acme_sim["viewer"]).post(f"/api/vms/{vm.pk}/start/").status_code == 403
 
 
-def test_other_tenant_cannot_see_or_act(api, world, other_tenant, make_member):
-    vm = _tenant_vm(world)
+def test_other_tenant_cannot_see_or_act(api, acme_sim, other_tenant, make_member):
+    vm = _tenant_vm(acme_sim)
     outsider = make_member(other_tenant, "admin")
     client = api.as_user(outsider)
     for method, url in (
@@ -216,9 +208,9 @@ def test_other_tenant_cannot_see_or_act(api, world, other_tenant, make_member):
         assert getattr(client, method)(url, {}, format="json").status_code == 404
 
 
-def test_two_conflicting_operations_exactly_one_runs(api, world):
-    vm = _tenant_vm(world)
-    client = api.as_user(world["operator"])
+def test_two_conflicting_operations_exactly_one_runs(api, acme_sim):
+    vm = _tenant_vm(acme_sim)
+    client = api.as_user(acme_sim["operator"])
     first = client.post(f"/api/vms/{vm.pk}/start/")
     second = client.delete(f"/api/vms/{vm.pk}/")
     assert first.status_code == 202
@@ -228,54 +220,54 @@ def test_two_conflicting_operations_exactly_one_runs(api, world):
     assert Task.objects.filter(vm=vm).count() == 1
 
 
-def test_cloning_a_running_vm_is_409_with_reason(api, world):
-    vm = _tenant_vm(world, state="running")
-    response = api.as_user(world["operator"]).post(
+def test_cloning_a_running_vm_is_409_with_reason(api, acme_sim):
+    vm = _tenant_vm(acme_sim, state="running")
+    response = api.as_user(acme_sim["operator"]).post(
         f"/api/vms/{vm.pk}/clone/", {"name": "copy"}, format="json"
     )
     assert response.status_code == 409
     assert "shut it down" in response.json()["detail"]
 
 
-def test_linked_clone_needs_a_template(api, world):
-    vm = _tenant_vm(world)
-    response = api.as_user(world["operator"]).post(
+def test_linked_clone_needs_a_template(api, acme_sim):
+    vm = _tenant_vm(acme_sim)
+    response = api.as_user(acme_sim["operator"]).post(
         f"/api/vms/{vm.pk}/clone/", {"name": "copy", "mode": "linked"}, format="json"
     )
     assert response.status_code == 400 and "template" in str(response.json())
 
 
-def test_edit_cold_changes_vcpus_and_memory(api, world):
-    vm = _tenant_vm(world)
-    response = api.as_user(world["operator"]).patch(
+def test_edit_cold_changes_vcpus_and_memory(api, acme_sim):
+    vm = _tenant_vm(acme_sim)
+    response = api.as_user(acme_sim["operator"]).patch(
         f"/api/vms/{vm.pk}/", {"vcpus": 3, "memory_mib": 768, "description": "x"}, format="json"
     )
     assert response.status_code == 202, response.content
     run_queued_tasks()
     vm.refresh_from_db()
     assert vm.vcpus == 3 and vm.memory_mib == 768 and vm.description == "x"
-    dom = get_connection(world["host"]).lookupByUUIDString(str(vm.uuid))
+    dom = get_connection(acme_sim["host"]).lookupByUUIDString(str(vm.uuid))
     assert dom.info()[3] == 3
 
 
-def test_edit_running_vm_beyond_maximum_is_refused(api, world):
-    vm = _tenant_vm(world, state="running")
-    response = api.as_user(world["operator"]).patch(
+def test_edit_running_vm_beyond_maximum_is_refused(api, acme_sim):
+    vm = _tenant_vm(acme_sim, state="running")
+    response = api.as_user(acme_sim["operator"]).patch(
         f"/api/vms/{vm.pk}/", {"vcpus": vm.max_vcpus + 1}, format="json"
     )
     assert response.status_code == 400 and "maximum" in str(response.json()["vcpus"])
 
 
-def test_delete_removes_domain_and_only_asked_volumes(api, world):
-    client = api.as_user(world["admin"])
-    body = client.post("/api/vms/", _body(world), format="json").json()
+def test_delete_removes_domain_and_only_asked_volumes(api, acme_sim):
+    client = api.as_user(acme_sim["admin"])
+    body = client.post("/api/vms/", _body(acme_sim), format="json").json()
     run_queued_tasks()
     vm = VirtualMachine.objects.get(pk=body["vm"]["id"])
     path = vm.disks.get(device="disk").source
     response = client.delete(f"/api/vms/{vm.pk}/?delete_volumes=true")
     assert response.status_code == 202
     run_queued_tasks()
-    conn = get_connection(world["host"])
+    conn = get_connection(acme_sim["host"])
     with pytest.raises(libvirt.libvirtError):
         conn.lookupByName("app-01")
     with pytest.raises(libvirt.libvirtError):
@@ -283,34 +275,34 @@ def test_delete_removes_domain_and_only_asked_volumes(api, world):
     assert not VirtualMachine.objects.filter(pk=vm.pk).exists()
 
 
-def test_delete_of_vm_with_snapshots_succeeds_on_the_simulated_host(api, world):
+def test_delete_of_vm_with_snapshots_succeeds_on_the_simulated_host(api, acme_sim):
     """The test driver refuses the NVRAM undefine flag; the snapshots must still go with it."""
-    client = api.as_user(world["admin"])
-    body = client.post("/api/vms/", _body(world), format="json").json()
+    client = api.as_user(acme_sim["admin"])
+    body = client.post("/api/vms/", _body(acme_sim), format="json").json()
     run_queued_tasks()
     vm_id = body["vm"]["id"]
     response = client.post(f"/api/vms/{vm_id}/snapshots/", {"name": "before"}, format="json")
     assert response.status_code == 202, response.content
     run_queued_tasks()
-    dom = get_connection(world["host"]).lookupByName("app-01")
+    dom = get_connection(acme_sim["host"]).lookupByName("app-01")
     assert dom.snapshotNum() == 1
     task_id = client.delete(f"/api/vms/{vm_id}/").json()["task"]["id"]
     run_queued_tasks()
     task = Task.objects.get(pk=task_id)
     assert task.state == "succeeded", task.error
     with pytest.raises(libvirt.libvirtError):
-        get_connection(world["host"]).lookupByName("app-01")
+        get_connection(acme_sim["host"]).lookupByName("app-01")
     assert not VirtualMachine.objects.filter(pk=vm_id).exists()
 
 
-def test_delete_keeps_volumes_unless_asked(api, world):
-    client = api.as_user(world["admin"])
-    body = client.post("/api/vms/", _body(world), format="json").json()
+def test_delete_keeps_volumes_unless_asked(api, acme_sim):
+    client = api.as_user(acme_sim["admin"])
+    body = client.post("/api/vms/", _body(acme_sim), format="json").json()
     run_queued_tasks()
     path = VirtualMachine.objects.get(pk=body["vm"]["id"]).disks.get(device="disk").source
     client.delete(f"/api/vms/{body['vm']['id']}/")
     run_queued_tasks()
-    assert get_connection(world["host"]).storageVolLookupByPath(path) is not None
+    assert get_connection(acme_sim["host"]).storageVolLookupByPath(path) is not None
 
 
 def test_schema_publishes_lifecycle_endpoints(api, admin_user):
@@ -326,28 +318,28 @@ def test_schema_publishes_lifecycle_endpoints(api, admin_user):
         assert path in paths, path
 
 
-def test_operator_cannot_use_volumes_or_isos_outside_allowed_pools(api, world):
+def test_operator_cannot_use_volumes_or_isos_outside_allowed_pools(api, acme_sim):
     """Existing volumes and ISOs obey the tenant's allowed pools, like new disks do."""
-    tenant = world["tenant"]
-    tenant.allowed_hosts.add(world["host"])
-    tenant.allowed_pools.add(world["pool"])
-    tenant.allowed_networks.add(world["net"])
-    foreign_pool = StoragePool.objects.get(host=world["host"], name="isos")
+    tenant = acme_sim["tenant"]
+    tenant.allowed_hosts.add(acme_sim["host"])
+    tenant.allowed_pools.add(acme_sim["pool"])
+    tenant.allowed_networks.add(acme_sim["net"])
+    foreign_pool = StoragePool.objects.get(host=acme_sim["host"], name="isos")
     iso = foreign_pool.volumes.first()
     Volume.objects.filter(pk=iso.pk).update(published=True)  # offered, but in a pool not granted
-    client = api.as_user(world["operator"])
-    response = client.post("/api/vms/", _body(world, cdrom=iso.pk), format="json")
+    client = api.as_user(acme_sim["operator"])
+    response = client.post("/api/vms/", _body(acme_sim, cdrom=iso.pk), format="json")
     assert response.status_code == 400 and "cdrom" in response.json()
 
-    vm = _tenant_vm(world)
+    vm = _tenant_vm(acme_sim)
     unattached = Volume.objects.filter(
-        pool__host=world["host"], pool__name="vg0", disks__isnull=True
+        pool__host=acme_sim["host"], pool__name="vg0", disks__isnull=True
     ).first()
     response = client.post(f"/api/vms/{vm.pk}/disks/", {"volume": unattached.pk}, format="json")
     assert response.status_code == 400 and "volume" in response.json()
-    with_drive = VirtualMachine.objects.filter(host=world["host"], disks__device="cdrom").first()
+    with_drive = VirtualMachine.objects.filter(host=acme_sim["host"], disks__device="cdrom").first()
     VirtualMachine.objects.filter(pk=with_drive.pk).update(tenant=tenant)
     response = client.post(f"/api/vms/{with_drive.pk}/cdrom/", {"volume": iso.pk}, format="json")
     assert response.status_code == 400 and "volume" in response.json()
     tenant.allowed_pools.add(foreign_pool)
-    assert client.post("/api/vms/", _body(world, cdrom=iso.pk), format="json").status_code == 202
+    assert client.post("/api/vms/", _body(acme_sim, cdrom=iso.pk), format="json").status_code == 202

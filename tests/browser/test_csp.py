@@ -1,30 +1,18 @@
 """The strict Content-Security-Policy in a real browser: every main page loads with no CSP
 violation (no inline script or style anywhere), and the live-updates websocket to the same host
-connects under connect-src 'self'. The ASGI application runs under uvicorn (test_live's
+connects under connect-src 'self'. The ASGI application runs under uvicorn (the folder's
 asgi_server) so the websocket is real. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from tests.browser.test_live import asgi_server  # noqa: F401 (a fixture)
-from tests.browser.test_ui import live_host  # noqa: F401 (a fixture)
+from tests.browser.conftest import BROWSER, shot
 
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs the system Chromium"),
-]
+pytestmark = BROWSER
 
 # Runs in every document before its own scripts: collects securitypolicyviolation events.
 RECORD_VIOLATIONS = """
@@ -43,33 +31,14 @@ def is_csp_message(text: str) -> bool:
 
 
 @pytest.fixture
-def page(asgi_server):  # noqa: F811
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        context = browser.new_context(viewport={"width": 1440, "height": 900})
-        context.add_init_script(RECORD_VIOLATIONS)
-        page = context.new_page()
-        page.set_default_timeout(10_000)
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.csp_messages = []  # type: ignore[attr-defined]
-        page.on(
-            "console",
-            lambda m: page.csp_messages.append(m.text) if is_csp_message(m.text) else None,  # type: ignore[attr-defined]
-        )
-        page.sockets = []  # type: ignore[attr-defined]
-        page.on("websocket", lambda ws: page.sockets.append(ws.url))  # type: ignore[attr-defined]
-        yield page
-        from django.db import connections
-
-        connections.close_all()
-        context.close()
-        browser.close()
-        assert not errors, f"JavaScript errors: {errors}"
+def page(asgi_server, open_page):
+    page = open_page(init_script=RECORD_VIOLATIONS)
+    page.csp_messages = []  # type: ignore[attr-defined]
+    page.on(
+        "console",
+        lambda m: page.csp_messages.append(m.text) if is_csp_message(m.text) else None,  # type: ignore[attr-defined]
+    )
+    return page
 
 
 def visit(page, url: str) -> None:
@@ -90,7 +59,7 @@ def visit(page, url: str) -> None:
     assert not page.csp_messages, f"{url}: console {page.csp_messages}"
 
 
-def test_every_main_page_holds_the_strict_policy(asgi_server, live_host, page):  # noqa: F811
+def test_every_main_page_holds_the_strict_policy(asgi_server, live_host, page):
     from vms.models import VirtualMachine
 
     base = asgi_server
@@ -119,7 +88,7 @@ def test_every_main_page_holds_the_strict_policy(asgi_server, live_host, page): 
     for name, path in pages.items():
         visit(page, base + path)
         if name in ("host", "pool"):
-            page.screenshot(path=str(ARTIFACTS / f"csp-{name}.png"), full_page=True)
+            shot(page, f"csp-{name}", full_page=True)
         if name == "vm-console":
             # The serial console loads xterm.js on demand.
             page.click("[data-console-kind=serial]")

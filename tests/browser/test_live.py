@@ -6,117 +6,14 @@ host's watcher shares this process's libvirt connection). Screenshots go to test
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
-import time
-from pathlib import Path
 
-import pytest
-from playwright.sync_api import expect, sync_playwright
+from django.db import connections
+from playwright.sync_api import expect
 
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+from tests.browser.conftest import BROWSER, log_in, shot
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs the system Chromium"),
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def asgi_server(transactional_db, settings):
-    """paddock.asgi.application under uvicorn in a thread, on the test database."""
-    import uvicorn
-    from channels.layers import channel_layers
-
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    channel_layers.backends.clear()
-    port = _free_port()
-    config = uvicorn.Config(
-        "paddock.asgi:application",
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="off",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-    channel_layers.backends.clear()
-
-
-@pytest.fixture
-def watched_host(transactional_db, admin_user, node_uri):
-    """A simulated host, synced, with its watcher running in this process."""
-    from hosts import services
-    from hosts.watcher import HostWatcher, ensure_event_loop, wait_until
-    from tests.conftest import run_queued_tasks
-
-    # The event loop must exist before the shared test-driver connection opens.
-    ensure_event_loop()
-    host, _task = services.host_create(user=admin_user, name="sim-01", uri=node_uri)
-    run_queued_tasks()
-    host.refresh_from_db()
-    assert host.status == "online", host.last_error
-    watcher = HostWatcher(host.pk).start()
-    assert watcher.ready.wait(15), watcher.last_error
-    assert wait_until(lambda: watcher.stats["reconciles"] >= 1, 30)
-    yield host
-    watcher.stop()
-
-
-@pytest.fixture
-def page(asgi_server):
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        context = browser.new_context(viewport={"width": 1440, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(10_000)
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.requests = []  # type: ignore[attr-defined]
-        page.on("request", lambda r: page.requests.append(r.url))  # type: ignore[attr-defined]
-        yield page
-        from django.db import connections
-
-        connections.close_all()
-        context.close()
-        browser.close()
-        assert not errors, f"JavaScript errors: {errors}"
-
-
-def shot(page, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
-
-
-def log_in(page, base: str, username: str = "root-admin", password: str = "pw-admin") -> None:
-    page.goto(base + "/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", password)
-    page.click("button[type=submit]")
-    expect(page.locator("#tree")).to_be_visible()
-    expect(page.locator("html[data-ready]")).to_be_attached()
+pytestmark = BROWSER
 
 
 def in_thread(fn):
@@ -125,8 +22,6 @@ def in_thread(fn):
     box: dict = {}
 
     def run() -> None:
-        from django.db import connections
-
         try:
             box["value"] = fn()
         except BaseException as exc:

@@ -3,79 +3,25 @@ hardware, re-sync a host and watch the task bar. Screenshots go to test-artifact
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-# Playwright's sync API runs an event loop in this thread; the ORM calls the test makes next to
-# it are ordinary blocking calls, which Django would otherwise refuse inside a running loop.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+from tests.browser.conftest import BROWSER, shot
+from tests.browser.conftest import log_in as _log_in
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs the system Chromium"),
-]
+pytestmark = BROWSER
 
 
 @pytest.fixture
-def live_host(transactional_db, admin_user, node_uri):
-    """A simulated host, added and synced through the service (committed, so the live server
-    sees it)."""
-    from hosts import services
-    from tests.conftest import run_queued_tasks
-
-    host, _task = services.host_create(user=admin_user, name="sim-01", uri=node_uri)
-    run_queued_tasks()  # normally already done: eager Celery runs it on commit
-    host.refresh_from_db()
-    assert host.status == "online", host.last_error
-    return host
-
-
-@pytest.fixture
-def page(live_server):
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        context = browser.new_context(viewport={"width": 1440, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(10_000)
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        yield page
-        # ORM calls made while Playwright's loop runs get connections of their own (Django keys
-        # connections by context when a loop is running); close them here, in that context, or
-        # they outlive the test database.
-        from django.db import connections
-
-        connections.close_all()
-        context.close()
-        browser.close()
-        assert not errors, f"JavaScript errors: {errors}"
-
-
-def shot(page, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+def page(live_server, open_page):
+    """These pages need no websocket: pytest-django's WSGI live server serves them."""
+    return open_page()
 
 
 def log_in(page, base: str, username: str, password: str) -> None:
-    page.goto(base + "/")
-    expect(page).to_have_url(f"{base}/login/?next=/")
-    shot(page, "ui-login")
-    page.fill("#id_username", username)
-    page.fill("#id_password", password)
-    page.click("button[type=submit]")
-    expect(page.locator("#tree")).to_be_visible()
-    expect(page.locator("html[data-ready]")).to_be_attached()  # the shell's script is live
+    _log_in(page, base, username, password, start="/", screenshot="ui-login")
 
 
 def test_admin_walks_the_console_and_resyncs_a_host(live_host, live_server, page):

@@ -13,12 +13,6 @@ from vms.models import VirtualMachine
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def acme_vm(synced_host, tenant):
-    VirtualMachine.objects.filter(host=synced_host, name__startswith="web-").update(tenant=tenant)
-    return VirtualMachine.objects.filter(tenant=tenant, is_template=False).order_by("name")[0]
-
-
 def page(client, user, url: str) -> str:
     client.force_login(user)
     response = client.get(url)

@@ -12,14 +12,11 @@ from hosts.models import StoragePool, Volume
 from panel import taskrunner
 from panel.choices import Role, TaskState
 from panel.models import Task
+from tests.ui.conftest import text
 
 pytestmark = pytest.mark.django_db
 
 HX = {"HTTP_HX_REQUEST": "true"}
-
-
-def text(response) -> str:
-    return response.content.decode()
 
 
 @pytest.fixture

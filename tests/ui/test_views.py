@@ -13,39 +13,10 @@ from django.urls import reverse
 from hosts.models import Host, Network, StoragePool
 from panel.choices import Role, TaskState
 from panel.models import ApiToken, Membership, Task, Tenant
+from tests.ui.conftest import login, main, text
 from vms.models import Disk, Nic, VirtualMachine
 
 pytestmark = pytest.mark.django_db
-
-
-def login(client, user):
-    client.force_login(user)
-    return client
-
-
-def text(response) -> str:
-    return response.content.decode()
-
-
-def main(response) -> str:
-    """The main panel only (not the tree or the task bar)."""
-    page = text(response)
-    return page[page.index('<main class="main"') : page.index("</main>")]
-
-
-@pytest.fixture
-def acme_vms(synced_host, tenant):
-    """The web-* VMs of the simulated host belong to tenant 'acme'; the rest stay in default."""
-    VirtualMachine.objects.filter(host=synced_host, name__startswith="web-").update(tenant=tenant)
-    return list(VirtualMachine.objects.filter(tenant=tenant).order_by("name"))
-
-
-@pytest.fixture
-def globex_vms(synced_host, other_tenant):
-    VirtualMachine.objects.filter(host=synced_host, name__startswith="db-").update(
-        tenant=other_tenant
-    )
-    return list(VirtualMachine.objects.filter(tenant=other_tenant).order_by("name"))
 
 
 # --- every page renders --------------------------------------------------------------------

@@ -14,28 +14,14 @@ from hosts.driver.connection import get_connection
 from hosts.models import Network, StoragePool, Volume
 from panel.choices import Role, TaskState
 from panel.models import Task
+from tests.ui.conftest import login, main, text
 from vms.models import Disk, VirtualMachine
 
 pytestmark = pytest.mark.django_db
 
 
-def login(client, user):
-    client.force_login(user)
-    return client
-
-
-def text(response) -> str:
-    return response.content.decode()
-
-
-def main(response) -> str:
-    """The main panel only (not the tree or the task bar)."""
-    page = text(response)
-    return page[page.index('<main class="main"') : page.index("</main>")]
-
-
 @pytest.fixture
-def world(synced_host, tenant, admin_user, make_member):
+def granted(synced_host, tenant, admin_user, make_member):
     """The simulated host; tenant acme may use it, its default pool, isos and network lan."""
     pool = StoragePool.objects.get(host=synced_host, name="default")
     isos = StoragePool.objects.get(host=synced_host, name="isos")
@@ -62,21 +48,21 @@ def world(synced_host, tenant, admin_user, make_member):
     }
 
 
-def wizard_post(world, **over) -> dict:
+def wizard_post(granted, **over) -> dict:
     """A complete wizard submission: one 4 GiB qcow2 disk, one NIC on lan, the Debian ISO."""
     data = {
         "name": "ui-vm-01",
-        "tenant": world["tenant"].pk,
-        "host": world["host"].pk,
+        "tenant": granted["tenant"].pk,
+        "host": granted["host"].pk,
         "description": "made in the wizard",
         "tags": "ui, test",
-        "cdrom": world["iso"].pk,
+        "cdrom": granted["iso"].pk,
         "firmware": "bios",
         "machine": "q35",
         "boot": "disk,cdrom,network",
         "disk-0-source": "new",
         "disk-0-size_gib": "4",
-        "disk-0-pool": world["pool"].pk,
+        "disk-0-pool": granted["pool"].pk,
         "disk-0-format": "qcow2",
         "disk-0-bus": "virtio",
         "vcpus": "2",
@@ -84,7 +70,7 @@ def wizard_post(world, **over) -> dict:
         "cpu_model": "",
         "memory_mib": "1024",
         "max_memory_mib": "2048",
-        "nic-0-network": world["lan"].pk,
+        "nic-0-network": granted["lan"].pk,
         "nic-0-model": "virtio",
         "nic-0-mac": "",
         "start": "on",
@@ -95,9 +81,9 @@ def wizard_post(world, **over) -> dict:
     return data
 
 
-def acme_vm(world, state: str, **filters) -> VirtualMachine:
+def acme_vm(granted, state: str, **filters) -> VirtualMachine:
     return (
-        VirtualMachine.objects.filter(tenant=world["tenant"], state=state, **filters)
+        VirtualMachine.objects.filter(tenant=granted["tenant"], state=state, **filters)
         .order_by("name")
         .first()
     )
@@ -120,14 +106,14 @@ def qcow2_vm(host, state: str) -> VirtualMachine:
 # --- create wizard ---------------------------------------------------------------------------
 
 
-def test_wizard_creates_a_running_vm_end_to_end(client, world, run_tasks):
-    login(client, world["admin"])
+def test_wizard_creates_a_running_vm_end_to_end(client, granted, run_tasks):
+    login(client, granted["admin"])
     page = text(client.get(reverse("ui:vm_create")))
     for step in ("General", "OS", "Disks", "CPU", "Memory", "Network", "Confirm"):
         assert f'data-step-tab="{step.lower()}"' in page
     assert "debian-12.iso" in page and "default (dir," in page
 
-    response = client.post(reverse("ui:vm_create"), wizard_post(world))
+    response = client.post(reverse("ui:vm_create"), wizard_post(granted))
     vm = VirtualMachine.objects.get(name="ui-vm-01")
     assert response.status_code == 302 and response["Location"] == reverse("ui:vm", args=[vm.pk])
     task = Task.objects.get(kind="vm.create", vm=vm)
@@ -138,7 +124,7 @@ def test_wizard_creates_a_running_vm_end_to_end(client, world, run_tasks):
     run_tasks()
     task.refresh_from_db()
     assert task.state == TaskState.SUCCEEDED, task.error
-    dom = get_connection(world["host"]).lookupByName("ui-vm-01")
+    dom = get_connection(granted["host"]).lookupByName("ui-vm-01")
     assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
     vm.refresh_from_db()
     assert (vm.state, vm.lifecycle, vm.vcpus, vm.max_vcpus) == ("running", "ready", 2, 4)
@@ -146,80 +132,82 @@ def test_wizard_creates_a_running_vm_end_to_end(client, world, run_tasks):
     assert vm.tags == ["ui", "test"] and vm.description == "made in the wizard"
     disk = vm.disks.get(device="disk")
     assert disk.format == "qcow2" and disk.volume.capacity == 4 * 1024**3
-    assert vm.disks.get(device="cdrom").source == world["iso"].path
-    assert vm.nics.get().network == world["lan"]
+    assert vm.disks.get(device="cdrom").source == granted["iso"].path
+    assert vm.nics.get().network == granted["lan"]
     page = text(client.get(reverse("ui:vm", args=[vm.pk])))
     assert "Busy with" not in page and 'data-power="stop"' in page
 
 
-def test_wizard_with_automatic_host_and_no_disks(client, world):
-    login(client, world["admin"])
+def test_wizard_with_automatic_host_and_no_disks(client, granted):
+    login(client, granted["admin"])
     data = {
         key: value
-        for key, value in wizard_post(world, name="auto-01", host="", cdrom="").items()
+        for key, value in wizard_post(granted, name="auto-01", host="", cdrom="").items()
         if not key.startswith(("disk-", "nic-"))
     }
     response = client.post(reverse("ui:vm_create"), data)
     assert response.status_code == 302, main(response)
     vm = VirtualMachine.objects.get(name="auto-01")
-    assert vm.host == world["host"] and not vm.disks.filter(device="disk").exists()
+    assert vm.host == granted["host"] and not vm.disks.filter(device="disk").exists()
 
 
-def test_bad_input_rerenders_with_field_errors_and_creates_nothing(client, world):
-    login(client, world["admin"])
+def test_bad_input_rerenders_with_field_errors_and_creates_nothing(client, granted):
+    login(client, granted["admin"])
     before = Task.objects.count()
 
-    response = client.post(reverse("ui:vm_create"), wizard_post(world, name="bad name!"))
+    response = client.post(reverse("ui:vm_create"), wizard_post(granted, name="bad name!"))
     assert response.status_code == 400
     page = main(response)
     assert 'data-start-step="general"' in page
     assert "Use 1-63 letters" in page
     assert 'value="bad name!"' in page  # the input is kept
 
-    response = client.post(reverse("ui:vm_create"), wizard_post(world, **{"disk-0-size_gib": "-3"}))
+    response = client.post(
+        reverse("ui:vm_create"), wizard_post(granted, **{"disk-0-size_gib": "-3"})
+    )
     assert response.status_code == 400
     page = main(response)
     assert 'data-start-step="disks"' in page and "Disk size: Between 0 and 65536 GiB." in page
     assert 'class="wizard-tab has-error" id="tab-disks"' in page
 
-    response = client.post(reverse("ui:vm_create"), wizard_post(world, vcpus="64"))
+    response = client.post(reverse("ui:vm_create"), wizard_post(granted, vcpus="64"))
     assert 'data-start-step="cpu"' in main(response) and "has 32 CPUs" in main(response)
 
     response = client.post(
-        reverse("ui:vm_create"), wizard_post(world, **{"nic-0-mac": "01:00:5e:00:00:01"})
+        reverse("ui:vm_create"), wizard_post(granted, **{"nic-0-mac": "01:00:5e:00:00:01"})
     )
     assert 'data-start-step="network"' in main(response) and "multicast" in main(response)
 
-    response = client.post(reverse("ui:vm_create"), wizard_post(world, **{"disk-0-pool": ""}))
+    response = client.post(reverse("ui:vm_create"), wizard_post(granted, **{"disk-0-pool": ""}))
     assert response.status_code == 400 and "Choose a storage pool." in main(response)
 
     assert not VirtualMachine.objects.filter(name__in=["ui-vm-01", "bad name!"]).exists()
     assert Task.objects.count() == before
-    names = [d.name() for d in get_connection(world["host"]).listAllDomains()]
+    names = [d.name() for d in get_connection(granted["host"]).listAllDomains()]
     assert "ui-vm-01" not in names
 
 
-def test_quota_left_is_shown_and_a_request_over_it_is_refused(client, world):
-    tenant = world["tenant"]
+def test_quota_left_is_shown_and_a_request_over_it_is_refused(client, granted):
+    tenant = granted["tenant"]
     tenant.max_vcpus = 40
     tenant.max_vms = 50
     tenant.save()
     used = sum(VirtualMachine.objects.filter(tenant=tenant).values_list("vcpus", flat=True))
-    login(client, world["operator"])
+    login(client, granted["operator"])
     page = main(client.get(reverse("ui:vm_create")))
     row = re.search(r'data-quota-key="vcpus">(.*?)</tr>', page, re.S).group(1)
     assert f">{used}<" in row and ">40<" in row and f">{40 - used}<" in row
     assert "unlimited" in page  # memory and disk have no limit
 
-    response = client.post(reverse("ui:vm_create"), wizard_post(world, vcpus=str(41 - used)))
+    response = client.post(reverse("ui:vm_create"), wizard_post(granted, vcpus=str(41 - used)))
     assert response.status_code == 400
     page = main(response)
     assert 'data-start-step="confirm"' in page and "Quota of tenant acme exceeded" in page
     assert not VirtualMachine.objects.filter(name="ui-vm-01").exists()
 
 
-def test_operator_wizard_lists_only_the_tenants_placement(client, world, run_tasks):
-    login(client, world["operator"])
+def test_operator_wizard_lists_only_the_tenants_placement(client, granted, run_tasks):
+    login(client, granted["operator"])
     page = main(client.get(reverse("ui:vm_create")))
     assert "default (dir," in page and "lan (" in page
     assert "vg0 (" not in page and "isolated (" not in page and "vlan100 (" not in page
@@ -227,34 +215,34 @@ def test_operator_wizard_lists_only_the_tenants_placement(client, world, run_tas
     partial = text(
         client.get(
             reverse("ui:vm_create_options"),
-            {"tenant": world["tenant"].pk, "host": world["host"].pk},
+            {"tenant": granted["tenant"].pk, "host": granted["host"].pk},
         )
     )
     assert "<html" not in partial and "default (dir," in partial and "vg0 (" not in partial
 
     # A pool the tenant may not use is refused by the service, on the disk's row.
-    vg0 = StoragePool.objects.get(host=world["host"], name="vg0")
+    vg0 = StoragePool.objects.get(host=granted["host"], name="vg0")
     response = client.post(
         reverse("ui:vm_create"),
-        wizard_post(world, **{"disk-0-pool": vg0.pk, "disk-0-format": "raw"}),
+        wizard_post(granted, **{"disk-0-pool": vg0.pk, "disk-0-format": "raw"}),
     )
     assert response.status_code == 400 and "may not use pool vg0" in main(response)
 
-    response = client.post(reverse("ui:vm_create"), wizard_post(world, start=None))
+    response = client.post(reverse("ui:vm_create"), wizard_post(granted, start=None))
     assert response.status_code == 302
     run_tasks()
     vm = VirtualMachine.objects.get(name="ui-vm-01")
-    assert vm.tenant == world["tenant"] and vm.state == "shutoff"
+    assert vm.tenant == granted["tenant"] and vm.state == "shutoff"
 
 
-def test_create_from_a_template_prefills_linked_copies(client, world, run_tasks):
+def test_create_from_a_template_prefills_linked_copies(client, granted, run_tasks):
     from vms import services
 
-    source = qcow2_vm(world["host"], "shutoff")
-    source.tenant = world["tenant"]
+    source = qcow2_vm(granted["host"], "shutoff")
+    source.tenant = granted["tenant"]
     source.save()
-    services.vm_make_template(user=world["admin"], vm=source)
-    login(client, world["operator"])
+    services.vm_make_template(user=granted["admin"], vm=source)
+    login(client, granted["operator"])
     page = main(client.get(reverse("ui:vm", args=[source.pk])))
     assert f"{reverse('ui:vm_create')}?template={source.pk}" in page
     assert 'data-power="start"' not in page  # a template does not start
@@ -266,7 +254,7 @@ def test_create_from_a_template_prefills_linked_copies(client, world, run_tasks)
     assert '<option value="linked" selected>' in page
 
     data = wizard_post(
-        world,
+        granted,
         **{
             "disk-0-source": "template",
             "disk-0-volume": first.volume_id,
@@ -285,11 +273,11 @@ def test_create_from_a_template_prefills_linked_copies(client, world, run_tasks)
 # --- roles -----------------------------------------------------------------------------------
 
 
-def test_power_buttons_per_role(client, world):
-    vm = acme_vm(world, "running")
+def test_power_buttons_per_role(client, granted):
+    vm = acme_vm(granted, "running")
     url = reverse("ui:vm", args=[vm.pk])
 
-    login(client, world["viewer"])
+    login(client, granted["viewer"])
     page = main(client.get(url))
     assert "data-power" not in page and "data-more" not in page
     assert reverse("ui:vm_create") not in page and "Take snapshot" not in main(
@@ -298,7 +286,7 @@ def test_power_buttons_per_role(client, world):
     assert "Add disk" not in main(client.get(url + "?tab=hardware"))
     assert "data-create-vm" not in text(client.get(url))
 
-    login(client, world["member"])
+    login(client, granted["member"])
     page = main(client.get(url))
     for action in ("start", "shutdown", "reboot", "stop", "reset", "pause"):
         assert f'data-power="{action}"' in page
@@ -306,7 +294,7 @@ def test_power_buttons_per_role(client, world):
     assert "Add disk" not in main(client.get(url + "?tab=hardware"))
     assert "data-create-vm" not in text(client.get(url))
 
-    login(client, world["operator"])
+    login(client, granted["operator"])
     page = main(client.get(url))
     assert 'data-power="stop"' in page and "data-more" in page
     assert reverse("ui:vm_delete", args=[vm.pk]) in page
@@ -314,10 +302,10 @@ def test_power_buttons_per_role(client, world):
     assert "data-create-vm" in text(client.get(url))
 
 
-def test_only_sensible_power_buttons_are_enabled(client, world):
-    login(client, world["member"])
-    running = main(client.get(reverse("ui:vm", args=[acme_vm(world, "running").pk])))
-    shutoff = main(client.get(reverse("ui:vm", args=[acme_vm(world, "shutoff").pk])))
+def test_only_sensible_power_buttons_are_enabled(client, granted):
+    login(client, granted["member"])
+    running = main(client.get(reverse("ui:vm", args=[acme_vm(granted, "running").pk])))
+    shutoff = main(client.get(reverse("ui:vm", args=[acme_vm(granted, "shutoff").pk])))
 
     def enabled(page, action):
         tag = re.search(rf'<(?:button|a)[^>]*data-power="{action}"[^>]*>', page).group(0)
@@ -328,9 +316,9 @@ def test_only_sensible_power_buttons_are_enabled(client, world):
     assert not enabled(shutoff, "shutdown") and not enabled(shutoff, "reboot")
 
 
-def test_power_posts_map_to_tasks(client, world, run_tasks):
-    login(client, world["member"])
-    vm = acme_vm(world, "running")
+def test_power_posts_map_to_tasks(client, granted, run_tasks):
+    login(client, granted["member"])
+    vm = acme_vm(granted, "running")
 
     # Stop asks first: the GET is a confirmation, also as a dialog fragment.
     confirm = client.get(reverse("ui:vm_power", args=[vm.pk, "stop"]), HTTP_HX_REQUEST="true")
@@ -344,7 +332,7 @@ def test_power_posts_map_to_tasks(client, world, run_tasks):
     run_tasks()
     vm.refresh_from_db()
     assert vm.state == "shutoff"
-    dom = get_connection(world["host"]).lookupByName(vm.name)
+    dom = get_connection(granted["host"]).lookupByName(vm.name)
     assert dom.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF
 
     # From the dialog, success is a redirect for the script to follow.
@@ -370,17 +358,17 @@ def test_power_posts_map_to_tasks(client, world, run_tasks):
     assert task.params == {"action": "shutdown", "force": True, "timeout": 30}
 
     # An action the state does not allow comes back as the service's message.
-    shutoff = acme_vm(world, "shutoff")
+    shutoff = acme_vm(granted, "shutoff")
     response = client.post(reverse("ui:vm_power", args=[shutoff.pk, "reboot"]))
     assert response.status_code == 400 and "Cannot reboot a VM that is shut off" in main(response)
     assert client.post(reverse("ui:vm_power", args=[vm.pk, "explode"])).status_code == 404
 
 
-def test_busy_vm_says_which_task_and_disables_its_buttons(client, world):
-    vm = acme_vm(world, "running")
+def test_busy_vm_says_which_task_and_disables_its_buttons(client, granted):
+    vm = acme_vm(granted, "running")
     holder = Task.objects.create(kind="vm.edit", state=TaskState.RUNNING, vm=vm, tenant=vm.tenant)
     VirtualMachine.objects.filter(pk=vm.pk).update(lock=holder)
-    login(client, world["operator"])
+    login(client, granted["operator"])
     page = main(client.get(reverse("ui:vm", args=[vm.pk])))
     assert f'data-busy-task="{holder.pk}"' in page
     assert f"task #{holder.pk}" in page
@@ -394,15 +382,15 @@ def test_busy_vm_says_which_task_and_disables_its_buttons(client, world):
     assert "is busy with" in main(response) and link in main(response)
 
 
-def test_member_gets_403_posting_create_and_delete(client, world):
-    vm = acme_vm(world, "shutoff")
-    login(client, world["member"])
+def test_member_gets_403_posting_create_and_delete(client, granted):
+    vm = acme_vm(granted, "shutoff")
+    login(client, granted["member"])
     assert client.get(reverse("ui:vm_create")).status_code == 403
-    assert client.post(reverse("ui:vm_create"), wizard_post(world)).status_code == 403
+    assert client.post(reverse("ui:vm_create"), wizard_post(granted)).status_code == 403
     assert client.post(reverse("ui:vm_delete", args=[vm.pk])).status_code == 403
     assert client.post(reverse("ui:vm_clone", args=[vm.pk]), {"name": "x"}).status_code == 403
     assert client.post(reverse("ui:vm_disk_add", args=[vm.pk]), {}).status_code == 403
-    login(client, world["viewer"])
+    login(client, granted["viewer"])
     assert client.post(reverse("ui:vm_power", args=[vm.pk, "start"])).status_code == 403
     assert not VirtualMachine.objects.filter(name="ui-vm-01").exists()
     assert not Task.objects.filter(vm=vm).exists()
@@ -412,9 +400,9 @@ def test_member_gets_403_posting_create_and_delete(client, world):
 # --- hardware --------------------------------------------------------------------------------
 
 
-def test_hardware_dialogs_map_onto_the_services(client, world, run_tasks):
-    vm = acme_vm(world, "shutoff")
-    login(client, world["operator"])
+def test_hardware_dialogs_map_onto_the_services(client, granted, run_tasks):
+    vm = acme_vm(granted, "shutoff")
+    login(client, granted["operator"])
     hardware = main(client.get(reverse("ui:vm", args=[vm.pk]) + "?tab=hardware"))
     disk = vm.disks.filter(device="disk", volume__isnull=False).order_by("target").first()
     nic = vm.nics.first()
@@ -446,7 +434,7 @@ def test_hardware_dialogs_map_onto_the_services(client, world, run_tasks):
         {
             "source": "new",
             "size_gib": "2",
-            "pool": world["pool"].pk,
+            "pool": granted["pool"].pk,
             "format": "qcow2",
             "bus": "virtio",
         },
@@ -466,7 +454,7 @@ def test_hardware_dialogs_map_onto_the_services(client, world, run_tasks):
 
     response = client.post(
         reverse("ui:vm_nic_add", args=[vm.pk]),
-        {"network": world["lan"].pk, "model": "e1000e", "mac": ""},
+        {"network": granted["lan"].pk, "model": "e1000e", "mac": ""},
     )
     assert response.status_code == 302
     assert Task.objects.get(kind="vm.nic_attach", vm=vm).params["model"] == "e1000e"
@@ -480,9 +468,9 @@ def test_hardware_dialogs_map_onto_the_services(client, world, run_tasks):
     assert Task.objects.get(kind="vm.disk_detach", vm=vm).params["delete_volume"] is True
 
 
-def test_cdrom_change_and_eject(client, world, run_tasks):
-    login(client, world["admin"])
-    client.post(reverse("ui:vm_create"), wizard_post(world, start=None))
+def test_cdrom_change_and_eject(client, granted, run_tasks):
+    login(client, granted["admin"])
+    client.post(reverse("ui:vm_create"), wizard_post(granted, start=None))
     run_tasks()
     vm = VirtualMachine.objects.get(name="ui-vm-01")
     url = reverse("ui:vm_cdrom", args=[vm.pk])
@@ -494,14 +482,14 @@ def test_cdrom_change_and_eject(client, world, run_tasks):
     task = Task.objects.filter(kind="vm.cdrom", vm=vm).get()
     assert task.params["path"] == ""
     run_tasks()
-    alpine = Volume.objects.get(name="alpine-3.20.iso", pool__host=world["host"])
+    alpine = Volume.objects.get(name="alpine-3.20.iso", pool__host=granted["host"])
     assert client.post(url, {"volume": alpine.pk}).status_code == 302
     assert Task.objects.filter(kind="vm.cdrom", vm=vm).latest("pk").params["path"] == alpine.path
 
 
-def test_resources_dialog_explains_the_live_limits(client, world):
-    login(client, world["operator"])
-    running = acme_vm(world, "running")
+def test_resources_dialog_explains_the_live_limits(client, granted):
+    login(client, granted["operator"])
+    running = acme_vm(granted, "running")
     page = text(client.get(reverse("ui:vm_resources", args=[running.pk])))
     assert f"hot-plugged up to its maximum of <b>{running.max_vcpus}</b>" in page
     assert "Shut the VM down to rename it." in page
@@ -510,7 +498,7 @@ def test_resources_dialog_explains_the_live_limits(client, world):
         {"vcpus": str(running.max_vcpus + 1), "memory_mib": str(running.memory_mib)},
     )
     assert response.status_code == 400 and "shut it down to go further" in main(response)
-    shutoff = acme_vm(world, "shutoff")
+    shutoff = acme_vm(granted, "shutoff")
     page = text(client.get(reverse("ui:vm_resources", args=[shutoff.pk])))
     assert "is shut off:" in page and "<b>32</b> vCPUs" in page
 
@@ -518,15 +506,17 @@ def test_resources_dialog_explains_the_live_limits(client, world):
 # --- snapshots, clone, template, delete ---------------------------------------------------------
 
 
-def test_snapshot_refusal_is_shown_for_a_raw_disk_vm(client, world):
+def test_snapshot_refusal_is_shown_for_a_raw_disk_vm(client, granted):
     raw = (
-        VirtualMachine.objects.filter(host=world["host"], disks__device="disk", disks__format="raw")
+        VirtualMachine.objects.filter(
+            host=granted["host"], disks__device="disk", disks__format="raw"
+        )
         .distinct()
         .first()
     )
-    raw.tenant = world["tenant"]
+    raw.tenant = granted["tenant"]
     raw.save()
-    login(client, world["member"])
+    login(client, granted["member"])
     page = main(client.get(reverse("ui:vm", args=[raw.pk]) + "?tab=snapshots"))
     assert (
         "Snapshots are not possible now." in page and "Internal snapshots need qcow2 disks" in page
@@ -535,19 +525,19 @@ def test_snapshot_refusal_is_shown_for_a_raw_disk_vm(client, world):
     response = client.post(reverse("ui:vm_snapshot_add", args=[raw.pk]), {"name": "s1"})
     assert response.status_code == 200 and not Task.objects.filter(vm=raw).exists()
 
-    fine = qcow2_vm(world["host"], "shutoff")
-    fine.tenant = world["tenant"]
+    fine = qcow2_vm(granted["host"], "shutoff")
+    fine.tenant = granted["tenant"]
     fine.save()
     page = main(client.get(reverse("ui:vm", args=[fine.pk]) + "?tab=snapshots"))
     assert "Snapshots are not possible now." not in page
     assert reverse("ui:vm_snapshot_add", args=[fine.pk]) in page
 
 
-def test_snapshots_tree_take_revert_delete(client, world, run_tasks):
-    vm = qcow2_vm(world["host"], "shutoff")
-    vm.tenant = world["tenant"]
+def test_snapshots_tree_take_revert_delete(client, granted, run_tasks):
+    vm = qcow2_vm(granted["host"], "shutoff")
+    vm.tenant = granted["tenant"]
     vm.save()
-    login(client, world["member"])
+    login(client, granted["member"])
     add = reverse("ui:vm_snapshot_add", args=[vm.pk])
     for name in ("base", "patched"):
         response = client.post(add, {"name": name, "description": f"{name} state"})
@@ -578,13 +568,13 @@ def test_snapshots_tree_take_revert_delete(client, world, run_tasks):
     assert list(vm.snapshots.values_list("name", flat=True)) == ["base"]
 
 
-def test_clone_template_and_delete_from_the_more_menu(client, world, run_tasks):
-    vm = qcow2_vm(world["host"], "shutoff")
-    vm.tenant = world["tenant"]
+def test_clone_template_and_delete_from_the_more_menu(client, granted, run_tasks):
+    vm = qcow2_vm(granted["host"], "shutoff")
+    vm.tenant = granted["tenant"]
     vm.save()
-    login(client, world["operator"])
+    login(client, granted["operator"])
 
-    running = acme_vm(world, "running")
+    running = acme_vm(granted, "running")
     response = client.post(
         reverse("ui:vm_clone", args=[running.pk]), {"name": "c1", "mode": "full"}
     )
@@ -612,23 +602,23 @@ def test_clone_template_and_delete_from_the_more_menu(client, world, run_tasks):
 
     response = client.post(reverse("ui:vm_delete", args=[clone.pk]), {"delete_volumes": "on"})
     assert response.status_code == 302
-    assert response["Location"] == reverse("ui:tenant", args=[world["tenant"].pk]) + "?tab=vms"
+    assert response["Location"] == reverse("ui:tenant", args=[granted["tenant"].pk]) + "?tab=vms"
     run_tasks()
     assert not VirtualMachine.objects.filter(pk=clone.pk).exists()
     with pytest.raises(libvirt.libvirtError):
-        get_connection(world["host"]).lookupByName("linked-01")
+        get_connection(granted["host"]).lookupByName("linked-01")
 
 
 # --- tenant quota ------------------------------------------------------------------------------
 
 
-def test_tenant_quota_bars_render_and_admins_edit_limits(client, world):
-    tenant = world["tenant"]
+def test_tenant_quota_bars_render_and_admins_edit_limits(client, granted):
+    tenant = granted["tenant"]
     tenant.max_vms = 10
     tenant.max_memory_mib = 65536
     tenant.save()
     vms = VirtualMachine.objects.filter(tenant=tenant)
-    login(client, world["viewer"])
+    login(client, granted["viewer"])
     page = main(client.get(reverse("ui:tenant", args=[tenant.pk])))
     bars = re.findall(r'data-quota="([a-z_]+)"', page)
     assert bars == ["vms", "vcpus", "memory_mib", "disk_gib"]
@@ -639,10 +629,10 @@ def test_tenant_quota_bars_render_and_admins_edit_limits(client, world):
     assert reverse("ui:tenant_edit", args=[tenant.pk]) not in page
     assert client.get(reverse("ui:tenant_edit", args=[tenant.pk])).status_code == 403
 
-    login(client, world["admin"])
+    login(client, granted["admin"])
     url = reverse("ui:tenant_edit", args=[tenant.pk])
     assert url in main(client.get(reverse("ui:tenant", args=[tenant.pk])))
-    vg0 = StoragePool.objects.get(host=world["host"], name="vg0")
+    vg0 = StoragePool.objects.get(host=granted["host"], name="vg0")
     response = client.post(
         url,
         {
@@ -651,27 +641,27 @@ def test_tenant_quota_bars_render_and_admins_edit_limits(client, world):
             "max_vcpus": "",
             "max_memory_mib": "",
             "max_disk_gib": "500",
-            "allowed_hosts": [world["host"].pk],
-            "allowed_pools": [world["pool"].pk, vg0.pk],
+            "allowed_hosts": [granted["host"].pk],
+            "allowed_pools": [granted["pool"].pk, vg0.pk],
             "allowed_networks": [],
         },
     )
     assert response.status_code == 302
     tenant.refresh_from_db()
     assert (tenant.max_vms, tenant.max_memory_mib, tenant.max_disk_gib) == (20, None, 500)
-    assert set(tenant.allowed_pools.all()) == {world["pool"], vg0}
+    assert set(tenant.allowed_pools.all()) == {granted["pool"], vg0}
     assert not tenant.allowed_networks.exists()
     response = client.post(url, {"max_vms": "-1"})
     assert response.status_code == 400 and "greater than or equal to 0" in main(response)
 
 
-def test_every_new_page_renders_for_the_platform_admin(client, world):
-    login(client, world["admin"])
-    vm = acme_vm(world, "running")
-    tenant = world["tenant"]
+def test_every_new_page_renders_for_the_platform_admin(client, granted):
+    login(client, granted["admin"])
+    vm = acme_vm(granted, "running")
+    tenant = granted["tenant"]
     urls = [
         reverse("ui:vm_create"),
-        reverse("ui:vm_create") + f"?tenant={tenant.pk}&host={world['host'].pk}",
+        reverse("ui:vm_create") + f"?tenant={tenant.pk}&host={granted['host'].pk}",
         reverse("ui:vm_create_options") + "?tenant=&host=",
         reverse("ui:tenant", args=[tenant.pk]) + "?tab=summary",
         reverse("ui:tenant_edit", args=[tenant.pk]),
