@@ -152,7 +152,7 @@ class TestVirtualMachines(ModelEndpointTests):
 class TestTasks(ModelEndpointTests):
     url = "/api/tasks/"
     fields = {
-        "id", "kind", "state", "progress", "target", "vm", "host", "user", "tenant", "created",
+        "id", "kind", "state", "progress", "target", "vm", "host", "destination_host", "user", "tenant", "created",
         "started", "finished", "error", "result", "log",
     }  # fmt: skip
     filters = {
