@@ -19,6 +19,7 @@ from django.db.models import Sum
 
 from hosts.choices import HostStatus, PoolState, PoolType
 from hosts.models import Host, Network, StoragePool, Volume
+from hosts.storage import backend_for
 from panel import taskrunner
 from panel.models import Task, Tenant
 from panel.tenancy import Action, can, is_platform_admin
@@ -36,6 +37,7 @@ from .choices import (
     PowerAction,
     VMState,
 )
+from .domxml import target_names
 from .models import Disk, Nic, VirtualMachine
 from .selectors import USE_ATTACH, USE_CDROM, USE_SOURCE, volumes_usable
 
@@ -280,6 +282,7 @@ def _plan_disks(user, tenant, host, disks, errors: Errors) -> list[_DiskPlan]:
                         "mode": mode,
                         "bus": bus,
                         "format": "qcow2" if mode == "linked" else (vol.format or "raw"),
+                        "disk_source": backend_for(vol.pool).disk_source,
                     },
                     gib=gib,
                     pool_id=vol.pool_id,
@@ -321,6 +324,7 @@ def _plan_disks(user, tenant, host, disks, errors: Errors) -> list[_DiskPlan]:
                     "format": fmt,
                     "bus": bus,
                     "logical": pool.pool_type == PoolType.LOGICAL,
+                    "disk_source": backend_for(pool).disk_source,
                 },
                 gib=size,
                 pool_id=pool.pk,
@@ -713,8 +717,6 @@ def disk_attach(
         errors.add("bus", f"Use {', '.join(DiskBus.values)}.")
     if vm.state in (VMState.RUNNING, VMState.PAUSED) and bus == DiskBus.SATA:
         errors.add("bus", "SATA disks cannot be hot-plugged; use virtio or scsi.")
-    from .domxml import target_names
-
     target = target_names(bus if bus == "virtio" else "scsi", used)[0]
     params: dict = {"bus": bus, "target": target, "created_volumes": []}
     disk_gib = 0.0
@@ -726,7 +728,12 @@ def disk_attach(
         if vol is None:
             errors.add("volume", "Unknown volume on this VM's host, or attached to a VM already.")
         else:
-            params.update(kind="existing", path=vol.path, format=vol.format or "raw")
+            params.update(
+                kind="existing",
+                path=vol.path,
+                format=vol.format or "raw",
+                disk_source=backend_for(vol.pool).disk_source,
+            )
         errors.raise_if_any()
     else:
         plans = _plan_disks(
