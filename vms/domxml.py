@@ -387,6 +387,14 @@ class DomainBuild:
 Contributor = Callable[[etree._Element, DomainBuild], None]
 
 
+def domain_build_from_dict(data: dict) -> DomainBuild:
+    """A ``DomainBuild`` from its JSON form (``dataclasses.asdict``), as a plan stores it."""
+    data = dict(data)
+    disks = [DiskBuild(**d) for d in data.pop("disks", [])]
+    nics = [NicBuild(**n) for n in data.pop("nics", [])]
+    return DomainBuild(**data, disks=disks, nics=nics)
+
+
 def _el(parent, tag: str, text: object = None, **attrs):
     elem = etree.SubElement(parent, tag, {k: str(v) for k, v in attrs.items()})
     if text is not None:

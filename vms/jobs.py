@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid as uuidlib
+from dataclasses import dataclass
 
 from django.db import transaction
 
@@ -17,6 +18,7 @@ from hosts.driver.connection import get_connection
 from hosts.driver.guest import SHUTOFF, Guest, GuestError, volume_exists
 from hosts.models import Host
 from hosts.sync import sync_pools
+from panel import plans
 from panel.failpoints import failpoint
 from panel.models import Task
 from panel.taskrunner import TaskContext, task_kind
@@ -24,6 +26,7 @@ from panel.taskrunner import TaskContext, task_kind
 from . import domxml
 from .choices import DiskDevice, Lifecycle, PowerAction, VMState
 from .models import Disk, VirtualMachine
+from .services import create_plan
 from .sync import refresh_vm
 
 logger = logging.getLogger(__name__)
@@ -86,11 +89,130 @@ def _forget_unborn(task: Task) -> None:
     VirtualMachine.objects.filter(pk=task.vm_id, lifecycle=Lifecycle.CREATING).delete()
 
 
+@dataclass
+class _Apply:
+    """What plan steps of VM tasks work with: the host connection, and in a running task its
+    context (for log lines) and VM. Recovery has the connection only."""
+
+    conn: object
+    ctx: TaskContext | None = None
+    vm: VirtualMachine | None = None
+
+    def log(self, message: str) -> None:
+        if self.ctx is not None:
+            self.ctx.log(message)
+
+
+def _save_plan(task: Task):
+    """A plan's ``save``: write it into the task's params at once (recovery reads them)."""
+
+    def save(plan: plans.Plan) -> None:
+        _remember(task, plan=plan.to_dict())
+
+    return save
+
+
+@plans.register_step(plans.STORAGE, "create_volume")
+def _step_create_volume(step: plans.Step, run: plans.PlanRun) -> dict:
+    a, c = step.args, run.context
+    c.log(
+        f"Creating {a['size_bytes'] / 1024**3:g} GiB {a['format']} volume {a['name']} in {a['pool']}"
+    )
+    vol = storage.create_volume(c.conn, a["pool"], a["name"], a["size_bytes"], a["format"])
+    run.record("volume", path=vol["path"])
+    return {"path": vol["path"]}
+
+
+@plans.register_step(plans.STORAGE, "clone_volume")
+def _step_clone_volume(step: plans.Step, run: plans.PlanRun) -> dict:
+    a, c = step.args, run.context
+    c.log(f"Cloning {a['source_path']} ({a['mode']}) as {a['name']} in {a['pool']}")
+    vol = storage.clone_volume(c.conn, a["pool"], a["source_path"], a["name"], a["mode"])
+    run.record("volume", path=vol["path"])
+    return {"path": vol["path"]}
+
+
+@plans.register_step(plans.DOMAIN, "define")
+def _step_define(step: plans.Step, run: plans.PlanRun) -> dict:
+    """Define the domain from a ``DomainBuild`` whose disks are the volumes earlier steps made
+    (``disks``: each names the step id of its volume)."""
+    a, c = step.args, run.context
+    spec = domxml.domain_build_from_dict(a["build"])
+    spec.disks = [
+        domxml.DiskBuild(
+            target=d["target"],
+            path=run.outputs[d["volume"]]["path"],
+            format=d["format"],
+            bus=d["bus"],
+            source_type=d["source_type"],
+        )
+        for d in a.get("disks", [])
+    ]
+    if c.ctx is not None:
+        spec.task_id = c.ctx.task.pk
+    c.log("Defining the domain")
+    # Recorded before the call: a worker that dies inside it leaves a domain recovery removes.
+    run.record("domain", uuid=a["uuid"])
+    Guest.define(c.conn, domxml.build_domain(spec))
+    return {"uuid": a["uuid"]}
+
+
+def _plan_guest(run: plans.PlanRun) -> Guest:
+    return Guest.get(run.context.conn, run.plan.created_of("domain")[-1]["uuid"])
+
+
+@plans.register_step(plans.DOMAIN, "set_autostart")
+def _step_autostart(step: plans.Step, run: plans.PlanRun) -> None:
+    _plan_guest(run).set_autostart(bool(step.args.get("on", True)))
+
+
+@plans.register_step(plans.DOMAIN, "start")
+def _step_start(step: plans.Step, run: plans.PlanRun) -> None:
+    run.context.log("Starting")
+    _plan_guest(run).start()
+
+
+@plans.register_undo("domain")
+def _undo_domain(obj: dict, context: _Apply) -> str | None:
+    guest = Guest.lookup(context.conn, obj["uuid"])
+    if guest is None:
+        return None
+    guest.undefine()
+    return f"domain {obj['uuid']}"
+
+
+@plans.register_undo("volume")
+def _undo_volume(obj: dict, context: _Apply) -> str | None:
+    try:
+        if storage.delete_volume(context.conn, obj["path"]):
+            return obj["path"]
+    except storage.StorageError as exc:
+        logger.warning("rollback could not delete %s: %s", obj["path"], exc)
+    return None
+
+
+def _task_plan(task: Task) -> plans.Plan | None:
+    data = task.params.get("plan")
+    return plans.Plan.from_dict(data) if data else None
+
+
+def _rollback_task(task: Task, conn, vm: VirtualMachine | None) -> list[str]:
+    """Undo what the task recorded: its plan's created objects, or (kinds not planned yet,
+    tasks queued before plans) ``created_volumes`` and ``defined_uuid``. When the plan
+    recorded no domain the VM's own UUID is checked too, as it always was."""
+    plan = _task_plan(task)
+    if plan is None:
+        uuid = task.params.get("defined_uuid") or (str(vm.uuid) if vm else None)
+        return _rollback_created(task, conn, uuid)
+    if not plan.created_of("domain") and vm is not None:
+        plan.created.append({"kind": "domain", "uuid": str(vm.uuid)})
+    return plans.rollback(plan, _Apply(conn=conn))
+
+
 def _recover_create(task: Task) -> str:
     conn = get_connection(Host.objects.get(pk=task.host_id))
     vm = VirtualMachine.objects.filter(pk=task.vm_id).first()
-    uuid = task.params.get("defined_uuid") or (str(vm.uuid) if vm else None)
-    removed = _rollback_created(task, conn, uuid)
+    removed = _rollback_task(task, conn, vm)
     _forget_unborn(task)
     return (
         "Rolled back: removed "
@@ -104,81 +226,38 @@ def run_vm_create(ctx: TaskContext) -> dict:
     task = ctx.task
     vm = _vm(ctx)
     host = vm.host
-    p = task.params
     conn = get_connection(host)
+    plan = _task_plan(task) or create_plan(vm.name, str(vm.uuid), task.params)
+    volume_steps = sum(1 for s in plan.steps if s.kind == plans.STORAGE)
+
+    def before(step: plans.Step, index: int) -> None:
+        if step.kind == plans.DOMAIN and step.action == "define":
+            failpoint("vm.create.volumes_made")
+
+    def after(step: plans.Step, index: int) -> None:
+        if step.kind == plans.STORAGE:
+            ctx.progress(10 + 50 * (index + 1) // max(1, volume_steps))
+        elif step.action == "define":
+            ctx.progress(75)
+            failpoint("vm.create.defined")
+
     try:
         if Guest.lookup_by_name(conn, vm.name) is not None:
             raise RuntimeError(f"A domain named {vm.name} exists on {host.name} already.")
-
-        disks: list[domxml.DiskBuild] = []
-        used: set[str] = set()
-        for i, d in enumerate(p["disks"]):
-            bus = d.get("bus", "virtio")
-            target = domxml.target_names("virtio" if bus == "virtio" else "scsi", used)[0]
-            used.add(target)
-            name = storage.volume_name_for(vm.name, i, d["format"] if not d.get("logical") else "")
-            if d["kind"] == "new":
-                ctx.log(
-                    f"Creating {d['size_bytes'] / 1024**3:g} GiB {d['format']} volume {name} in {d['pool']}"
-                )
-                vol = storage.create_volume(conn, d["pool"], name, d["size_bytes"], d["format"])
-            else:
-                ctx.log(f"Cloning {d['source_path']} ({d['mode']}) as {name} in {d['pool']}")
-                vol = storage.clone_volume(conn, d["pool"], d["source_path"], name, d["mode"])
-            _remember_volume(task, vol["path"])
-            disks.append(
-                domxml.DiskBuild(
-                    target=target,
-                    path=vol["path"],
-                    format=d["format"] if not d.get("logical") else "raw",
-                    bus=bus,
-                    source_type=_disk_source(d),
-                )
-            )
-            ctx.progress(10 + 50 * (i + 1) // max(1, len(p["disks"])))
-        spec = domxml.DomainBuild(
-            name=vm.name,
-            uuid=str(vm.uuid),
-            virt_type=p["virt_type"],
-            vcpus=p["vcpus"],
-            max_vcpus=p["max_vcpus"],
-            memory_mib=p["memory_mib"],
-            max_memory_mib=p["max_memory_mib"],
-            machine=p["machine"],
-            firmware=p["firmware"],
-            cpu_model=p.get("cpu_model", ""),
-            disks=disks,
-            nics=[
-                domxml.NicBuild(mac=n["mac"], source=n["network"], model=n.get("model", "virtio"))
-                for n in p["nics"]
-            ],
-            boot=p.get("boot") or ["disk"],
-            cdrom=p.get("cdrom", "") if p.get("with_cdrom") or p.get("cdrom") else None,
-            description=p.get("description", ""),
-            task_id=task.pk,
+        plans.apply(
+            plan, _Apply(conn=conn, ctx=ctx, vm=vm), _save_plan(task), before=before, after=after
         )
-        failpoint("vm.create.volumes_made")
-        ctx.log("Defining the domain")
-        _remember(task, defined_uuid=str(vm.uuid))
-        guest = Guest.define(conn, domxml.build_domain(spec))
-        ctx.progress(75)
-        failpoint("vm.create.defined")
-        if p.get("autostart"):
-            guest.set_autostart(True)
-        if p.get("start"):
-            ctx.log("Starting")
-            guest.start()
         ctx.progress(90)
     except Exception:
         ctx.log("Rolling back what this task created", level="warning")
-        _rollback_created(task, conn, task.params.get("defined_uuid"))
+        plans.rollback(plan, _Apply(conn=conn, ctx=ctx, vm=vm))
         _forget_unborn(task)
         raise
     # The domain exists: whatever happens while re-reading it, the VM is no longer "creating".
     VirtualMachine.objects.filter(pk=vm.pk).update(lifecycle=Lifecycle.READY)
     _refresh_host_storage(host, conn)
     refresh_vm(vm, conn)
-    created = set(task.params.get("created_volumes", []))
+    created = {obj["path"] for obj in plan.created_of("volume")}
     vm.disks.filter(source__in=created).update(owned=True)
     ctx.log(f"Created {vm.name} ({vm.state})")
     return {"vm": vm.pk, "state": vm.state}

@@ -11,7 +11,7 @@ import random
 import re
 import uuid as uuidlib
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
@@ -19,9 +19,10 @@ from django.db.models import Sum
 
 from hosts.choices import HostStatus, PoolState, PoolType
 from hosts.models import Host, Network, StoragePool, Volume
-from hosts.storage import backend_for
+from hosts.storage import backend_for, volume_name_for
 from panel import taskrunner
 from panel.models import Task, Tenant
+from panel.plans import DOMAIN, STORAGE, Plan
 from panel.tenancy import Action, can, is_platform_admin
 from panel.units import GIB, volume_bytes
 from panel.validators import NAME_RE, validate_tags
@@ -37,7 +38,7 @@ from .choices import (
     PowerAction,
     VMState,
 )
-from .domxml import target_names
+from .domxml import DomainBuild, NicBuild, target_names
 from .models import Disk, Nic, VirtualMachine
 from .selectors import USE_ATTACH, USE_CDROM, USE_SOURCE, volumes_usable
 
@@ -511,13 +512,15 @@ def vm_create(
         "description": description,
         "created_volumes": [],
     }
+    vm_uuid = uuidlib.uuid4()
+    params["plan"] = create_plan(name, str(vm_uuid), params).to_dict()
     asked = {"vms": 1, "vcpus": vcpus, "memory_mib": memory_mib}
     with quota_guard(tenant, **asked, disk_gib=sum(p.gib for p in disk_plans)):
         vm = VirtualMachine.objects.create(
             host=host,
             tenant=tenant,
             name=name,
-            uuid=uuidlib.uuid4(),
+            uuid=vm_uuid,
             description=description,
             tags=tags or [],
             vcpus=vcpus,
@@ -542,6 +545,73 @@ def vm_create(
             lock=[vm],
         )
     return vm, task
+
+
+def create_plan(name: str, uuid: str, p: dict) -> Plan:
+    """The plan of ``vm.create`` from its validated parameters: make or clone each disk's
+    volume, define the domain on them, then autostart and start it when asked."""
+    plan = Plan()
+    disks = []
+    used: set[str] = set()
+    for i, d in enumerate(p["disks"]):
+        bus = d.get("bus", "virtio")
+        target = target_names("virtio" if bus == "virtio" else "scsi", used)[0]
+        used.add(target)
+        logical = bool(d.get("logical"))
+        volume = volume_name_for(name, i, d["format"] if not logical else "")
+        ref = f"disk{i}"
+        if d["kind"] == "new":
+            plan.add(
+                STORAGE, "create_volume", id=ref, pool=d["pool"], name=volume,
+                size_bytes=d["size_bytes"], format=d["format"],
+                describe=f"Create {d['size_bytes'] / GIB:g} GiB {d['format']} volume {volume} "
+                f"in {d['pool']}",
+            )  # fmt: skip
+        else:
+            plan.add(
+                STORAGE, "clone_volume", id=ref, pool=d["pool"], name=volume,
+                source_path=d["source_path"], mode=d["mode"],
+                describe=f"Clone {d['source_path']} ({d['mode']}) as {volume} in {d['pool']}",
+            )  # fmt: skip
+        plan.creates.append({"kind": "volume", "pool": d["pool"], "name": volume})
+        disks.append(
+            {
+                "volume": ref,
+                "target": target,
+                "format": d["format"] if not logical else "raw",
+                "bus": bus,
+                "source_type": d.get("disk_source") or ("block" if logical else "file"),
+            }
+        )
+    build = DomainBuild(
+        name=name,
+        uuid=uuid,
+        virt_type=p["virt_type"],
+        vcpus=p["vcpus"],
+        max_vcpus=p["max_vcpus"],
+        memory_mib=p["memory_mib"],
+        max_memory_mib=p["max_memory_mib"],
+        machine=p["machine"],
+        firmware=p["firmware"],
+        cpu_model=p.get("cpu_model", ""),
+        nics=[
+            NicBuild(mac=n["mac"], source=n["network"], model=n.get("model", "virtio"))
+            for n in p["nics"]
+        ],
+        boot=p.get("boot") or ["disk"],
+        cdrom=p.get("cdrom", "") if p.get("with_cdrom") or p.get("cdrom") else None,
+        description=p.get("description", ""),
+    )
+    plan.add(
+        DOMAIN, "define", uuid=uuid, build=asdict(build), disks=disks,
+        describe=f"Define the domain {name}",
+    )  # fmt: skip
+    plan.creates.append({"kind": "domain", "uuid": uuid})
+    if p.get("autostart"):
+        plan.add(DOMAIN, "set_autostart", on=True, describe="Start it with the host")
+    if p.get("start"):
+        plan.add(DOMAIN, "start", describe="Start it")
+    return plan
 
 
 # --- power ------------------------------------------------------------------------------------
