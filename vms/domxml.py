@@ -1,4 +1,9 @@
-"""Domain XML: the one place that reads (and later builds) libvirt domain definitions."""
+"""Domain XML: the one place that reads and builds libvirt domain definitions.
+
+``parse_domain`` reads a domain into a ``DomainSpec`` (devices, and the tuning a later drift
+check compares: ``cputune``, ``numatune``, ``memoryBacking``). ``build_domain`` assembles a new
+domain from contributors (see "building" below), and decides boot order and the CD-ROM's bus.
+"""
 
 from __future__ import annotations
 

@@ -1,8 +1,13 @@
 """VM task kinds: what a worker does on the host for each VM operation.
 
+Orchestration only: libvirt is reached through ``hosts.driver`` (``Guest``, the connection),
+domain XML is built by ``vms.domxml``.
+
 Every kind that creates something on the host records it in the task's params as soon as it
-exists (``created_volumes``, ``defined_uuid``), so that a failure, or recovery after a dead
-worker, can remove exactly that and nothing else.
+exists, so that a failure, or recovery after a dead worker, can remove exactly that and nothing
+else. ``vm.create`` and ``vm.clone`` do it through their plan (``task.params["plan"]``, built by
+``vms.services``; the step handlers and undos are registered below); disk attach still records
+``created_volumes``, and tasks queued before plans ``created_volumes`` and ``defined_uuid``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from panel.taskrunner import TaskContext, task_kind
 from . import domxml
 from .choices import DiskDevice, Lifecycle, PowerAction, VMState
 from .models import Disk, VirtualMachine
-from .services import create_plan
+from .services import clone_plan, create_plan
 from .sync import refresh_vm
 
 logger = logging.getLogger(__name__)
@@ -126,7 +131,10 @@ def _step_create_volume(step: plans.Step, run: plans.PlanRun) -> dict:
 @plans.register_step(plans.STORAGE, "clone_volume")
 def _step_clone_volume(step: plans.Step, run: plans.PlanRun) -> dict:
     a, c = step.args, run.context
-    c.log(f"Cloning {a['source_path']} ({a['mode']}) as {a['name']} in {a['pool']}")
+    if a.get("target"):  # a disk of a VM being cloned
+        c.log(f"Copying {a['target']} ({a['mode']}) to {a['name']}")
+    else:
+        c.log(f"Cloning {a['source_path']} ({a['mode']}) as {a['name']} in {a['pool']}")
     vol = storage.clone_volume(c.conn, a["pool"], a["source_path"], a["name"], a["mode"])
     run.record("volume", path=vol["path"])
     return {"path": vol["path"]}
@@ -154,6 +162,25 @@ def _step_define(step: plans.Step, run: plans.PlanRun) -> dict:
     # Recorded before the call: a worker that dies inside it leaves a domain recovery removes.
     run.record("domain", uuid=a["uuid"])
     Guest.define(c.conn, domxml.build_domain(spec))
+    return {"uuid": a["uuid"]}
+
+
+@plans.register_step(plans.DOMAIN, "define_clone")
+def _step_define_clone(step: plans.Step, run: plans.PlanRun) -> dict:
+    """Define a copy of the source domain on the volumes earlier steps copied (``disks``: each
+    guest target names the step id of its copy and the copy's format)."""
+    a, c = step.args, run.context
+    source = Guest.get(c.conn, a["source_uuid"])
+    xml = domxml.clone_domain_xml(
+        source.xml(inactive=True),
+        name=a["name"],
+        uuid=a["uuid"],
+        disks={t: (run.outputs[d["volume"]]["path"], d["format"]) for t, d in a["disks"].items()},
+        macs=a["macs"],
+        task_id=c.ctx.task.pk if c.ctx is not None else None,
+    )
+    run.record("domain", uuid=a["uuid"])
+    Guest.define(c.conn, xml)
     return {"uuid": a["uuid"]}
 
 
@@ -270,40 +297,28 @@ def run_vm_create(ctx: TaskContext) -> dict:
 def run_vm_clone(ctx: TaskContext) -> dict:
     task = ctx.task
     vm = _vm(ctx)
-    p = task.params
     conn = get_connection(vm.host)
+    plan = _task_plan(task) or clone_plan(vm.name, str(vm.uuid), task.params)
+    volume_steps = sum(1 for s in plan.steps if s.kind == plans.STORAGE)
+
+    def after(step: plans.Step, index: int) -> None:
+        if step.kind == plans.STORAGE:
+            ctx.progress(10 + 70 * (index + 1) // max(1, volume_steps))
+
     try:
-        source = Guest.get(conn, p["source_uuid"])
-        if source.is_active:
+        if Guest.get(conn, task.params["source_uuid"]).is_active:
             raise RuntimeError("The source VM was started meanwhile; cloning stopped.")
-        disk_map = {}
-        for i, d in enumerate(p["disks"]):
-            fmt = "qcow2" if p["mode"] == "linked" else (d.get("format") or "raw")
-            name = storage.volume_name_for(vm.name, i, fmt)
-            ctx.log(f"Copying {d['target']} ({p['mode']}) to {name}")
-            vol = storage.clone_volume(conn, d["pool"], d["path"], name, p["mode"])
-            _remember_volume(task, vol["path"])
-            disk_map[d["target"]] = (vol["path"], fmt)
-            ctx.progress(10 + 70 * (i + 1) // max(1, len(p["disks"])))
-        xml = domxml.clone_domain_xml(
-            source.xml(inactive=True),
-            name=vm.name,
-            uuid=str(vm.uuid),
-            disks=disk_map,
-            macs=p["macs"],
-            task_id=task.pk,
-        )
-        _remember(task, defined_uuid=str(vm.uuid))
-        Guest.define(conn, xml)
+        plans.apply(plan, _Apply(conn=conn, ctx=ctx, vm=vm), _save_plan(task), after=after)
     except Exception:
         ctx.log("Rolling back what this task created", level="warning")
-        _rollback_created(task, conn, task.params.get("defined_uuid"))
+        plans.rollback(plan, _Apply(conn=conn, ctx=ctx, vm=vm))
         _forget_unborn(task)
         raise
     VirtualMachine.objects.filter(pk=vm.pk).update(lifecycle=Lifecycle.READY)
     _refresh_host_storage(vm.host, conn)
     refresh_vm(vm, conn)
-    vm.disks.filter(source__in=set(task.params["created_volumes"])).update(owned=True)
+    created = {obj["path"] for obj in plan.created_of("volume")}
+    vm.disks.filter(source__in=created).update(owned=True)
     ctx.log(f"Cloned into {vm.name}")
     return {"vm": vm.pk}
 

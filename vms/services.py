@@ -1004,13 +1004,15 @@ def vm_clone(
         "macs": {n.mac: new_mac() for n in vm.nics.all()},
         "created_volumes": [],
     }
+    clone_uuid = uuidlib.uuid4()
+    params["plan"] = clone_plan(name, str(clone_uuid), params).to_dict()
     asked = {"vms": 1, "vcpus": vm.vcpus, "memory_mib": vm.memory_mib, "disk_gib": disk_gib}
     with quota_guard(vm.tenant, **asked):
         clone = VirtualMachine.objects.create(
             host=vm.host,
             tenant=vm.tenant,
             name=name,
-            uuid=uuidlib.uuid4(),
+            uuid=clone_uuid,
             vcpus=vm.vcpus,
             max_vcpus=vm.max_vcpus,
             memory_mib=vm.memory_mib,
@@ -1034,6 +1036,30 @@ def vm_clone(
             lock=[clone, vm],
         )
     return clone, task
+
+
+def clone_plan(name: str, uuid: str, p: dict) -> Plan:
+    """The plan of ``vm.clone``: copy each disk of the source (a full copy, or a qcow2
+    overlay on it for a linked clone), then define a copy of its domain on the copies."""
+    plan = Plan()
+    disks = {}
+    for i, d in enumerate(p["disks"]):
+        fmt = "qcow2" if p["mode"] == "linked" else (d.get("format") or "raw")
+        volume = volume_name_for(name, i, fmt)
+        ref = f"disk{i}"
+        plan.add(
+            STORAGE, "clone_volume", id=ref, pool=d["pool"], name=volume, source_path=d["path"],
+            mode=p["mode"], target=d["target"],
+            describe=f"Copy {d['target']} ({p['mode']}) to {volume} in {d['pool']}",
+        )  # fmt: skip
+        plan.creates.append({"kind": "volume", "pool": d["pool"], "name": volume})
+        disks[d["target"]] = {"volume": ref, "format": fmt}
+    plan.add(
+        DOMAIN, "define_clone", uuid=uuid, name=name, source_uuid=p["source_uuid"],
+        disks=disks, macs=p["macs"], describe=f"Define the domain {name}",
+    )  # fmt: skip
+    plan.creates.append({"kind": "domain", "uuid": uuid})
+    return plan
 
 
 def vm_delete(*, user, vm: VirtualMachine, delete_volumes: bool = False) -> Task:

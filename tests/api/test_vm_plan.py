@@ -92,3 +92,29 @@ def test_a_failing_step_rolls_back_exactly_what_the_plan_recorded(api, world, mo
     assert set(conn.storagePoolLookupByName("default").listVolumes()) == before
     assert Guest.lookup_by_name(conn, "planned-01") is None
     assert not VirtualMachine.objects.filter(name="planned-01").exists()
+
+
+def test_clone_is_planned_and_applied_the_same_way(api, world):
+    body = _create(api, world, start=False, nics=[])
+    run_queued_tasks()
+    client = api.as_user(world["admin"])
+    response = client.post(
+        f"/api/vms/{body['vm']['id']}/clone/", {"name": "planned-02"}, format="json"
+    )
+    assert response.status_code == 202, response.content
+    task = Task.objects.get(pk=response.json()["task"]["id"])
+    plan = plans.Plan.from_dict(task.params["plan"])
+    assert [(s.kind, s.action) for s in plan.steps] == [
+        ("storage", "clone_volume"),
+        ("storage", "clone_volume"),
+        ("domain", "define_clone"),
+    ]
+    assert plan.steps[2].args["disks"]["vda"] == {"volume": "disk0", "format": "qcow2"}
+    run_queued_tasks()
+    task.refresh_from_db()
+    assert task.state == "succeeded", task.error
+    plan = plans.Plan.from_dict(task.params["plan"])
+    assert [o["kind"] for o in plan.created] == ["volume", "volume", "domain"]
+    clone = VirtualMachine.objects.get(name="planned-02")
+    assert clone.disks.filter(owned=True).count() == 2
+    assert Guest.lookup(get_connection(world["host"]), str(clone.uuid)).state == "shutoff"
