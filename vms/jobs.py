@@ -494,7 +494,9 @@ def _recover_attach(task: Task) -> str:
     removed = []
     for path in task.params.get("created_volumes", []):
         guest = Guest.lookup(conn, str(vm.uuid)) if vm is not None else None
-        in_use = guest is not None and path in guest.xml()
+        in_use = guest is not None and any(
+            d.source == path for d in domxml.parse_domain(guest.xml()).disks
+        )
         if not in_use and storage.delete_volume(conn, path):
             removed.append(path)
     if vm is not None:
