@@ -1,8 +1,16 @@
-"""Domain XML: the one place that reads (and later builds) libvirt domain definitions."""
+"""Domain XML: the one place that reads and builds libvirt domain definitions.
+
+``parse_domain`` reads a domain into a ``DomainSpec`` (devices, and the tuning a later drift
+check compares: ``cputune``, ``numatune``, ``memoryBacking``). ``build_domain`` assembles a new
+domain from contributors (see "building" below), and decides boot order and the CD-ROM's bus.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+
+from lxml import etree
 
 from panel.xmlutil import parse, text, to_bytes
 
@@ -36,6 +44,56 @@ class NicSpec:
 
 
 @dataclass
+class CpuTune:
+    """``<cputune>``: where vCPUs, the emulator and I/O threads run, and CPU shares/bandwidth."""
+
+    vcpupin: dict[int, str] = field(default_factory=dict)  # vCPU id -> host cpuset ("0-3,^2")
+    emulatorpin: str = ""
+    iothreadpin: dict[int, str] = field(default_factory=dict)  # iothread id -> host cpuset
+    shares: int | None = None
+    period: int | None = None  # µs
+    quota: int | None = None  # µs per period; negative: no limit
+
+
+@dataclass
+class MemNode:
+    """``<numatune><memnode>``: the memory policy of one guest NUMA cell."""
+
+    cellid: int
+    mode: str = ""
+    nodeset: str = ""
+
+
+@dataclass
+class NumaTune:
+    """``<numatune>``: which host NUMA nodes back the guest's memory, and how strictly."""
+
+    memory_mode: str = ""  # strict, interleave, preferred, restrictive
+    memory_nodeset: str = ""
+    memory_placement: str = ""  # static or auto
+    memnodes: list[MemNode] = field(default_factory=list)
+
+
+@dataclass
+class HugePages:
+    """One ``<hugepages><page>``: a page size (KiB) for the guest NUMA nodes in ``nodeset``
+    (all of them when empty)."""
+
+    size_kib: int
+    nodeset: str = ""
+
+
+@dataclass
+class MemoryBacking:
+    """``<memoryBacking>``: huge pages, locked memory, no page sharing (KSM)."""
+
+    hugepages: bool = False
+    pages: list[HugePages] = field(default_factory=list)
+    locked: bool = False
+    nosharepages: bool = False
+
+
+@dataclass
 class DomainSpec:
     name: str
     uuid: str
@@ -55,6 +113,86 @@ class DomainSpec:
     description: str = ""
     disks: list[DiskSpec] = field(default_factory=list)
     nics: list[NicSpec] = field(default_factory=list)
+    #: tuning as the domain has it; None when the element is absent
+    cputune: CpuTune | None = None
+    numatune: NumaTune | None = None
+    memory_backing: MemoryBacking | None = None
+
+
+def _int(value: str | None) -> int | None:
+    value = (value or "").strip()
+    return int(value) if value.lstrip("-").isdigit() else None
+
+
+def _int_text(parent, tag: str) -> int | None:
+    el = parent.find(tag)
+    return _int(el.text) if el is not None else None
+
+
+def _pins(parent, tag: str, id_attr: str) -> dict[int, str]:
+    pins = {}
+    for el in parent.findall(tag):
+        key = _int(el.get(id_attr))
+        if key is not None and el.get("cpuset"):
+            pins[key] = el.get("cpuset")
+    return pins
+
+
+def parse_cputune(root) -> CpuTune | None:
+    el = root.find("cputune")
+    if el is None:
+        return None
+    emulator = el.find("emulatorpin")
+    return CpuTune(
+        vcpupin=_pins(el, "vcpupin", "vcpu"),
+        emulatorpin=emulator.get("cpuset", "") if emulator is not None else "",
+        iothreadpin=_pins(el, "iothreadpin", "iothread"),
+        shares=_int_text(el, "shares"),
+        period=_int_text(el, "period"),
+        quota=_int_text(el, "quota"),
+    )
+
+
+def parse_numatune(root) -> NumaTune | None:
+    el = root.find("numatune")
+    if el is None:
+        return None
+    memory = el.find("memory")
+    memnodes = []
+    for node in el.findall("memnode"):
+        cellid = _int(node.get("cellid"))
+        if cellid is not None:
+            memnodes.append(
+                MemNode(cellid=cellid, mode=node.get("mode", ""), nodeset=node.get("nodeset", ""))
+            )
+    return NumaTune(
+        memory_mode=memory.get("mode", "") if memory is not None else "",
+        memory_nodeset=memory.get("nodeset", "") if memory is not None else "",
+        memory_placement=memory.get("placement", "") if memory is not None else "",
+        memnodes=memnodes,
+    )
+
+
+def parse_memory_backing(root) -> MemoryBacking | None:
+    el = root.find("memoryBacking")
+    if el is None:
+        return None
+    huge = el.find("hugepages")
+    pages = []
+    if huge is not None:
+        for page in huge.findall("page"):
+            # <page size='1' unit='G'/>: the unit defaults to KiB.
+            sized = etree.Element("size", unit=page.get("unit", "KiB"))
+            sized.text = page.get("size", "") if _int(page.get("size")) is not None else ""
+            size = to_bytes(sized, default_unit="KiB")
+            if size > 0:
+                pages.append(HugePages(size_kib=size // 1024, nodeset=page.get("nodeset", "")))
+    return MemoryBacking(
+        hugepages=huge is not None,
+        pages=pages,
+        locked=el.find("locked") is not None,
+        nosharepages=el.find("nosharepages") is not None,
+    )
 
 
 def _disk_source(disk) -> tuple[str, str]:
@@ -184,10 +322,21 @@ def parse_domain(xml: str) -> DomainSpec:
         description=text(root, "description")[:200],
         disks=disks,
         nics=nics,
+        cputune=parse_cputune(root),
+        numatune=parse_numatune(root),
+        memory_backing=parse_memory_backing(root),
     )
 
 
 # --- building ---------------------------------------------------------------------------------
+#
+# A new domain is built by contributors: functions ``(root, spec)`` that each add their part to
+# the ``<domain>`` element, in order. ``CONTRIBUTORS`` holds Paddock's own (identity and the
+# metadata stamp, resources, platform, devices, consoles); later parts register theirs with
+# ``register_contributor`` (appended after these) or pass ``patches`` to ``build_domain`` for
+# one build. A patch is the same kind of function: ``tuning/`` will return one that adds
+# ``<cputune>``, ``<numatune>`` and ``<memoryBacking>`` to the built tree. A contributor adds to
+# or changes the tree it is given and returns nothing.
 
 PADDOCK_NS = "https://paddock.invalid/xmlns/domain/1.0"
 SPARE_ROOT_PORTS = 6
@@ -202,7 +351,10 @@ class DiskBuild:
     device: str = DiskDevice.DISK
     boot_order: int | None = None
     readonly: bool = False
-    source_type: str = "file"  # "file" or "block"
+    #: ``<disk type=...>``: ``file`` or ``block`` (a storage backend's ``disk_source``), or
+    #: ``network`` (then ``path`` is the volume's ``pool/name`` and ``protocol`` says how)
+    source_type: str = "file"
+    protocol: str = ""
 
 
 @dataclass
@@ -228,14 +380,27 @@ class DomainBuild:
     cpu_model: str = ""  # "", "host-passthrough", "host-model" or a named model
     disks: list[DiskBuild] = field(default_factory=list)
     nics: list[NicBuild] = field(default_factory=list)
+    #: boot devices in order: "disk" (the first disk), "cdrom", "network" (the first NIC)
+    boot: list[str] = field(default_factory=lambda: ["disk"])
+    #: a CD-ROM drive: None for none, "" for an empty drive, else the image's path
+    cdrom: str | None = None
     description: str = ""
     task_id: int | None = None
     spare_root_ports: int = SPARE_ROOT_PORTS
 
 
-def _el(parent, tag: str, text: object = None, **attrs):
-    from lxml import etree
+Contributor = Callable[[etree._Element, DomainBuild], None]
 
+
+def domain_build_from_dict(data: dict) -> DomainBuild:
+    """A ``DomainBuild`` from its JSON form (``dataclasses.asdict``), as a plan stores it."""
+    data = dict(data)
+    disks = [DiskBuild(**d) for d in data.pop("disks", [])]
+    nics = [NicBuild(**n) for n in data.pop("nics", [])]
+    return DomainBuild(**data, disks=disks, nics=nics)
+
+
+def _el(parent, tag: str, text: object = None, **attrs):
     elem = etree.SubElement(parent, tag, {k: str(v) for k, v in attrs.items()})
     if text is not None:
         elem.text = str(text)
@@ -243,9 +408,7 @@ def _el(parent, tag: str, text: object = None, **attrs):
 
 
 def disk_element(disk: DiskBuild):
-    from lxml import etree
-
-    kind = "block" if disk.source_type == "block" else "file"
+    kind = disk.source_type if disk.source_type in ("block", "network") else "file"
     el = etree.Element("disk", type=kind, device=disk.device)
     driver = {"name": "qemu", "type": disk.format or "raw"}
     if disk.device == DiskDevice.DISK:
@@ -253,7 +416,12 @@ def disk_element(disk: DiskBuild):
         driver.update(cache="none", io="native", discard="unmap")
     _el(el, "driver", **driver)
     if disk.path:
-        _el(el, "source", **({"dev": disk.path} if kind == "block" else {"file": disk.path}))
+        if kind == "block":
+            _el(el, "source", dev=disk.path)
+        elif kind == "network":
+            _el(el, "source", protocol=disk.protocol, name=disk.path)
+        else:
+            _el(el, "source", file=disk.path)
     _el(el, "target", dev=disk.target, bus=disk.bus)
     if disk.readonly or disk.device == DiskDevice.CDROM:
         _el(el, "readonly")
@@ -263,8 +431,6 @@ def disk_element(disk: DiskBuild):
 
 
 def nic_element(nic: NicBuild):
-    from lxml import etree
-
     el = etree.Element("interface", type=nic.source_type)
     _el(el, "mac", address=nic.mac)
     _el(el, "source", **{nic.source_type: nic.source})
@@ -275,16 +441,49 @@ def nic_element(nic: NicBuild):
 
 
 def to_string(element) -> str:
-    from lxml import etree
-
     return etree.tostring(element, pretty_print=True).decode()
 
 
-def build_domain(spec: DomainBuild) -> str:
-    """The domain XML for a new VM: VNC on loopback, a serial console, spare PCIe root ports."""
-    from lxml import etree
+def cdrom_placement(machine: str) -> tuple[str, str]:
+    """(bus, target) of a new VM's CD-ROM drive: SATA on q35, IDE on the older pc machine."""
+    return ("sata", "sda") if machine == "q35" else ("ide", "hdc")
 
-    dom = etree.Element("domain", type=spec.virt_type, nsmap={"paddock": PADDOCK_NS})
+
+def boot_devices(spec: DomainBuild) -> tuple[list[DiskBuild], list[NicBuild]]:
+    """The VM's disks (its CD-ROM drive last) and NICs with their boot orders from ``spec.boot``.
+
+    The first disk boots at the place of "disk" among the boot devices present before it, the
+    CD-ROM and the first NIC at their place in ``spec.boot``. The spec is not changed.
+    """
+    boot = spec.boot or ["disk"]
+    disks = [replace(d) for d in spec.disks]
+    nics = [replace(n) for n in spec.nics]
+    order = 1
+    for dev in boot:
+        if dev == "disk" and disks:
+            disks[0].boot_order = order
+            order += 1
+        elif dev == "cdrom" and spec.cdrom is not None:
+            order += 1
+    if spec.cdrom is not None:
+        bus, target = cdrom_placement(spec.machine)
+        disks.append(
+            DiskBuild(
+                target=target,
+                path=spec.cdrom,
+                format="raw",
+                bus=bus,
+                device=DiskDevice.CDROM,
+                boot_order=boot.index("cdrom") + 1 if "cdrom" in boot else None,
+            )
+        )
+    if nics and "network" in boot:
+        nics[0].boot_order = boot.index("network") + 1
+    return disks, nics
+
+
+def contribute_identity(dom, spec: DomainBuild) -> None:
+    """Name, UUID, description and the metadata stamp (the task that created the domain)."""
     _el(dom, "name", spec.name)
     _el(dom, "uuid", spec.uuid)
     if spec.description:
@@ -294,6 +493,9 @@ def build_domain(spec: DomainBuild) -> str:
     if spec.task_id is not None:
         paddock.set("created-by-task", str(spec.task_id))
 
+
+def contribute_resources(dom, spec: DomainBuild) -> None:
+    """Memory and vCPUs, current and maximum."""
     max_mem = max(spec.max_memory_mib or spec.memory_mib, spec.memory_mib)
     _el(dom, "memory", max_mem, unit="MiB")
     _el(dom, "currentMemory", spec.memory_mib, unit="MiB")
@@ -318,6 +520,9 @@ def build_domain(spec: DomainBuild) -> str:
                 attrs["order"] = i + 1
             _el(vcpus_el, "vcpu", **attrs)
 
+
+def contribute_platform(dom, spec: DomainBuild) -> None:
+    """Firmware, machine, features, CPU model, clock and lifecycle actions."""
     os_attrs = {"firmware": "efi"} if spec.firmware == Firmware.UEFI else {}
     os_el = _el(dom, "os", **os_attrs)
     type_attrs = {"arch": "x86_64"}
@@ -343,34 +548,78 @@ def build_domain(spec: DomainBuild) -> str:
     _el(dom, "on_reboot", "restart")
     _el(dom, "on_crash", "destroy")
 
-    devices = _el(dom, "devices")
-    if spec.virt_type != "test" and any(d.bus == "scsi" for d in spec.disks):
+
+def _devices(dom):
+    devices = dom.find("devices")
+    return devices if devices is not None else _el(dom, "devices")
+
+
+def contribute_devices(dom, spec: DomainBuild) -> None:
+    """Disks (the CD-ROM drive with them), NICs, their boot orders and the controllers they
+    need, with spare PCIe root ports on q35 so disks and NICs can be hot-plugged later."""
+    devices = _devices(dom)
+    disks, nics = boot_devices(spec)
+    if spec.virt_type != "test" and any(d.bus == "scsi" for d in disks):
         _el(devices, "controller", type="scsi", index=0, model="virtio-scsi")
-    for disk in spec.disks:
+    for disk in disks:
         devices.append(disk_element(disk))
-    for nic in spec.nics:
+    for nic in nics:
         devices.append(nic_element(nic))
-    if spec.virt_type != "test":
-        if spec.machine == "q35":
-            # Empty PCIe root ports: disks and NICs can be hot-plugged later.
-            _el(devices, "controller", type="pci", index=0, model="pcie-root")
-            for _ in range(spec.spare_root_ports):
-                _el(devices, "controller", type="pci", model="pcie-root-port")
-        serial = _el(devices, "serial", type="pty")
-        _el(serial, "target", port=0)
-        console = _el(devices, "console", type="pty")
-        _el(console, "target", type="serial", port=0)
-        channel = _el(devices, "channel", type="unix")
-        _el(channel, "target", type="virtio", name="org.qemu.guest_agent.0")
-        _el(devices, "input", type="tablet", bus="usb")
-        graphics = _el(devices, "graphics", type="vnc", port=-1, autoport="yes", listen="127.0.0.1")
-        _el(graphics, "listen", type="address", address="127.0.0.1")
-        video = _el(devices, "video")
-        _el(video, "model", type="virtio" if spec.machine == "q35" else "vga")
-        _el(devices, "memballoon", model="virtio")
-    else:
+    if spec.virt_type != "test" and spec.machine == "q35":
+        _el(devices, "controller", type="pci", index=0, model="pcie-root")
+        for _ in range(spec.spare_root_ports):
+            _el(devices, "controller", type="pci", model="pcie-root-port")
+
+
+def contribute_consoles(dom, spec: DomainBuild) -> None:
+    """A serial console, the guest agent's channel, VNC on loopback (with a tablet for the
+    pointer), video and the memory balloon."""
+    devices = _devices(dom)
+    if spec.virt_type == "test":
         _el(devices, "graphics", type="vnc", port=-1, autoport="yes", listen="127.0.0.1")
-    return to_string(dom)
+        return
+    serial = _el(devices, "serial", type="pty")
+    _el(serial, "target", port=0)
+    console = _el(devices, "console", type="pty")
+    _el(console, "target", type="serial", port=0)
+    channel = _el(devices, "channel", type="unix")
+    _el(channel, "target", type="virtio", name="org.qemu.guest_agent.0")
+    _el(devices, "input", type="tablet", bus="usb")
+    graphics = _el(devices, "graphics", type="vnc", port=-1, autoport="yes", listen="127.0.0.1")
+    _el(graphics, "listen", type="address", address="127.0.0.1")
+    video = _el(devices, "video")
+    _el(video, "model", type="virtio" if spec.machine == "q35" else "vga")
+    _el(devices, "memballoon", model="virtio")
+
+
+#: Paddock's contributors, in the order their elements appear in the domain XML.
+CONTRIBUTORS: list[Contributor] = [
+    contribute_identity,
+    contribute_resources,
+    contribute_platform,
+    contribute_devices,
+    contribute_consoles,
+]
+
+
+def register_contributor(contributor: Contributor) -> Contributor:
+    """Add a contributor run after Paddock's own on every build (usable as a decorator)."""
+    if contributor not in CONTRIBUTORS:
+        CONTRIBUTORS.append(contributor)
+    return contributor
+
+
+def build_tree(spec: DomainBuild, patches: Iterable[Contributor] = ()) -> etree._Element:
+    """The ``<domain>`` element for a new VM: every contributor, then the given patches."""
+    dom = etree.Element("domain", type=spec.virt_type, nsmap={"paddock": PADDOCK_NS})
+    for contributor in (*CONTRIBUTORS, *patches):
+        contributor(dom, spec)
+    return dom
+
+
+def build_domain(spec: DomainBuild, patches: Iterable[Contributor] = ()) -> str:
+    """The domain XML for a new VM: VNC on loopback, a serial console, spare PCIe root ports."""
+    return to_string(build_tree(spec, patches))
 
 
 def created_by_task(xml: str) -> int | None:
@@ -411,8 +660,6 @@ def clone_domain_xml(
     source MAC to the clone's. Per-VM state that must not be shared is dropped: the NVRAM file
     (libvirt makes a fresh one from the template), the VNC port, the guest agent socket path.
     """
-    from lxml import etree
-
     root = parse(source_xml)
     root.find("name").text = name
     uuid_el = root.find("uuid")

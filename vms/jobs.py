@@ -1,35 +1,40 @@
 """VM task kinds: what a worker does on the host for each VM operation.
 
+Orchestration only: libvirt is reached through ``hosts.driver`` (``Guest``, the connection),
+domain XML is built by ``vms.domxml``.
+
 Every kind that creates something on the host records it in the task's params as soon as it
-exists (``created_volumes``, ``defined_uuid``), so that a failure, or recovery after a dead
-worker, can remove exactly that and nothing else.
+exists, so that a failure, or recovery after a dead worker, can remove exactly that and nothing
+else. ``vm.create`` and ``vm.clone`` do it through their plan (``task.params["plan"]``, built by
+``vms.services``; the step handlers and undos are registered below); disk attach still records
+``created_volumes``, and tasks queued before plans ``created_volumes`` and ``defined_uuid``.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 import uuid as uuidlib
+from dataclasses import dataclass
 
-import libvirt
 from django.db import transaction
 
 from hosts import storage
 from hosts.driver.connection import get_connection
+from hosts.driver.guest import SHUTOFF, Guest, GuestError, volume_exists
 from hosts.models import Host
+from hosts.sync import sync_pools
+from panel import plans
 from panel.failpoints import failpoint
 from panel.models import Task
 from panel.taskrunner import TaskContext, task_kind
 
 from . import domxml
 from .choices import DiskDevice, Lifecycle, PowerAction, VMState
-from .models import VirtualMachine
-from .sync import refresh_vm, state_from_libvirt
+from .models import Disk, VirtualMachine
+from .services import clone_plan, create_plan
+from .sync import refresh_vm
 
 logger = logging.getLogger(__name__)
-
-AFFECT_CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
-AFFECT_LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
 
 
 def _remember(task: Task, **values) -> None:
@@ -43,80 +48,37 @@ def _remember_volume(task: Task, path: str) -> None:
     Task.objects.filter(pk=task.pk).update(params=task.params)
 
 
-def _domain(conn: libvirt.virConnect, uuid: str) -> libvirt.virDomain | None:
-    try:
-        return conn.lookupByUUIDString(uuid)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            return None
-        raise
-
-
-def _undefine(dom: libvirt.virDomain) -> None:
-    if dom.isActive():
-        dom.destroy()
-    keep = libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-    # Drivers without NVRAM (the test driver) refuse that flag; retry without it only, so a
-    # VM's snapshots and saved state still go with it. A plain undefine is the last resort.
-    for flags in (keep | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM, keep):
-        try:
-            dom.undefineFlags(flags)
-            return
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() not in (
-                libvirt.VIR_ERR_NO_SUPPORT,
-                libvirt.VIR_ERR_INVALID_ARG,
-            ):
-                raise
-    dom.undefine()
-
-
-def _live(dom: libvirt.virDomain) -> bool:
-    return bool(dom.isActive())
-
-
-def _wait_state(dom: libvirt.virDomain, states: set[int], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if dom.state()[0] in states:
-            return True
-        time.sleep(0.25)
-    return dom.state()[0] in states
-
-
 def _vm(ctx: TaskContext) -> VirtualMachine:
     return VirtualMachine.objects.select_related("host", "tenant").get(pk=ctx.task.vm_id)
 
 
-def _open(ctx: TaskContext) -> tuple[VirtualMachine, dict, libvirt.virConnect, libvirt.virDomain]:
-    """The task's VM, its params, the host connection and the VM's domain."""
+def _open(ctx: TaskContext) -> tuple[VirtualMachine, dict, object, Guest]:
+    """The task's VM, its params, the host connection and the VM's guest."""
     vm = _vm(ctx)
     conn = get_connection(vm.host)
-    return vm, ctx.task.params, conn, conn.lookupByUUIDString(str(vm.uuid))
+    return vm, ctx.task.params, conn, Guest.get(conn, str(vm.uuid))
 
 
-def _refresh_host_storage(host: Host, conn: libvirt.virConnect) -> None:
+def _refresh_host_storage(host: Host, conn) -> None:
     """Re-read the host's pools after an operation that changed them; best effort: the
     operation itself succeeded, and the watcher and the reconcile catch up if this fails."""
-    from hosts.sync import sync_pools
-
     try:
         with transaction.atomic():
             sync_pools(host, conn)
-    except libvirt.libvirtError as exc:
+    except GuestError as exc:
         logger.warning("storage refresh of %s failed: %s", host.name, exc)
 
 
 # --- create -----------------------------------------------------------------------------------
 
 
-def _rollback_created(task: Task, conn: libvirt.virConnect, uuid: str | None) -> list[str]:
+def _rollback_created(task: Task, conn, uuid: str | None) -> list[str]:
     """Remove the domain and volumes this task created. Returns what was removed."""
     removed = []
     if uuid:
-        dom = _domain(conn, uuid)
-        if dom is not None:
-            _undefine(dom)
+        guest = Guest.lookup(conn, uuid)
+        if guest is not None:
+            guest.undefine()
             removed.append(f"domain {uuid}")
     for path in reversed(task.params.get("created_volumes", [])):
         try:
@@ -132,11 +94,152 @@ def _forget_unborn(task: Task) -> None:
     VirtualMachine.objects.filter(pk=task.vm_id, lifecycle=Lifecycle.CREATING).delete()
 
 
+@dataclass
+class _Apply:
+    """What plan steps of VM tasks work with: the host connection, and in a running task its
+    context (for log lines) and VM. Recovery has the connection only."""
+
+    conn: object
+    ctx: TaskContext | None = None
+    vm: VirtualMachine | None = None
+
+    def log(self, message: str) -> None:
+        if self.ctx is not None:
+            self.ctx.log(message)
+
+
+def _save_plan(task: Task):
+    """A plan's ``save``: write it into the task's params at once (recovery reads them)."""
+
+    def save(plan: plans.Plan) -> None:
+        _remember(task, plan=plan.to_dict())
+
+    return save
+
+
+@plans.register_step(plans.STORAGE, "create_volume")
+def _step_create_volume(step: plans.Step, run: plans.PlanRun) -> dict:
+    a, c = step.args, run.context
+    c.log(
+        f"Creating {a['size_bytes'] / 1024**3:g} GiB {a['format']} volume {a['name']} in {a['pool']}"
+    )
+    vol = storage.create_volume(c.conn, a["pool"], a["name"], a["size_bytes"], a["format"])
+    run.record("volume", path=vol["path"])
+    return {"path": vol["path"]}
+
+
+@plans.register_step(plans.STORAGE, "clone_volume")
+def _step_clone_volume(step: plans.Step, run: plans.PlanRun) -> dict:
+    a, c = step.args, run.context
+    if a.get("target"):  # a disk of a VM being cloned
+        c.log(f"Copying {a['target']} ({a['mode']}) to {a['name']}")
+    else:
+        c.log(f"Cloning {a['source_path']} ({a['mode']}) as {a['name']} in {a['pool']}")
+    vol = storage.clone_volume(c.conn, a["pool"], a["source_path"], a["name"], a["mode"])
+    run.record("volume", path=vol["path"])
+    return {"path": vol["path"]}
+
+
+@plans.register_step(plans.DOMAIN, "define")
+def _step_define(step: plans.Step, run: plans.PlanRun) -> dict:
+    """Define the domain from a ``DomainBuild`` whose disks are the volumes earlier steps made
+    (``disks``: each names the step id of its volume)."""
+    a, c = step.args, run.context
+    spec = domxml.domain_build_from_dict(a["build"])
+    spec.disks = [
+        domxml.DiskBuild(
+            target=d["target"],
+            path=run.outputs[d["volume"]]["path"],
+            format=d["format"],
+            bus=d["bus"],
+            source_type=d["source_type"],
+        )
+        for d in a.get("disks", [])
+    ]
+    if c.ctx is not None:
+        spec.task_id = c.ctx.task.pk
+    c.log("Defining the domain")
+    # Recorded before the call: a worker that dies inside it leaves a domain recovery removes.
+    run.record("domain", uuid=a["uuid"])
+    Guest.define(c.conn, domxml.build_domain(spec))
+    return {"uuid": a["uuid"]}
+
+
+@plans.register_step(plans.DOMAIN, "define_clone")
+def _step_define_clone(step: plans.Step, run: plans.PlanRun) -> dict:
+    """Define a copy of the source domain on the volumes earlier steps copied (``disks``: each
+    guest target names the step id of its copy and the copy's format)."""
+    a, c = step.args, run.context
+    source = Guest.get(c.conn, a["source_uuid"])
+    xml = domxml.clone_domain_xml(
+        source.xml(inactive=True),
+        name=a["name"],
+        uuid=a["uuid"],
+        disks={t: (run.outputs[d["volume"]]["path"], d["format"]) for t, d in a["disks"].items()},
+        macs=a["macs"],
+        task_id=c.ctx.task.pk if c.ctx is not None else None,
+    )
+    run.record("domain", uuid=a["uuid"])
+    Guest.define(c.conn, xml)
+    return {"uuid": a["uuid"]}
+
+
+def _plan_guest(run: plans.PlanRun) -> Guest:
+    return Guest.get(run.context.conn, run.plan.created_of("domain")[-1]["uuid"])
+
+
+@plans.register_step(plans.DOMAIN, "set_autostart")
+def _step_autostart(step: plans.Step, run: plans.PlanRun) -> None:
+    _plan_guest(run).set_autostart(bool(step.args.get("on", True)))
+
+
+@plans.register_step(plans.DOMAIN, "start")
+def _step_start(step: plans.Step, run: plans.PlanRun) -> None:
+    run.context.log("Starting")
+    _plan_guest(run).start()
+
+
+@plans.register_undo("domain")
+def _undo_domain(obj: dict, context: _Apply) -> str | None:
+    guest = Guest.lookup(context.conn, obj["uuid"])
+    if guest is None:
+        return None
+    guest.undefine()
+    return f"domain {obj['uuid']}"
+
+
+@plans.register_undo("volume")
+def _undo_volume(obj: dict, context: _Apply) -> str | None:
+    try:
+        if storage.delete_volume(context.conn, obj["path"]):
+            return obj["path"]
+    except storage.StorageError as exc:
+        logger.warning("rollback could not delete %s: %s", obj["path"], exc)
+    return None
+
+
+def _task_plan(task: Task) -> plans.Plan | None:
+    data = task.params.get("plan")
+    return plans.Plan.from_dict(data) if data else None
+
+
+def _rollback_task(task: Task, conn, vm: VirtualMachine | None) -> list[str]:
+    """Undo what the task recorded: its plan's created objects, or (kinds not planned yet,
+    tasks queued before plans) ``created_volumes`` and ``defined_uuid``. When the plan
+    recorded no domain the VM's own UUID is checked too, as it always was."""
+    plan = _task_plan(task)
+    if plan is None:
+        uuid = task.params.get("defined_uuid") or (str(vm.uuid) if vm else None)
+        return _rollback_created(task, conn, uuid)
+    if not plan.created_of("domain") and vm is not None:
+        plan.created.append({"kind": "domain", "uuid": str(vm.uuid)})
+    return plans.rollback(plan, _Apply(conn=conn))
+
+
 def _recover_create(task: Task) -> str:
     conn = get_connection(Host.objects.get(pk=task.host_id))
     vm = VirtualMachine.objects.filter(pk=task.vm_id).first()
-    uuid = task.params.get("defined_uuid") or (str(vm.uuid) if vm else None)
-    removed = _rollback_created(task, conn, uuid)
+    removed = _rollback_task(task, conn, vm)
     _forget_unborn(task)
     return (
         "Rolled back: removed "
@@ -150,107 +253,38 @@ def run_vm_create(ctx: TaskContext) -> dict:
     task = ctx.task
     vm = _vm(ctx)
     host = vm.host
-    p = task.params
     conn = get_connection(host)
-    try:
-        try:
-            conn.lookupByName(vm.name)
-        except libvirt.libvirtError:
-            pass
-        else:
-            raise RuntimeError(f"A domain named {vm.name} exists on {host.name} already.")
+    plan = _task_plan(task) or create_plan(vm.name, str(vm.uuid), task.params)
+    volume_steps = sum(1 for s in plan.steps if s.kind == plans.STORAGE)
 
-        disks: list[domxml.DiskBuild] = []
-        used: set[str] = set()
-        for i, d in enumerate(p["disks"]):
-            bus = d.get("bus", "virtio")
-            target = domxml.target_names("virtio" if bus == "virtio" else "scsi", used)[0]
-            used.add(target)
-            name = storage.volume_name_for(vm.name, i, d["format"] if not d.get("logical") else "")
-            if d["kind"] == "new":
-                ctx.log(
-                    f"Creating {d['size_bytes'] / 1024**3:g} GiB {d['format']} volume {name} in {d['pool']}"
-                )
-                vol = storage.create_volume(conn, d["pool"], name, d["size_bytes"], d["format"])
-            else:
-                ctx.log(f"Cloning {d['source_path']} ({d['mode']}) as {name} in {d['pool']}")
-                vol = storage.clone_volume(conn, d["pool"], d["source_path"], name, d["mode"])
-            _remember_volume(task, vol["path"])
-            disks.append(
-                domxml.DiskBuild(
-                    target=target,
-                    path=vol["path"],
-                    format=d["format"] if not d.get("logical") else "raw",
-                    bus=bus,
-                    source_type="block" if d.get("logical") else "file",
-                )
-            )
-            ctx.progress(10 + 50 * (i + 1) // max(1, len(p["disks"])))
-        boot = p.get("boot") or ["disk"]
-        order = 1
-        for dev in boot:
-            if dev == "disk" and disks:
-                disks[0].boot_order = order
-                order += 1
-            elif dev == "cdrom" and p.get("with_cdrom"):
-                order += 1  # assigned below
-        if p.get("with_cdrom") or p.get("cdrom"):
-            cd_order = boot.index("cdrom") + 1 if "cdrom" in boot else None
-            cd_bus = "sata" if p["machine"] == "q35" else "ide"
-            disks.append(
-                domxml.DiskBuild(
-                    target="sda" if cd_bus == "sata" else "hdc",
-                    path=p.get("cdrom", ""),
-                    format="raw",
-                    bus=cd_bus,
-                    device=DiskDevice.CDROM,
-                    boot_order=cd_order,
-                )
-            )
-        nics = [
-            domxml.NicBuild(mac=n["mac"], source=n["network"], model=n.get("model", "virtio"))
-            for n in p["nics"]
-        ]
-        if nics and "network" in boot:
-            nics[0].boot_order = boot.index("network") + 1
-        spec = domxml.DomainBuild(
-            name=vm.name,
-            uuid=str(vm.uuid),
-            virt_type=p["virt_type"],
-            vcpus=p["vcpus"],
-            max_vcpus=p["max_vcpus"],
-            memory_mib=p["memory_mib"],
-            max_memory_mib=p["max_memory_mib"],
-            machine=p["machine"],
-            firmware=p["firmware"],
-            cpu_model=p.get("cpu_model", ""),
-            disks=disks,
-            nics=nics,
-            description=p.get("description", ""),
-            task_id=task.pk,
+    def before(step: plans.Step, index: int) -> None:
+        if step.kind == plans.DOMAIN and step.action == "define":
+            failpoint("vm.create.volumes_made")
+
+    def after(step: plans.Step, index: int) -> None:
+        if step.kind == plans.STORAGE:
+            ctx.progress(10 + 50 * (index + 1) // max(1, volume_steps))
+        elif step.action == "define":
+            ctx.progress(75)
+            failpoint("vm.create.defined")
+
+    try:
+        if Guest.lookup_by_name(conn, vm.name) is not None:
+            raise RuntimeError(f"A domain named {vm.name} exists on {host.name} already.")
+        plans.apply(
+            plan, _Apply(conn=conn, ctx=ctx, vm=vm), _save_plan(task), before=before, after=after
         )
-        failpoint("vm.create.volumes_made")
-        ctx.log("Defining the domain")
-        _remember(task, defined_uuid=str(vm.uuid))
-        dom = conn.defineXML(domxml.build_domain(spec))
-        ctx.progress(75)
-        failpoint("vm.create.defined")
-        if p.get("autostart"):
-            dom.setAutostart(1)
-        if p.get("start"):
-            ctx.log("Starting")
-            dom.create()
         ctx.progress(90)
     except Exception:
         ctx.log("Rolling back what this task created", level="warning")
-        _rollback_created(task, conn, task.params.get("defined_uuid"))
+        plans.rollback(plan, _Apply(conn=conn, ctx=ctx, vm=vm))
         _forget_unborn(task)
         raise
     # The domain exists: whatever happens while re-reading it, the VM is no longer "creating".
     VirtualMachine.objects.filter(pk=vm.pk).update(lifecycle=Lifecycle.READY)
     _refresh_host_storage(host, conn)
     refresh_vm(vm, conn)
-    created = set(task.params.get("created_volumes", []))
+    created = {obj["path"] for obj in plan.created_of("volume")}
     vm.disks.filter(source__in=created).update(owned=True)
     ctx.log(f"Created {vm.name} ({vm.state})")
     return {"vm": vm.pk, "state": vm.state}
@@ -263,40 +297,28 @@ def run_vm_create(ctx: TaskContext) -> dict:
 def run_vm_clone(ctx: TaskContext) -> dict:
     task = ctx.task
     vm = _vm(ctx)
-    p = task.params
     conn = get_connection(vm.host)
+    plan = _task_plan(task) or clone_plan(vm.name, str(vm.uuid), task.params)
+    volume_steps = sum(1 for s in plan.steps if s.kind == plans.STORAGE)
+
+    def after(step: plans.Step, index: int) -> None:
+        if step.kind == plans.STORAGE:
+            ctx.progress(10 + 70 * (index + 1) // max(1, volume_steps))
+
     try:
-        source = conn.lookupByUUIDString(p["source_uuid"])
-        if source.isActive():
+        if Guest.get(conn, task.params["source_uuid"]).is_active:
             raise RuntimeError("The source VM was started meanwhile; cloning stopped.")
-        disk_map = {}
-        for i, d in enumerate(p["disks"]):
-            fmt = "qcow2" if p["mode"] == "linked" else (d.get("format") or "raw")
-            name = storage.volume_name_for(vm.name, i, fmt)
-            ctx.log(f"Copying {d['target']} ({p['mode']}) to {name}")
-            vol = storage.clone_volume(conn, d["pool"], d["path"], name, p["mode"])
-            _remember_volume(task, vol["path"])
-            disk_map[d["target"]] = (vol["path"], fmt)
-            ctx.progress(10 + 70 * (i + 1) // max(1, len(p["disks"])))
-        xml = domxml.clone_domain_xml(
-            source.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE),
-            name=vm.name,
-            uuid=str(vm.uuid),
-            disks=disk_map,
-            macs=p["macs"],
-            task_id=task.pk,
-        )
-        _remember(task, defined_uuid=str(vm.uuid))
-        conn.defineXML(xml)
+        plans.apply(plan, _Apply(conn=conn, ctx=ctx, vm=vm), _save_plan(task), after=after)
     except Exception:
         ctx.log("Rolling back what this task created", level="warning")
-        _rollback_created(task, conn, task.params.get("defined_uuid"))
+        plans.rollback(plan, _Apply(conn=conn, ctx=ctx, vm=vm))
         _forget_unborn(task)
         raise
     VirtualMachine.objects.filter(pk=vm.pk).update(lifecycle=Lifecycle.READY)
     _refresh_host_storage(vm.host, conn)
     refresh_vm(vm, conn)
-    vm.disks.filter(source__in=set(task.params["created_volumes"])).update(owned=True)
+    created = {obj["path"] for obj in plan.created_of("volume")}
+    vm.disks.filter(source__in=created).update(owned=True)
     ctx.log(f"Cloned into {vm.name}")
     return {"vm": vm.pk}
 
@@ -306,8 +328,7 @@ def run_vm_clone(ctx: TaskContext) -> dict:
 
 def _recover_delete(task: Task) -> str:
     conn = get_connection(Host.objects.get(pk=task.host_id))
-    dom = _domain(conn, task.params["uuid"])
-    if dom is None:
+    if Guest.lookup(conn, task.params["uuid"]) is None:
         # The domain is gone: finish the deletion, volumes included when they were asked for.
         removed = []
         for path in task.params.get("volumes", []):
@@ -331,7 +352,7 @@ def run_vm_delete(ctx: TaskContext) -> dict:
     vm = _vm(ctx)
     conn = get_connection(vm.host)
     try:
-        dom = _domain(conn, str(vm.uuid))
+        guest = Guest.lookup(conn, str(vm.uuid))
         volumes = []
         if ctx.task.params.get("delete_volumes"):
             volumes = [
@@ -340,9 +361,9 @@ def run_vm_delete(ctx: TaskContext) -> dict:
                 if d.device == DiskDevice.DISK and d.source and _deletable(vm, d)
             ]
         _remember(ctx.task, volumes=volumes)
-        if dom is not None:
+        if guest is not None:
             ctx.log("Stopping and undefining the domain")
-            _undefine(dom)
+            guest.undefine()
         ctx.progress(50)
         failpoint("vm.delete.undefined")
         kept = []
@@ -363,8 +384,6 @@ def run_vm_delete(ctx: TaskContext) -> dict:
 
 def _deletable(vm: VirtualMachine, disk) -> bool:
     """A volume goes with the VM unless another VM uses it."""
-    from .models import Disk
-
     return (
         not Disk.objects.filter(source=disk.source, vm__host=vm.host, vm__gone=False)
         .exclude(vm=vm)
@@ -378,42 +397,39 @@ def _deletable(vm: VirtualMachine, disk) -> bool:
 def _resync_after_failure(vm: VirtualMachine, conn) -> None:
     try:
         refresh_vm(vm, conn)
-    except libvirt.libvirtError:
+    except GuestError:
         pass
 
 
 @task_kind("vm.power")
 def run_vm_power(ctx: TaskContext) -> dict:
-    vm, p, conn, dom = _open(ctx)
+    vm, p, conn, guest = _open(ctx)
     action = p["action"]
     try:
         ctx.log(f"{action.capitalize()} {vm.name}")
         if action == PowerAction.START:
-            dom.create()
+            guest.start()
         elif action == PowerAction.STOP:
-            dom.destroy()
+            guest.destroy()
         elif action == PowerAction.REBOOT:
-            dom.reboot(0)
+            guest.reboot()
         elif action == PowerAction.RESET:
-            dom.reset(0)
+            guest.reset()
         elif action == PowerAction.PAUSE:
-            dom.suspend()
+            guest.pause()
         elif action == PowerAction.RESUME:
-            if dom.state()[0] == libvirt.VIR_DOMAIN_PMSUSPENDED:
-                dom.pMWakeup(0)
-            else:
-                dom.resume()
+            guest.resume()
         elif action == PowerAction.SHUTDOWN:
-            dom.shutdown()
+            guest.shutdown()
             timeout = p.get("timeout", 120)
-            if not _wait_state(dom, {libvirt.VIR_DOMAIN_SHUTOFF}, timeout):
+            if not guest.wait_for_state({SHUTOFF}, timeout):
                 if not p.get("force"):
                     raise RuntimeError(
                         f"The guest did not shut down within {timeout} s "
                         "(no ACPI support, or it ignored the request)."
                     )
                 ctx.log(f"Still running after {timeout} s: forcing it off", level="warning")
-                dom.destroy()
+                guest.destroy()
     except Exception:
         _resync_after_failure(vm, conn)
         raise
@@ -423,36 +439,35 @@ def run_vm_power(ctx: TaskContext) -> dict:
 
 @task_kind("vm.edit")
 def run_vm_edit(ctx: TaskContext) -> dict:
-    vm, p, conn, dom = _open(ctx)
-    live = _live(dom)
+    vm, p, conn, guest = _open(ctx)
+    live = guest.is_active
     try:
         if "name" in p:
             ctx.log(f"Renaming to {p['name']}")
-            dom.rename(p["name"], 0)
-            dom = conn.lookupByUUIDString(str(vm.uuid))
+            guest.rename(p["name"])
         if "vcpus" in p:
             n = p["vcpus"]
             if live:
                 ctx.log(f"Setting {n} vCPUs live")
-                dom.setVcpusFlags(n, AFFECT_LIVE | AFFECT_CONFIG)
+                guest.set_vcpus(n, live=True, config=True)
                 VirtualMachine.objects.filter(pk=vm.pk).update(vcpus_hotplugged=True)
             else:
-                if n > dom.vcpusFlags(AFFECT_CONFIG | libvirt.VIR_DOMAIN_VCPU_MAXIMUM):
-                    dom.setVcpusFlags(n, AFFECT_CONFIG | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
-                dom.setVcpusFlags(n, AFFECT_CONFIG)
+                if n > guest.vcpus(config=True, maximum=True):
+                    guest.set_vcpus(n, config=True, maximum=True)
+                guest.set_vcpus(n, config=True)
                 ctx.log(f"Set {n} vCPUs")
         if "memory_mib" in p:
             kib = p["memory_mib"] * 1024
             if live:
                 ctx.log(f"Setting the balloon to {p['memory_mib']} MiB")
-                dom.setMemoryFlags(kib, AFFECT_LIVE | AFFECT_CONFIG)
+                guest.set_memory(kib, live=True, config=True)
             else:
-                if kib > dom.maxMemory():
-                    dom.setMemoryFlags(kib, AFFECT_CONFIG | libvirt.VIR_DOMAIN_MEM_MAXIMUM)
-                dom.setMemoryFlags(kib, AFFECT_CONFIG)
+                if kib > guest.max_memory_kib:
+                    guest.set_memory(kib, config=True, maximum=True)
+                guest.set_memory(kib, config=True)
                 ctx.log(f"Set memory to {p['memory_mib']} MiB")
         if "autostart" in p:
-            dom.setAutostart(1 if p["autostart"] else 0)
+            guest.set_autostart(bool(p["autostart"]))
             ctx.log(f"Autostart {'on' if p['autostart'] else 'off'}")
     except Exception:
         _resync_after_failure(vm, conn)
@@ -463,9 +478,14 @@ def run_vm_edit(ctx: TaskContext) -> dict:
 
 # --- devices ----------------------------------------------------------------------------------
 
+#: seconds a live detach waits for the guest to release the device
+DETACH_WAIT = 20.0
 
-def _flags(dom) -> int:
-    return AFFECT_CONFIG | (AFFECT_LIVE if _live(dom) else 0)
+
+def _disk_source(d: dict) -> str:
+    """``<disk type>`` of a disk on a new volume: the pool backend's ``disk_source``, recorded
+    by the service; tasks queued before it was recorded know only whether the pool is LVM."""
+    return d.get("disk_source") or ("block" if d.get("logical") else "file")
 
 
 def _recover_attach(task: Task) -> str:
@@ -473,10 +493,9 @@ def _recover_attach(task: Task) -> str:
     vm = VirtualMachine.objects.filter(pk=task.vm_id).first()
     removed = []
     for path in task.params.get("created_volumes", []):
-        in_use = (
-            vm is not None
-            and _domain(conn, str(vm.uuid)) is not None
-            and path in (_domain(conn, str(vm.uuid)).XMLDesc(0))
+        guest = Guest.lookup(conn, str(vm.uuid)) if vm is not None else None
+        in_use = guest is not None and any(
+            d.source == path for d in domxml.parse_domain(guest.xml()).disks
         )
         if not in_use and storage.delete_volume(conn, path):
             removed.append(path)
@@ -487,7 +506,7 @@ def _recover_attach(task: Task) -> str:
 
 @task_kind("vm.disk_attach", recover=_recover_attach)
 def run_disk_attach(ctx: TaskContext) -> dict:
-    vm, p, conn, dom = _open(ctx)
+    vm, p, conn, guest = _open(ctx)
     created = None
     try:
         if p["kind"] == "existing":
@@ -497,11 +516,7 @@ def run_disk_attach(ctx: TaskContext) -> dict:
             name = storage.volume_name_for(
                 vm.name, index, p["format"] if not p.get("logical") else ""
             )
-            while True:
-                try:
-                    conn.storagePoolLookupByName(p["pool"]).storageVolLookupByName(name)
-                except libvirt.libvirtError:
-                    break
+            while volume_exists(conn, p["pool"], name):
                 index += 1
                 name = storage.volume_name_for(
                     vm.name, index, p["format"] if not p.get("logical") else ""
@@ -516,10 +531,11 @@ def run_disk_attach(ctx: TaskContext) -> dict:
             path=path,
             format=fmt,
             bus=p["bus"],
-            source_type="block" if p.get("logical") else "file",
+            source_type=_disk_source(p),
         )
-        ctx.log(f"Attaching {path} as {p['target']}{' (hot-plug)' if _live(dom) else ''}")
-        dom.attachDeviceFlags(domxml.to_string(domxml.disk_element(disk)), _flags(dom))
+        live = guest.is_active
+        ctx.log(f"Attaching {path} as {p['target']}{' (hot-plug)' if live else ''}")
+        guest.attach_device(domxml.to_string(domxml.disk_element(disk)), live=live, config=True)
     except Exception:
         if created:
             storage.delete_volume(conn, created)
@@ -532,44 +548,19 @@ def run_disk_attach(ctx: TaskContext) -> dict:
     return {"target": p["target"], "path": path}
 
 
-def _wait_device_gone(conn, vm, needle: str, timeout: float = 20) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if needle not in conn.lookupByUUIDString(str(vm.uuid)).XMLDesc(0):
-            return True
-        time.sleep(0.25)
-    return False
-
-
-def _live_device_xml(dom, tag: str, match) -> str | None:
-    from panel.xmlutil import parse
-
-    root = parse(dom.XMLDesc(0))
-    for el in root.findall(f"devices/{tag}"):
-        if match(el):
-            from lxml import etree
-
-            return etree.tostring(el).decode()
-    return None
-
-
 @task_kind("vm.disk_detach")
 def run_disk_detach(ctx: TaskContext) -> dict:
-    vm, p, conn, dom = _open(ctx)
-    xml = _live_device_xml(
-        dom,
-        "disk",
-        lambda el: el.find("target") is not None and el.find("target").get("dev") == p["target"],
-    )
+    vm, p, conn, guest = _open(ctx)
+    xml = guest.device_xml("disk", p["target"])
     if xml is None:
         raise RuntimeError(f"The VM has no disk {p['target']}.")
-    live = _live(dom)
+    live = guest.is_active
     ctx.log(f"Detaching {p['target']}{' (the guest must release it)' if live else ''}")
     try:
-        dom.detachDeviceFlags(xml, _flags(dom))
-        if live and not _wait_device_gone(conn, vm, f"dev='{p['target']}'"):
+        if not guest.detach_device(xml, live=live, config=True, wait=DETACH_WAIT):
             raise RuntimeError(
-                f"The guest did not release {p['target']} within 20 s; it stays attached live "
+                f"The guest did not release {p['target']} within {DETACH_WAIT:g} s; it stays "
+                "attached live "
                 "and is removed from the configuration."
             )
     except Exception:
@@ -587,10 +578,10 @@ def run_disk_detach(ctx: TaskContext) -> dict:
 
 @task_kind("vm.disk_grow")
 def run_disk_grow(ctx: TaskContext) -> dict:
-    vm, p, conn, dom = _open(ctx)
-    if _live(dom):
+    vm, p, conn, guest = _open(ctx)
+    if guest.is_active:
         ctx.log(f"Growing {p['target']} live to {p['size_bytes'] / 1024**3:g} GiB")
-        dom.blockResize(p["target"], p["size_bytes"], libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+        guest.block_resize(p["target"], p["size_bytes"])
     else:
         ctx.log(f"Growing {p['path']} to {p['size_bytes'] / 1024**3:g} GiB")
         storage.grow_volume(conn, p["path"], p["size_bytes"])
@@ -601,23 +592,25 @@ def run_disk_grow(ctx: TaskContext) -> dict:
 
 @task_kind("vm.cdrom")
 def run_cdrom(ctx: TaskContext) -> dict:
-    vm, p, conn, dom = _open(ctx)
+    vm, p, conn, guest = _open(ctx)
     disk = domxml.DiskBuild(
         target=p["target"], path=p["path"], format="raw", bus=p["bus"], device=DiskDevice.CDROM
     )
     ctx.log(f"Inserting {p['path']}" if p["path"] else "Ejecting the CD-ROM")
-    dom.updateDeviceFlags(domxml.to_string(domxml.disk_element(disk)), _flags(dom))
+    xml = domxml.to_string(domxml.disk_element(disk))
+    guest.update_device(xml, live=guest.is_active, config=True)
     refresh_vm(vm, conn)
     return {"path": p["path"]}
 
 
 @task_kind("vm.nic_attach")
 def run_nic_attach(ctx: TaskContext) -> dict:
-    vm, p, conn, dom = _open(ctx)
+    vm, p, conn, guest = _open(ctx)
     nic = domxml.NicBuild(mac=p["mac"], source=p["network"], model=p["model"])
     ctx.log(f"Attaching a {p['model']} NIC {p['mac']} on {p['network']}")
     try:
-        dom.attachDeviceFlags(domxml.to_string(domxml.nic_element(nic)), _flags(dom))
+        xml = domxml.to_string(domxml.nic_element(nic))
+        guest.attach_device(xml, live=guest.is_active, config=True)
     except Exception:
         _resync_after_failure(vm, conn)
         raise
@@ -627,21 +620,16 @@ def run_nic_attach(ctx: TaskContext) -> dict:
 
 @task_kind("vm.nic_detach")
 def run_nic_detach(ctx: TaskContext) -> dict:
-    vm, p, conn, dom = _open(ctx)
+    vm, p, conn, guest = _open(ctx)
     mac = p["mac"]
-    xml = _live_device_xml(
-        dom,
-        "interface",
-        lambda el: el.find("mac") is not None and el.find("mac").get("address", "").lower() == mac,
-    )
+    xml = guest.device_xml("interface", mac)
     if xml is None:
         raise RuntimeError(f"The VM has no NIC {mac}.")
-    live = _live(dom)
+    live = guest.is_active
     ctx.log(f"Detaching NIC {mac}")
     try:
-        dom.detachDeviceFlags(xml, _flags(dom))
-        if live and not _wait_device_gone(conn, vm, mac):
-            raise RuntimeError(f"The guest did not release NIC {mac} within 20 s.")
+        if not guest.detach_device(xml, live=live, config=True, wait=DETACH_WAIT):
+            raise RuntimeError(f"The guest did not release NIC {mac} within {DETACH_WAIT:g} s.")
     except Exception:
         _resync_after_failure(vm, conn)
         raise
@@ -652,33 +640,22 @@ def run_nic_detach(ctx: TaskContext) -> dict:
 # --- snapshots --------------------------------------------------------------------------------
 
 
-def _snapshot_xml(name: str, description: str) -> str:
-    from lxml import etree
-
-    root = etree.Element("domainsnapshot")
-    etree.SubElement(root, "name").text = name
-    if description:
-        etree.SubElement(root, "description").text = description
-    return etree.tostring(root).decode()
-
-
 @task_kind("vm.snapshot_create")
 def run_snapshot_create(ctx: TaskContext) -> dict:
-    vm, p, conn, dom = _open(ctx)
-    live = _live(dom)
+    vm, p, conn, guest = _open(ctx)
+    live = guest.is_active
     ctx.log(f"Taking snapshot {p['name']}{' with memory state' if live else ''}")
-    dom.snapshotCreateXML(_snapshot_xml(p["name"], p.get("description", "")), 0)
+    guest.snapshot_create(p["name"], p.get("description", ""))
     refresh_vm(vm, conn)
     return {"name": p["name"], "memory": live}
 
 
 @task_kind("vm.snapshot_revert")
 def run_snapshot_revert(ctx: TaskContext) -> dict:
-    vm, p, conn, dom = _open(ctx)
+    vm, p, conn, guest = _open(ctx)
     name = p["name"]
-    snap = dom.snapshotLookupByName(name, 0)
     ctx.log(f"Reverting to {name}")
-    dom.revertToSnapshot(snap, 0)
+    guest.snapshot_revert(name)
     refresh_vm(vm, conn)
     VirtualMachine.objects.filter(pk=vm.pk).update(desired_state=vm.state)
     return {"name": name, "state": vm.state}
@@ -686,17 +663,17 @@ def run_snapshot_revert(ctx: TaskContext) -> dict:
 
 @task_kind("vm.snapshot_delete")
 def run_snapshot_delete(ctx: TaskContext) -> dict:
-    vm, p, conn, dom = _open(ctx)
+    vm, p, conn, guest = _open(ctx)
     name = p["name"]
     ctx.log(f"Deleting snapshot {name}")
-    dom.snapshotLookupByName(name, 0).delete(0)
+    guest.snapshot_delete(name)
     refresh_vm(vm, conn)
     return {"name": name}
 
 
 def observed_state(conn, uuid: str) -> str:
-    dom = _domain(conn, uuid)
-    return state_from_libvirt(dom.state()[0]) if dom else VMState.UNKNOWN
+    guest = Guest.lookup(conn, uuid)
+    return guest.state if guest else VMState.UNKNOWN
 
 
 __all__ = ["observed_state", "uuidlib"]

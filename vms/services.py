@@ -11,7 +11,7 @@ import random
 import re
 import uuid as uuidlib
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
@@ -19,8 +19,10 @@ from django.db.models import Sum
 
 from hosts.choices import HostStatus, PoolState, PoolType
 from hosts.models import Host, Network, StoragePool, Volume
+from hosts.storage import backend_for, volume_name_for
 from panel import taskrunner
 from panel.models import Task, Tenant
+from panel.plans import DOMAIN, STORAGE, Plan
 from panel.tenancy import Action, can, is_platform_admin
 from panel.units import GIB, volume_bytes
 from panel.validators import NAME_RE, validate_tags
@@ -36,6 +38,7 @@ from .choices import (
     PowerAction,
     VMState,
 )
+from .domxml import DomainBuild, NicBuild, target_names
 from .models import Disk, Nic, VirtualMachine
 from .selectors import USE_ATTACH, USE_CDROM, USE_SOURCE, volumes_usable
 
@@ -280,6 +283,7 @@ def _plan_disks(user, tenant, host, disks, errors: Errors) -> list[_DiskPlan]:
                         "mode": mode,
                         "bus": bus,
                         "format": "qcow2" if mode == "linked" else (vol.format or "raw"),
+                        "disk_source": backend_for(vol.pool).disk_source,
                     },
                     gib=gib,
                     pool_id=vol.pool_id,
@@ -321,6 +325,7 @@ def _plan_disks(user, tenant, host, disks, errors: Errors) -> list[_DiskPlan]:
                     "format": fmt,
                     "bus": bus,
                     "logical": pool.pool_type == PoolType.LOGICAL,
+                    "disk_source": backend_for(pool).disk_source,
                 },
                 gib=size,
                 pool_id=pool.pk,
@@ -507,13 +512,15 @@ def vm_create(
         "description": description,
         "created_volumes": [],
     }
+    vm_uuid = uuidlib.uuid4()
+    params["plan"] = create_plan(name, str(vm_uuid), params).to_dict()
     asked = {"vms": 1, "vcpus": vcpus, "memory_mib": memory_mib}
     with quota_guard(tenant, **asked, disk_gib=sum(p.gib for p in disk_plans)):
         vm = VirtualMachine.objects.create(
             host=host,
             tenant=tenant,
             name=name,
-            uuid=uuidlib.uuid4(),
+            uuid=vm_uuid,
             description=description,
             tags=tags or [],
             vcpus=vcpus,
@@ -538,6 +545,73 @@ def vm_create(
             lock=[vm],
         )
     return vm, task
+
+
+def create_plan(name: str, uuid: str, p: dict) -> Plan:
+    """The plan of ``vm.create`` from its validated parameters: make or clone each disk's
+    volume, define the domain on them, then autostart and start it when asked."""
+    plan = Plan()
+    disks = []
+    used: set[str] = set()
+    for i, d in enumerate(p["disks"]):
+        bus = d.get("bus", "virtio")
+        target = target_names("virtio" if bus == "virtio" else "scsi", used)[0]
+        used.add(target)
+        logical = bool(d.get("logical"))
+        volume = volume_name_for(name, i, d["format"] if not logical else "")
+        ref = f"disk{i}"
+        if d["kind"] == "new":
+            plan.add(
+                STORAGE, "create_volume", id=ref, pool=d["pool"], name=volume,
+                size_bytes=d["size_bytes"], format=d["format"],
+                describe=f"Create {d['size_bytes'] / GIB:g} GiB {d['format']} volume {volume} "
+                f"in {d['pool']}",
+            )  # fmt: skip
+        else:
+            plan.add(
+                STORAGE, "clone_volume", id=ref, pool=d["pool"], name=volume,
+                source_path=d["source_path"], mode=d["mode"],
+                describe=f"Clone {d['source_path']} ({d['mode']}) as {volume} in {d['pool']}",
+            )  # fmt: skip
+        plan.creates.append({"kind": "volume", "pool": d["pool"], "name": volume})
+        disks.append(
+            {
+                "volume": ref,
+                "target": target,
+                "format": d["format"] if not logical else "raw",
+                "bus": bus,
+                "source_type": d.get("disk_source") or ("block" if logical else "file"),
+            }
+        )
+    build = DomainBuild(
+        name=name,
+        uuid=uuid,
+        virt_type=p["virt_type"],
+        vcpus=p["vcpus"],
+        max_vcpus=p["max_vcpus"],
+        memory_mib=p["memory_mib"],
+        max_memory_mib=p["max_memory_mib"],
+        machine=p["machine"],
+        firmware=p["firmware"],
+        cpu_model=p.get("cpu_model", ""),
+        nics=[
+            NicBuild(mac=n["mac"], source=n["network"], model=n.get("model", "virtio"))
+            for n in p["nics"]
+        ],
+        boot=p.get("boot") or ["disk"],
+        cdrom=p.get("cdrom", "") if p.get("with_cdrom") or p.get("cdrom") else None,
+        description=p.get("description", ""),
+    )
+    plan.add(
+        DOMAIN, "define", uuid=uuid, build=asdict(build), disks=disks,
+        describe=f"Define the domain {name}",
+    )  # fmt: skip
+    plan.creates.append({"kind": "domain", "uuid": uuid})
+    if p.get("autostart"):
+        plan.add(DOMAIN, "set_autostart", on=True, describe="Start it with the host")
+    if p.get("start"):
+        plan.add(DOMAIN, "start", describe="Start it")
+    return plan
 
 
 # --- power ------------------------------------------------------------------------------------
@@ -713,8 +787,6 @@ def disk_attach(
         errors.add("bus", f"Use {', '.join(DiskBus.values)}.")
     if vm.state in (VMState.RUNNING, VMState.PAUSED) and bus == DiskBus.SATA:
         errors.add("bus", "SATA disks cannot be hot-plugged; use virtio or scsi.")
-    from .domxml import target_names
-
     target = target_names(bus if bus == "virtio" else "scsi", used)[0]
     params: dict = {"bus": bus, "target": target, "created_volumes": []}
     disk_gib = 0.0
@@ -726,7 +798,12 @@ def disk_attach(
         if vol is None:
             errors.add("volume", "Unknown volume on this VM's host, or attached to a VM already.")
         else:
-            params.update(kind="existing", path=vol.path, format=vol.format or "raw")
+            params.update(
+                kind="existing",
+                path=vol.path,
+                format=vol.format or "raw",
+                disk_source=backend_for(vol.pool).disk_source,
+            )
         errors.raise_if_any()
     else:
         plans = _plan_disks(
@@ -927,13 +1004,15 @@ def vm_clone(
         "macs": {n.mac: new_mac() for n in vm.nics.all()},
         "created_volumes": [],
     }
+    clone_uuid = uuidlib.uuid4()
+    params["plan"] = clone_plan(name, str(clone_uuid), params).to_dict()
     asked = {"vms": 1, "vcpus": vm.vcpus, "memory_mib": vm.memory_mib, "disk_gib": disk_gib}
     with quota_guard(vm.tenant, **asked):
         clone = VirtualMachine.objects.create(
             host=vm.host,
             tenant=vm.tenant,
             name=name,
-            uuid=uuidlib.uuid4(),
+            uuid=clone_uuid,
             vcpus=vm.vcpus,
             max_vcpus=vm.max_vcpus,
             memory_mib=vm.memory_mib,
@@ -957,6 +1036,30 @@ def vm_clone(
             lock=[clone, vm],
         )
     return clone, task
+
+
+def clone_plan(name: str, uuid: str, p: dict) -> Plan:
+    """The plan of ``vm.clone``: copy each disk of the source (a full copy, or a qcow2
+    overlay on it for a linked clone), then define a copy of its domain on the copies."""
+    plan = Plan()
+    disks = {}
+    for i, d in enumerate(p["disks"]):
+        fmt = "qcow2" if p["mode"] == "linked" else (d.get("format") or "raw")
+        volume = volume_name_for(name, i, fmt)
+        ref = f"disk{i}"
+        plan.add(
+            STORAGE, "clone_volume", id=ref, pool=d["pool"], name=volume, source_path=d["path"],
+            mode=p["mode"], target=d["target"],
+            describe=f"Copy {d['target']} ({p['mode']}) to {volume} in {d['pool']}",
+        )  # fmt: skip
+        plan.creates.append({"kind": "volume", "pool": d["pool"], "name": volume})
+        disks[d["target"]] = {"volume": ref, "format": fmt}
+    plan.add(
+        DOMAIN, "define_clone", uuid=uuid, name=name, source_uuid=p["source_uuid"],
+        disks=disks, macs=p["macs"], describe=f"Define the domain {name}",
+    )  # fmt: skip
+    plan.creates.append({"kind": "domain", "uuid": uuid})
+    return plan
 
 
 def vm_delete(*, user, vm: VirtualMachine, delete_volumes: bool = False) -> Task:
