@@ -58,11 +58,15 @@ class VolumeCreateForm(forms.Form):
         initial="qcow2",
     )
 
-    def __init__(self, *args, logical: bool = False, **kwargs):
+    def __init__(self, *args, formats: tuple[str, ...] = ("qcow2", "raw"), **kwargs):
         super().__init__(*args, **kwargs)
-        if logical:
-            # LVM volumes are block devices: libvirt takes no format for them.
+        if len(formats) <= 1:
+            # One format only (LVM's raw block devices): nothing to choose, libvirt takes none.
             del self.fields["format"]
+        else:
+            field = self.fields["format"]
+            field.choices = [c for c in field.choices if c[0] in formats]
+            field.initial = formats[0]
 
 
 class VolumeGrowForm(forms.Form):

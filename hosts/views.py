@@ -22,10 +22,7 @@ from django.views.decorators.http import require_GET, require_POST
 from panel import selectors as panel_selectors
 from panel.filtersets import TaskFilterSet
 from panel.forms import apply_service_errors
-from panel.locks import LockConflict
-from panel.models import Tenant
-from panel.templatetags.paddock import TREE_LIMIT
-from panel.views import (
+from panel.generic import (
     busy_message,
     current_tab,
     is_htmx,
@@ -34,6 +31,9 @@ from panel.views import (
     require_platform_admin,
     task_link,
 )
+from panel.locks import LockConflict
+from panel.models import Tenant
+from panel.templatetags.paddock import TREE_LIMIT
 from vms import selectors as vm_selectors
 from vms.choices import VMState
 
@@ -48,6 +48,7 @@ from .forms import (
     VolumePublishForm,
     VolumeUploadForm,
 )
+from .storage import backend_for
 
 HOST_TABS = ("summary", "vms", "storage", "networks", "tasks")
 GIB = 1024**3
@@ -299,8 +300,8 @@ def _get_volume(pk: int):
 def volume_create(request: HttpRequest, pk: int) -> HttpResponse:
     require_platform_admin(request)
     pool = get_object_or_404(selectors.pools(), pk=pk)
-    logical = pool.pool_type == "logical"
-    form = VolumeCreateForm(_post_or_none(request), logical=logical)
+    backend = backend_for(pool)
+    form = VolumeCreateForm(_post_or_none(request), formats=backend.formats)
 
     def perform(data):
         task = services.volume_create(
@@ -322,7 +323,7 @@ def volume_create(request: HttpRequest, pk: int) -> HttpResponse:
         submit="Create volume",
         icon="plus",
         intro=f"Pool {pool.name} ({pool.get_pool_type_display()}) has {free}."
-        + (" LVM volumes are raw block devices." if logical else ""),
+        + (" LVM volumes are raw block devices." if backend.disk_source == "block" else ""),
     )
 
 

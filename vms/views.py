@@ -22,16 +22,14 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_GET
 
 from hosts import selectors as host_selectors
-from hosts.choices import HostStatus, PoolState, PoolType
-from hosts.models import Host, Network, StoragePool, Volume
+from hosts.choices import HostStatus, PoolState
+from hosts.models import Host, StoragePool, Volume
+from hosts.selectors import hosts_for, networks_for, pools_for
+from hosts.storage import backend_for
 from panel import selectors as panel_selectors
 from panel.filtersets import TaskFilterSet
 from panel.forms import apply_service_errors
-from panel.locks import LockConflict
-from panel.models import Task, Tenant
-from panel.templatetags.paddock import TREE_LIMIT
-from panel.tenancy import Action, can, is_platform_admin, restrict
-from panel.views import (
+from panel.generic import (
     busy_message,
     current_tab,
     is_htmx,
@@ -40,9 +38,22 @@ from panel.views import (
     require_platform_admin,
     task_link,
 )
+from panel.locks import LockConflict
+from panel.models import Task, Tenant
+from panel.templatetags.paddock import TREE_LIMIT
+from panel.tenancy import Action, can, is_platform_admin, restrict
 
 from . import selectors, services
-from .choices import DiskDevice, Lifecycle, PowerAction, VMState
+from .choices import (
+    CloneMode,
+    DiskBus,
+    DiskDevice,
+    DiskFormat,
+    Lifecycle,
+    NicModel,
+    PowerAction,
+    VMState,
+)
 from .filtersets import VirtualMachineFilterSet
 from .forms import (
     CdromForm,
@@ -517,13 +528,6 @@ def vm_delete(request: HttpRequest, pk: int) -> HttpResponse:
 # --- hardware --------------------------------------------------------------------------------
 
 
-def _allowed_pools(user, vm: VirtualMachine):
-    pools = StoragePool.objects.filter(host=vm.host_id, gone=False).order_by("name")
-    if not is_platform_admin(user):
-        pools = pools.filter(pk__in=vm.tenant.allowed_pools.values("pk"))
-    return pools
-
-
 @login_required
 def vm_resources(request: HttpRequest, pk: int) -> HttpResponse:
     vm = _get_vm(request, pk)
@@ -563,7 +567,7 @@ def vm_resources(request: HttpRequest, pk: int) -> HttpResponse:
 def disk_add(request: HttpRequest, pk: int) -> HttpResponse:
     vm = _get_vm(request, pk)
     _require(request.user, Action.VM_CHANGE, vm, "change this VM's hardware")
-    pools = list(_allowed_pools(request.user, vm))
+    pools = list(pools_for(request.user, vm.tenant, vm.host_id).order_by("name"))
     active = [p for p in pools if p.state == PoolState.ACTIVE]
     volumes = (
         selectors.volumes_usable(request.user, vm.tenant, selectors.USE_ATTACH)
@@ -697,9 +701,7 @@ def cdrom_change(request: HttpRequest, pk: int) -> HttpResponse:
 def nic_add(request: HttpRequest, pk: int) -> HttpResponse:
     vm = _get_vm(request, pk)
     _require(request.user, Action.VM_CHANGE, vm, "change this VM's hardware")
-    networks = Network.objects.filter(host=vm.host_id, gone=False).order_by("name")
-    if not is_platform_admin(request.user):
-        networks = networks.filter(pk__in=vm.tenant.allowed_networks.values("pk"))
+    networks = networks_for(request.user, vm.tenant, vm.host_id).order_by("name")
     form = NicAddForm(
         _post_or_none(request),
         networks=[(n.pk, f"{n.name} ({n.get_forward_mode_display()})") for n in networks],
@@ -842,15 +844,6 @@ def creatable_tenants(user):
     return restrict(Tenant.objects.order_by("name"), user, Action.VM_CREATE, field="pk")
 
 
-def _eligible_hosts(user, tenant: Tenant | None):
-    hosts = Host.objects.order_by("name")
-    if is_platform_admin(user):
-        return hosts
-    if tenant is None:
-        return hosts.none()
-    return hosts.filter(pk__in=tenant.allowed_hosts.values("pk"))
-
-
 def _opt(value, label: str, **data) -> dict:
     return {"value": value, "label": label, "data": data}
 
@@ -873,7 +866,7 @@ def _pool_option(pool: StoragePool) -> dict:
         pool.pk,
         label,
         host=pool.host_id,
-        logical=int(pool.pool_type == PoolType.LOGICAL),
+        abilities=json.dumps(backend_for(pool).abilities()),
         free=round(pool.available / GIB, 1),
     )
     opt["disabled"] = pool.state != PoolState.ACTIVE
@@ -886,7 +879,7 @@ def _volume_option(volume: Volume, label: str) -> dict:
         f"{label} ({volume.capacity / GIB:.1f} GiB)",
         host=volume.pool.host_id,
         gib=round(volume.capacity / GIB, 2),
-        linked=int(volume.pool.pool_type == PoolType.DIR),
+        linked=int(backend_for(volume.pool).linked_clones),
     )
 
 
@@ -943,7 +936,7 @@ def wizard_options(user, tenant: Tenant, host_id: int | None) -> dict:
 
     Tenant operators see only what their tenant may use; platform admins see everything.
     """
-    hosts = list(_eligible_hosts(user, tenant))
+    hosts = list(hosts_for(user, tenant).order_by("name"))
     online = [h for h in hosts if h.status == HostStatus.ONLINE]
     host = next((h for h in hosts if h.pk == host_id), None)
     if host is not None:
@@ -952,13 +945,8 @@ def wizard_options(user, tenant: Tenant, host_id: int | None) -> dict:
         scope = online if len(online) <= AUTO_HOST_LIMIT else []
     group = host is None and len(scope) > 1
 
-    pools = StoragePool.objects.filter(host__in=scope, gone=False).select_related("host")
-    networks = Network.objects.filter(host__in=scope, gone=False).select_related("host")
-    if not is_platform_admin(user):
-        pools = pools.filter(pk__in=tenant.allowed_pools.values("pk"))
-        networks = networks.filter(pk__in=tenant.allowed_networks.values("pk"))
-    pools = list(pools.order_by("host__name", "name"))
-    networks = list(networks.order_by("host__name", "name"))
+    pools = list(pools_for(user, tenant, scope).order_by("host__name", "name"))
+    networks = list(networks_for(user, tenant, scope).order_by("host__name", "name"))
     isos = (
         selectors.volumes_usable(user, tenant, selectors.USE_CDROM)
         .filter(pool__in=pools)
@@ -1038,14 +1026,16 @@ def _template_initial(template: VirtualMachine) -> dict:
         {
             "source": "template",
             "volume": d.volume_id,
-            "bus": d.bus or "virtio",
-            "clone": "linked" if d.volume.pool.pool_type == PoolType.DIR else "full",
+            "bus": d.bus or DiskBus.VIRTIO,
+            "clone": CloneMode.LINKED
+            if backend_for(d.volume.pool).linked_clones
+            else CloneMode.FULL,
         }
         for d in template.disks.select_related("volume__pool").order_by("target")
         if d.device == DiskDevice.DISK and d.volume_id
     ]
     nics = [
-        {"network": n.network_id, "model": n.model or "virtio"}
+        {"network": n.network_id, "model": n.model or NicModel.VIRTIO}
         for n in template.nics.order_by("id")
         if n.network_id
     ]
@@ -1086,7 +1076,7 @@ def vm_create(request: HttpRequest) -> HttpResponse:
         if template is None:
             pool, net = options["first_pool"], options["first_network"]
             disks = [_new_disk(pool)] if pool else []
-            nics = [{"network": net.pk, "model": "virtio"}] if net else []
+            nics = [{"network": net.pk, "model": NicModel.VIRTIO}] if net else []
         initial.update(tenant=tenant.pk, host=host_id)
         wizard = CreateWizard(initial=initial, disks=disks, nics=nics)
 
@@ -1101,21 +1091,21 @@ def vm_create(request: HttpRequest) -> HttpResponse:
         "start_step": wizard.first_error_step() if posted else "general",
         "template": template,
         "disk_template_row": DiskRowForm(prefix="disk-__i__", initial=_new_disk(None)),
-        "nic_template_row": NicRowForm(prefix="nic-__i__", initial={"model": "virtio"}),
+        "nic_template_row": NicRowForm(prefix="nic-__i__", initial={"model": NicModel.VIRTIO}),
         "tree_reveal": "" if is_platform_admin(user) else f"tenant-{tenant.pk}",
     }
     return render(request, "vms/vm_create.html", context, status=400 if posted else 200)
 
 
 def _new_disk(pool: StoragePool | None) -> dict:
-    """A new row of the wizard's disks before the user touches it (LVM pools hold raw only)."""
-    logical = pool is not None and pool.pool_type == PoolType.LOGICAL
+    """A new row of the wizard's disks before the user touches it (in the pool's default
+    format: raw on LVM)."""
     return {
         "source": "new",
         "size_gib": 32,
         "pool": pool.pk if pool else None,
-        "format": "raw" if logical else "qcow2",
-        "bus": "virtio",
+        "format": backend_for(pool).default_format if pool else DiskFormat.QCOW2,
+        "bus": DiskBus.VIRTIO,
     }
 
 
@@ -1130,17 +1120,12 @@ def _create(request: HttpRequest, wizard: CreateWizard) -> HttpResponse | None:
     if tenant is None:
         wizard.form.add_error("tenant", "Unknown tenant.")
         return None
-    host = None
-    if data["host"]:
-        host = Host.objects.filter(pk=data["host"]).first()
-        if host is None:
-            wizard.form.add_error("host", "Unknown host.")
-            return None
     try:
+        # The service looks the host up among those the tenant may use.
         vm, task = services.vm_create(
             user=request.user,
             tenant=tenant,
-            host=host,
+            host=data["host"] or None,
             cdrom=data["cdrom"],
             **wizard.service_kwargs(),
         )
