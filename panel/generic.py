@@ -120,6 +120,7 @@ class ViewTab:
 
 
 _TABS: dict[str, dict[str, ViewTab]] = {}
+_TAB_EXTRAS: dict[str, dict[str, list[Callable[[HttpRequest, Model], dict]]]] = {}
 
 
 def _key(model) -> str:
@@ -130,6 +131,33 @@ def register_tab(model, tab: ViewTab) -> ViewTab:
     """Add ``tab`` to the object page of ``model`` (a later registration of a name replaces it)."""
     _TABS.setdefault(_key(model), {})[tab.name] = tab
     return tab
+
+
+def extend_tab(model, name: str, context: Callable[[HttpRequest, Model], dict]) -> None:
+    """Add to the context of another app's tab (``vms`` counts a host's VMs on its summary)."""
+    _TAB_EXTRAS.setdefault(_key(model), {}).setdefault(name, []).append(context)
+
+
+def tab_context(request: HttpRequest, model, obj, tab: ViewTab) -> dict:
+    """What ``tab`` of ``obj``'s page shows: its own context and what other apps add."""
+    context = tab.context(request, obj) if tab.context is not None else {}
+    for extra in _TAB_EXTRAS.get(_key(model), {}).get(tab.name, []):
+        context.update(extra(request, obj))
+    return context
+
+
+def tab_bar(request: HttpRequest, model, obj, active: ViewTab | None = None) -> dict:
+    """The tab bar of ``obj``'s page (on the page itself, or on its edit and action pages)."""
+    tabs = [t for t in tabs_for(model) if t.is_visible(request, obj)]
+    if not tabs:
+        return {}
+    return {
+        "tabs": [
+            {"tab": t, "badge": t.badge(obj) if t.badge else None, "active": t is active}
+            for t in tabs
+        ],
+        "tabs_url": obj.get_absolute_url(),
+    }
 
 
 def tabs_for(model) -> list[ViewTab]:
@@ -245,21 +273,22 @@ class ObjectView(PanelView):
         obj = self.get_object(request, **kwargs)
         self.check_permission(request, obj)
         tabs = [t for t in tabs_for(self.model) if t.is_visible(request, obj)]
-        name = current_tab(request, tuple(t.name for t in tabs))
-        tab = next(t for t in tabs if t.name == name)
+        tab = None
+        if tabs:
+            name = current_tab(request, tuple(t.name for t in tabs))
+            tab = next(t for t in tabs if t.name == name)
         context = {
             self.context_object_name: obj,
-            "tab": tab.name,
-            "tabs": [
-                {"tab": t, "badge": t.badge(obj) if t.badge else None, "active": t is tab}
-                for t in tabs
-            ],
-            "tab_template": tab.template,
-            "tree_reveal": tab.reveal(obj) if tab.reveal else self.reveal(request, obj),
+            "tree_reveal": tab.reveal(obj)
+            if tab is not None and tab.reveal
+            else self.reveal(request, obj),
         }
+        if tab is not None:
+            context.update(tab=tab.name, tab_template=tab.template)
+            context.update(tab_bar(request, self.model, obj, tab))
         context.update(self.get_extra_context(request, obj, tab))
-        if tab.context is not None:
-            context.update(tab.context(request, obj))
+        if tab is not None:
+            context.update(tab_context(request, self.model, obj, tab))
         return render(request, self.template_name, context)
 
 
@@ -303,6 +332,7 @@ class ObjectEditView(PanelView):
             self.context_object_name: obj,
             "form": form,
             "tree_reveal": self.reveal(request, obj),
+            **tab_bar(request, self.model, obj),
         }
         return render(request, self.template_name, context, status=400 if form.errors else 200)
 
@@ -335,7 +365,11 @@ class ObjectDeleteView(PanelView):
                 return redirect(obj)
             messages.success(request, message)
             return redirect(self.success_url(obj))
-        context = {self.context_object_name: obj, "tree_reveal": self.reveal(request, obj)}
+        context = {
+            self.context_object_name: obj,
+            "tree_reveal": self.reveal(request, obj),
+            **tab_bar(request, self.model, obj),
+        }
         return render(request, self.template_name, context)
 
 
