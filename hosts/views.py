@@ -467,18 +467,3 @@ class TreeHostNetworksView(HostTreeView):
 
     def get_children(self, request: HttpRequest, parent):
         return selectors.networks().filter(host=parent, gone=False).order_by("name")
-
-
-host_list = HostListView.as_view()
-host_detail = HostView.as_view()
-host_edit = HostEditView.as_view()
-host_remove = HostRemoveView.as_view()
-pool_detail = PoolView.as_view()
-network_detail = NetworkView.as_view()
-volume_create = VolumeCreateView.as_view()
-volume_upload = VolumeUploadView.as_view()
-volume_grow = VolumeGrowView.as_view()
-volume_publish = VolumePublishView.as_view()
-volume_delete = VolumeDeleteView.as_view()
-tree_host_pools = TreeHostPoolsView.as_view()
-tree_host_networks = TreeHostNetworksView.as_view()

@@ -35,29 +35,28 @@ from .pages import VmConsolePopoutView, VmEditView, VmView, snapshot_rows
 from .tree import TreeHostVmsView, TreeTenantVmsView
 from .wizard import creatable_tenants, quota_rows, vm_create, vm_create_options, wizard_options
 
-vm_list = VmListView.as_view()
-vm_detail = VmView.as_view()
-vm_edit = VmEditView.as_view()
-vm_console_popout = VmConsolePopoutView.as_view()
-vm_power = VmPowerView.as_view()
-vm_clone = VmCloneView.as_view()
-vm_template = VmTemplateView.as_view()
-vm_delete = VmDeleteView.as_view()
-vm_resources = VmResourcesView.as_view()
-disk_add = DiskAddView.as_view()
-disk_remove = DiskRemoveView.as_view()
-disk_grow = DiskGrowView.as_view()
-cdrom_change = CdromView.as_view()
-nic_add = NicAddView.as_view()
-nic_remove = NicRemoveView.as_view()
-snapshot_add = SnapshotAddView.as_view()
-snapshot_revert = SnapshotRevertView.as_view()
-snapshot_delete = SnapshotDeleteView.as_view()
-tree_host_vms = TreeHostVmsView.as_view()
-tree_tenant_vms = TreeTenantVmsView.as_view()
-
 __all__ = [
     "XTERM_STYLES",
+    "CdromView",
+    "DiskAddView",
+    "DiskGrowView",
+    "DiskRemoveView",
+    "NicAddView",
+    "NicRemoveView",
+    "SnapshotAddView",
+    "SnapshotDeleteView",
+    "SnapshotRevertView",
+    "TreeHostVmsView",
+    "TreeTenantVmsView",
+    "VmCloneView",
+    "VmConsolePopoutView",
+    "VmDeleteView",
+    "VmEditView",
+    "VmListView",
+    "VmPowerView",
+    "VmResourcesView",
+    "VmTemplateView",
+    "VmView",
     "creatable_tenants",
     "quota_rows",
     "snapshot_rows",
