@@ -31,12 +31,9 @@ import libvirt
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
-from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
 from lxml import etree
 from rest_framework import serializers, status
-from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
 from hosts.driver.connection import (
@@ -266,18 +263,6 @@ def console_response(request, vm) -> Response:
     ser.is_valid(raise_exception=True)
     issued = issue_ticket(user=request.user, vm=vm, kind=ser.validated_data["kind"])
     return Response(ConsoleTicketSerializer(issued).data, status=status.HTTP_201_CREATED)
-
-
-@extend_schema(
-    methods=["post"], request=ConsoleRequestSerializer, responses={201: ConsoleTicketSerializer}
-)
-@extend_schema(methods=["get"], request=None, responses={200: ConsoleStatusSerializer})
-@api_view(["GET", "POST"])
-def vm_console(request, pk):
-    """``/api/vms/{pk}/console/`` as a function view (the same as the viewset action)."""
-    from .selectors import vms_for
-
-    return console_response(request, get_object_or_404(vms_for(request.user), pk=pk))
 
 
 # --- the libvirt event loop ------------------------------------------------------------------
