@@ -40,6 +40,7 @@ from panel.generic import (
 )
 from panel.locks import LockConflict
 from panel.models import Tenant
+from panel.units import GIB
 
 from . import selectors, services
 from .filtersets import HostFilterSet, NetworkFilterSet, StoragePoolFilterSet, VolumeFilterSet
@@ -54,8 +55,6 @@ from .forms import (
 )
 from .models import Host, Network, StoragePool
 from .storage import backend_for
-
-GIB = 1024**3
 
 
 class HostPage:

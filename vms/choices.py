@@ -2,6 +2,8 @@
 
 from django.db import models
 
+from hosts.choices import VolumeFormat
+
 
 class VMState(models.TextChoices):
     RUNNING = "running", "Running"
@@ -65,9 +67,8 @@ class NicModel(models.TextChoices):
     RTL8139 = "rtl8139", "Realtek RTL8139"
 
 
-class DiskFormat(models.TextChoices):
-    QCOW2 = "qcow2", "QEMU image (qcow2)"
-    RAW = "raw", "Raw disk image (raw)"
+# A disk's format is its volume's: one vocabulary with the storage room.
+DiskFormat = VolumeFormat
 
 
 class CloneMode(models.TextChoices):

@@ -15,6 +15,7 @@ from hosts.choices import PoolState
 from hosts.selectors import networks_for, pools_for
 from panel.generic import post_or_none, queued_message
 from panel.tenancy import Action
+from panel.units import GIB
 
 from .. import selectors, services
 from ..choices import CloneMode, DiskDevice, PowerAction
@@ -32,8 +33,6 @@ from ..forms import (
     VmResourcesForm,
 )
 from .common import POWER_WORDS, VmActionView, vm_url
-
-GIB = 1024**3
 
 POWER_INTROS = {
     PowerAction.STOP: "Stop pulls the plug: the guest does not shut down cleanly and "

@@ -20,13 +20,13 @@ from panel import selectors as panel_selectors
 from panel.generic import task_link
 from panel.models import Tenant
 from panel.tenancy import Action, is_platform_admin, restrict
+from panel.units import GIB
 
 from .. import selectors, services
 from ..choices import CloneMode, DiskBus, DiskDevice, DiskFormat, NicModel
 from ..forms import CreateWizard, DiskRowForm, NicRowForm
 from ..models import Disk, VirtualMachine
 
-GIB = 1024**3
 # Quota keys, their labels with the unit the numbers are in, and their names.
 QUOTA_LABELS = (
     ("vms", "VMs", "VMs"),
