@@ -34,10 +34,11 @@ from django.views import View
 from .forms import apply_service_errors
 from .locks import LockConflict
 from .models import Task
-from .templatetags.paddock import TREE_LIMIT
 from .tenancy import can, is_platform_admin
 
 PAGE_SIZE = 50
+# Children a node of the resource tree lists before it links to the full list instead.
+TREE_LIMIT = 200
 
 # --- helpers shared by the apps' views -------------------------------------------------------
 
