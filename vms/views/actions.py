@@ -3,6 +3,18 @@
 Each is one ``VmActionView``: a small form that works as a page of its own and, opened from a
 button with ``data-dialog``, inside the page's dialog; ``perform`` calls one ``vms.services``
 function (the same the API's ``@action`` calls) and says where to go and what to tell.
+
+Adding a VM action is four pieces, one per room:
+
+1. a service function in ``vms/services.py`` (authorize, validate, lock, queue a ``Task``);
+2. the job step that carries it out (``vms/jobs.py``, through ``hosts.driver``);
+3. an action class here: subclass ``VmActionView`` (or ``HardwareActionView`` /
+   ``SnapshotActionView``), set ``permission``, ``permission_what``, ``form_class``, ``submit``
+   and ``icon``, and write ``perform(data)`` calling the service; the base class finds the VM
+   among the user's (404 otherwise), checks the role (403), shows the form as a page or in the
+   dialog, and puts service errors and lock conflicts on the form;
+4. a route in ``vms/urls.py`` (and, for the API, an ``@action`` on the viewset calling the same
+   service), plus a button in the VM page's template.
 """
 
 from __future__ import annotations
