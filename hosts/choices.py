@@ -40,3 +40,10 @@ class ForwardMode(models.TextChoices):
     PRIVATE = "private", "Private"
     VEPA = "vepa", "VEPA"
     HOSTDEV = "hostdev", "SR-IOV (hostdev)"
+
+
+class VolumeFormat(models.TextChoices):
+    """Formats of the volumes Paddock creates (a VM's disks use the same words)."""
+
+    QCOW2 = "qcow2", "QEMU image (qcow2)"
+    RAW = "raw", "Raw disk image (raw)"

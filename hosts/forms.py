@@ -6,6 +6,8 @@ from django import forms
 
 from panel.forms import TagsField
 
+from .choices import VolumeFormat
+
 URI_HELP = (
     "One of: <code>qemu:///system</code> for this machine; "
     "<code>qemu+ssh://user@host[:port]/system</code> for a remote host over SSH; "
@@ -52,17 +54,21 @@ class VolumeCreateForm(forms.Form):
     size_gib = forms.FloatField(label="Size (GiB)", widget=_number({"min": 0.001, "step": "any"}))
     format = forms.ChoiceField(
         choices=[
-            ("qcow2", "qcow2 (thin, snapshots, backing files)"),
-            ("raw", "raw (fully allocated, fastest)"),
+            (VolumeFormat.QCOW2, "qcow2 (thin, snapshots, backing files)"),
+            (VolumeFormat.RAW, "raw (fully allocated, fastest)"),
         ],
-        initial="qcow2",
+        initial=VolumeFormat.QCOW2,
     )
 
-    def __init__(self, *args, logical: bool = False, **kwargs):
+    def __init__(self, *args, formats: tuple[str, ...] = ("qcow2", "raw"), **kwargs):
         super().__init__(*args, **kwargs)
-        if logical:
-            # LVM volumes are block devices: libvirt takes no format for them.
+        if len(formats) <= 1:
+            # One format only (LVM's raw block devices): nothing to choose, libvirt takes none.
             del self.fields["format"]
+        else:
+            field = self.fields["format"]
+            field.choices = [c for c in field.choices if c[0] in formats]
+            field.initial = formats[0]
 
 
 class VolumeGrowForm(forms.Form):
@@ -106,7 +112,11 @@ class VolumeUploadForm(forms.Form):
         widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
     )
     format = forms.ChoiceField(
-        choices=[("iso", "iso (installation media)"), ("raw", "raw"), ("qcow2", "qcow2")],
+        choices=[
+            ("iso", "iso (installation media)"),
+            (VolumeFormat.RAW, "raw"),
+            (VolumeFormat.QCOW2, "qcow2"),
+        ],
         initial="iso",
     )
 

@@ -1,41 +1,46 @@
 """Pages of hosts, storage pools and networks (platform admins only), and their tree nodes.
 
-A pool's volumes are created, grown, deleted and uploaded through ``hosts.services``, like from
-the API. Each action is a small form that works as a page of its own and, opened from a button
-with ``data-dialog``, inside the page's dialog; service errors stay on the form.
+Built on the generic views of ``panel.generic``: the host page's tabs are registered (``vms``
+registers the "Virtual machines" tab, so this module does not import it); a pool's volumes are
+created, grown, deleted and uploaded through ``hosts.services``, like from the API, each as an
+action view: a small form that works as a page of its own and, opened from a button with
+``data-dialog``, inside the page's dialog; service errors stay on the form.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Sum
+from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.html import format_html
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST
 
 from panel import selectors as panel_selectors
 from panel.filtersets import TaskFilterSet
 from panel.forms import apply_service_errors
-from panel.locks import LockConflict
-from panel.models import Tenant
-from panel.templatetags.paddock import TREE_LIMIT
-from panel.views import (
-    busy_message,
-    current_tab,
-    is_htmx,
+from panel.generic import (
+    ActionView,
+    ObjectDeleteView,
+    ObjectEditView,
+    ObjectListView,
+    ObjectView,
+    TreeChildrenView,
+    ViewTab,
+    fixed_query,
     paginate,
+    post_or_none,
     queued_message,
+    register_tab,
     require_platform_admin,
     task_link,
 )
-from vms import selectors as vm_selectors
-from vms.choices import VMState
+from panel.locks import LockConflict
+from panel.models import Tenant
+from panel.units import GIB
 
 from . import selectors, services
 from .filtersets import HostFilterSet, NetworkFilterSet, StoragePoolFilterSet, VolumeFilterSet
@@ -48,28 +53,31 @@ from .forms import (
     VolumePublishForm,
     VolumeUploadForm,
 )
-
-HOST_TABS = ("summary", "vms", "storage", "networks", "tasks")
-GIB = 1024**3
-
-
-def _fixed(request: HttpRequest, **values) -> dict:
-    """The request's query with some filters pinned (a page's own object)."""
-    data = request.GET.copy()
-    for key, value in values.items():
-        data[key] = str(value)
-    return data
+from .models import Host, Network, StoragePool
+from .storage import backend_for
 
 
-@login_required
-def host_list(request: HttpRequest) -> HttpResponse:
-    require_platform_admin(request)
-    filterset = HostFilterSet(request.GET or None, queryset=selectors.hosts().order_by("name"))
-    return render(
-        request,
-        "hosts/host_list.html",
-        {"active_tab": "hosts", "filterset": filterset, "page": paginate(request, filterset.qs)},
-    )
+class HostPage:
+    """The admin's pages of hosts: platform admins only, hosts with their VM counts."""
+
+    admin_only = True
+    model = Host
+    context_object_name = "host"
+
+    def get_queryset(self, request: HttpRequest):
+        return selectors.hosts()
+
+    def reveal(self, request: HttpRequest, obj) -> str:
+        return f"host-{obj.pk}"
+
+
+class HostListView(HostPage, ObjectListView):
+    template_name = "hosts/host_list.html"
+    filterset_class = HostFilterSet
+    active_tab = "hosts"
+
+    def get_queryset(self, request: HttpRequest):
+        return selectors.hosts().order_by("name")
 
 
 @login_required
@@ -92,69 +100,58 @@ def host_add(request: HttpRequest) -> HttpResponse:
     )
 
 
-@login_required
-def host_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    require_platform_admin(request)
-    host = get_object_or_404(selectors.hosts().select_related("lock"), pk=pk)
-    tab = current_tab(request, HOST_TABS)
-    context = {"host": host, "tab": tab, "tree_reveal": f"host-{host.pk}"}
-    if tab == "summary":
-        vms = (
-            vm_selectors.vms_for(request.user).prefetch_related(None).filter(host=host, gone=False)
-        )
-        by_state = dict(vms.order_by().values_list("state").annotate(n=Count("pk")))
-        context["vm_states"] = [
-            (value, label, by_state[value]) for value, label in VMState.choices if value in by_state
-        ]
-        context["vm_total"] = sum(by_state.values())
-        context["running"] = vms.filter(state=VMState.RUNNING).aggregate(
-            vcpus=Sum("vcpus"), memory_mib=Sum("memory_mib")
-        )
-        context["busy"] = host.lock if host.lock_id and not host.lock.is_final else None
-    elif tab == "vms":
-        from vms.views import vm_table_context
+class HostView(HostPage, ObjectView):
+    """A host's page; its tabs are registered below (the VMs tab by ``vms``)."""
 
-        context["tree_reveal"] = f"host-{host.pk} host-{host.pk}-vms"
-        context.update(vm_table_context(request, fixed={"host": host.pk}))
-    elif tab == "storage":
-        pools = StoragePoolFilterSet(_fixed(request, host=host.pk), queryset=selectors.pools())
-        volumes = VolumeFilterSet(
-            _fixed(request, host=host.pk),
-            queryset=selectors.volumes().prefetch_related("disks__vm"),
-        )
-        context["pools"] = pools.qs
-        context["volumes_filter"] = volumes
-        context["page"] = paginate(request, volumes.qs)
-    elif tab == "networks":
-        networks = NetworkFilterSet(_fixed(request, host=host.pk), queryset=selectors.networks())
-        context["networks"] = networks.qs.annotate(nic_count=Count("nics"))
-    else:
-        tasks = panel_selectors.tasks_for(request.user).prefetch_related(None)
-        filterset = TaskFilterSet(_fixed(request, host=host.pk), queryset=tasks)
-        context["page"] = paginate(request, filterset.qs)
-    return render(request, "hosts/host_detail.html", context)
+    template_name = "hosts/host_detail.html"
+
+    def get_queryset(self, request: HttpRequest):
+        return selectors.hosts().select_related("lock")
 
 
-@login_required
-def host_edit(request: HttpRequest, pk: int) -> HttpResponse:
-    require_platform_admin(request)
-    host = get_object_or_404(selectors.hosts(), pk=pk)
-    initial = {"description": host.description, "tags": host.tags}
-    form = HostEditForm(request.POST or None, initial=initial)
-    if request.method == "POST" and form.is_valid():
-        try:
-            services.host_update(user=request.user, host=host, **form.cleaned_data)
-        except ValidationError as exc:
-            apply_service_errors(form, exc)
-        else:
-            messages.success(request, f"Host {host.name} saved.")
-            return redirect(host)
-    return render(
-        request,
-        "hosts/host_edit.html",
-        {"host": host, "form": form, "tree_reveal": f"host-{host.pk}"},
-        status=400 if form.errors else 200,
+def _summary(request: HttpRequest, host) -> dict:
+    return {"busy": host.lock if host.lock_id and not host.lock.is_final else None}
+
+
+def _storage(request: HttpRequest, host) -> dict:
+    pools = StoragePoolFilterSet(fixed_query(request, host=host.pk), queryset=selectors.pools())
+    volumes = VolumeFilterSet(
+        fixed_query(request, host=host.pk),
+        queryset=selectors.volumes().prefetch_related("disks__vm"),
     )
+    return {"pools": pools.qs, "volumes_filter": volumes, "page": paginate(request, volumes.qs)}
+
+
+def _networks(request: HttpRequest, host) -> dict:
+    networks = NetworkFilterSet(fixed_query(request, host=host.pk), queryset=selectors.networks())
+    return {"networks": networks.qs.annotate(nic_count=Count("nics"))}
+
+
+def _tasks(request: HttpRequest, host) -> dict:
+    tasks = panel_selectors.tasks_for(request.user).prefetch_related(None)
+    filterset = TaskFilterSet(fixed_query(request, host=host.pk), queryset=tasks)
+    return {"page": paginate(request, filterset.qs)}
+
+
+for _tab in (
+    ViewTab("summary", "Summary", "summary", "hosts/tabs/summary.html", 100, context=_summary),
+    ViewTab("storage", "Storage", "storage", "hosts/tabs/storage.html", 300, context=_storage),
+    ViewTab("networks", "Networks", "network", "hosts/tabs/networks.html", 400, context=_networks),
+    ViewTab("tasks", "Tasks", "tasks", "hosts/tabs/tasks.html", 500, context=_tasks),
+):
+    register_tab(Host, _tab)
+
+
+class HostEditView(HostPage, ObjectEditView):
+    template_name = "hosts/host_edit.html"
+    form_class = HostEditForm
+
+    def get_initial(self, obj) -> dict:
+        return {"description": obj.description, "tags": obj.tags}
+
+    def save(self, request: HttpRequest, obj, data: dict) -> str:
+        services.host_update(user=request.user, host=obj, **data)
+        return f"Host {obj.name} saved."
 
 
 @login_required
@@ -171,23 +168,15 @@ def host_sync(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect(host)
 
 
-@login_required
-def host_remove(request: HttpRequest, pk: int) -> HttpResponse:
-    require_platform_admin(request)
-    host = get_object_or_404(selectors.hosts(), pk=pk)
-    if request.method == "POST":
-        try:
-            services.host_delete(user=request.user, host=host)
-        except LockConflict as exc:
-            messages.error(request, str(exc))
-            return redirect(host)
-        messages.success(
-            request, f"Host {host.name} removed from Paddock. The host itself is untouched."
-        )
-        return redirect("ui:host_list")
-    return render(
-        request, "hosts/host_remove.html", {"host": host, "tree_reveal": f"host-{host.pk}"}
-    )
+class HostRemoveView(HostPage, ObjectDeleteView):
+    template_name = "hosts/host_remove.html"
+
+    def delete(self, request: HttpRequest, obj) -> str:
+        services.host_delete(user=request.user, host=obj)
+        return f"Host {obj.name} removed from Paddock. The host itself is untouched."
+
+    def success_url(self, obj) -> str:
+        return reverse("ui:host_list")
 
 
 def _pool_blocked(pool) -> str:
@@ -208,297 +197,272 @@ def _volume_blocked(volume) -> str:
     return ""
 
 
-@login_required
-def pool_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    require_platform_admin(request)
-    pool = get_object_or_404(selectors.pools(), pk=pk)
-    volumes = VolumeFilterSet(
-        _fixed(request, pool=pool.pk),
-        queryset=selectors.volumes().select_related("lock").prefetch_related("disks__vm"),
-    )
-    page = paginate(request, volumes.qs)
-    for volume in page.object_list:
-        volume.blocked = _volume_blocked(volume)
-    return render(
-        request,
-        "hosts/pool_detail.html",
-        {
-            "pool": pool,
-            "host": pool.host,
+class PoolView(ObjectView):
+    admin_only = True
+    model = StoragePool
+    template_name = "hosts/pool_detail.html"
+    context_object_name = "pool"
+
+    def get_queryset(self, request: HttpRequest):
+        return selectors.pools()
+
+    def reveal(self, request: HttpRequest, obj) -> str:
+        return f"host-{obj.host_id} host-{obj.host_id}-pools"
+
+    def get_extra_context(self, request: HttpRequest, obj, tab) -> dict:
+        volumes = VolumeFilterSet(
+            fixed_query(request, pool=obj.pk),
+            queryset=selectors.volumes().select_related("lock").prefetch_related("disks__vm"),
+        )
+        page = paginate(request, volumes.qs)
+        for volume in page.object_list:
+            volume.blocked = _volume_blocked(volume)
+        return {
+            "host": obj.host,
             "volumes_filter": volumes,
             "page": page,
-            "pool_blocked": _pool_blocked(pool),
-            "tree_reveal": f"host-{pool.host_id} host-{pool.host_id}-pools",
-        },
-    )
+            "pool_blocked": _pool_blocked(obj),
+        }
+
+
+class NetworkView(ObjectView):
+    admin_only = True
+    model = Network
+    template_name = "hosts/network_detail.html"
+    context_object_name = "network"
+
+    def get_queryset(self, request: HttpRequest):
+        return selectors.networks()
+
+    def reveal(self, request: HttpRequest, obj) -> str:
+        return f"host-{obj.host_id} host-{obj.host_id}-networks"
+
+    def get_extra_context(self, request: HttpRequest, obj, tab) -> dict:
+        nics = obj.nics.select_related("vm", "vm__tenant").order_by("vm__name", "mac")
+        return {"host": obj.host, "page": paginate(request, nics)}
 
 
 # --- volume actions: one small form each, as a page or in the dialog ------------------------
 
 
-def _post_or_none(request: HttpRequest):
-    return request.POST if request.method == "POST" else None
+class PoolActionView(ActionView):
+    """An action on a pool's volumes: the object is the pool (``pk``); the page goes back to
+    the pool. Service errors land on the form, a lock held by a task names the task."""
+
+    admin_only = True
+    context_object_name = "pool"
+    template_name = "hosts/volume_action.html"
+    dialog_template_name = "hosts/_volume_dialog.html"
+    form_template = "hosts/_volume_form.html"
+    error_fields = {"size": "file"}
+
+    def get_queryset(self, request: HttpRequest):
+        return selectors.pools()
+
+    @property
+    def pool(self):
+        return self.object
+
+    def return_url(self) -> str:
+        return reverse("ui:pool", args=[self.pool.pk])
+
+    def reveal(self, request: HttpRequest, obj) -> str:
+        return f"host-{self.pool.host_id} host-{self.pool.host_id}-pools"
+
+    def get_extra_context(self) -> dict:
+        return {"pool": self.pool, "host": self.pool.host, "form_template": self.form_template}
 
 
-def _volume_action(
-    request: HttpRequest,
-    pool,
-    form,
-    perform: Callable[[dict], str],
-    *,
-    title: str,
-    submit: str,
-    icon: str = "check",
-    danger: bool = False,
-    intro: str = "",
-    template: str = "hosts/_volume_form.html",
-    extra: dict | None = None,
-) -> HttpResponse:
-    """Show ``form``; on a valid POST call ``perform(cleaned_data)``, which returns the message
-    for the pool page. Service errors land on the form, a lock held by a task names the task."""
-    pool_url = reverse("ui:pool", args=[pool.pk])
-    if request.method == "POST" and form.is_valid():
-        try:
-            message = perform(form.cleaned_data)
-        except ValidationError as exc:
-            apply_service_errors(form, exc, {"size": "file"})
-        except LockConflict as exc:
-            form.add_error(None, busy_message(exc))
-        else:
-            messages.success(request, message)
-            if is_htmx(request):
-                return HttpResponse(status=204, headers={"HX-Redirect": pool_url})
-            return redirect(pool_url)
-    context = {
-        "pool": pool,
-        "host": pool.host,
-        "form": form,
-        "form_template": template,
-        "title": title,
-        "submit": submit,
-        "icon": icon,
-        "danger": danger,
-        "intro": intro,
-        "action_url": request.get_full_path(),
-        "cancel_url": pool_url,
-        "tree_reveal": f"host-{pool.host_id} host-{pool.host_id}-pools",
-        **(extra or {}),
-    }
-    page = "hosts/_volume_dialog.html" if is_htmx(request) else "hosts/volume_action.html"
-    return render(request, page, context, status=400 if form.errors else 200)
+class VolumeActionView(PoolActionView):
+    """An action on one volume (``pk``): not one that is gone from its host."""
+
+    context_object_name = "volume"
+
+    def get_queryset(self, request: HttpRequest):
+        return selectors.volumes().select_related("lock")
+
+    def get_object(self, request: HttpRequest, **kwargs):
+        volume = super().get_object(request, **kwargs)
+        if volume.gone:
+            raise Http404("This volume is gone from its host.")
+        return volume
+
+    @property
+    def pool(self):
+        return self.object.pool
 
 
-def _get_volume(pk: int):
-    volume = get_object_or_404(selectors.volumes().select_related("lock"), pk=pk)
-    if volume.gone:
-        raise Http404("This volume is gone from its host.")
-    return volume
+class VolumeCreateView(PoolActionView):
+    submit = "Create volume"
+    icon = "plus"
 
+    def get_form(self):
+        return VolumeCreateForm(post_or_none(self.request), formats=backend_for(self.pool).formats)
 
-@login_required
-def volume_create(request: HttpRequest, pk: int) -> HttpResponse:
-    require_platform_admin(request)
-    pool = get_object_or_404(selectors.pools(), pk=pk)
-    logical = pool.pool_type == "logical"
-    form = VolumeCreateForm(_post_or_none(request), logical=logical)
+    def get_title(self) -> str:
+        return f"Create volume in {self.pool.name}"
 
-    def perform(data):
+    def get_intro(self) -> str:
+        pool = self.pool
+        free = f"{pool.available / GIB:.1f} GiB free"
+        block = backend_for(pool).disk_source == "block"
+        return f"Pool {pool.name} ({pool.get_pool_type_display()}) has {free}." + (
+            " LVM volumes are raw block devices." if block else ""
+        )
+
+    def perform(self, data):
         task = services.volume_create(
-            user=request.user,
-            pool=pool,
+            user=self.request.user,
+            pool=self.pool,
             name=data["name"],
             size_gib=data["size_gib"],
             format=data.get("format", ""),
         )
-        return queued_message(f"Creation of volume {data['name']}", task)
-
-    free = f"{pool.available / GIB:.1f} GiB free"
-    return _volume_action(
-        request,
-        pool,
-        form,
-        perform,
-        title=f"Create volume in {pool.name}",
-        submit="Create volume",
-        icon="plus",
-        intro=f"Pool {pool.name} ({pool.get_pool_type_display()}) has {free}."
-        + (" LVM volumes are raw block devices." if logical else ""),
-    )
+        return None, queued_message(f"Creation of volume {data['name']}", task)
 
 
-@login_required
-def volume_upload(request: HttpRequest, pk: int) -> HttpResponse:
+class VolumeUploadView(PoolActionView):
     """The upload form. With the page's script the browser streams the file to the API
     (``POST /api/storage-pools/{id}/upload/``) and shows its progress; without it, the form
     posts here and the file is stored the same way once received."""
-    require_platform_admin(request)
-    pool = get_object_or_404(selectors.pools(), pk=pk)
-    form = VolumeUploadForm(_post_or_none(request), request.FILES or None)
 
-    def perform(data):
+    submit = "Upload"
+    icon = "disc"
+    form_template = "hosts/_upload_form.html"
+
+    def get_form(self):
+        return VolumeUploadForm(post_or_none(self.request), self.request.FILES or None)
+
+    def get_title(self) -> str:
+        return f"Upload to {self.pool.name}"
+
+    def get_intro(self) -> str:
+        return (
+            f"Pool {self.pool.name} has {self.pool.available / GIB:.1f} GiB free. The file goes "
+            "straight to the host; keep this page open until it is stored."
+        )
+
+    def get_extra_context(self) -> dict:
+        url = reverse("api:storagepool-upload", args=[self.pool.pk])
+        return {**super().get_extra_context(), "upload_url": url}
+
+    def perform(self, data):
         upload = data["file"]
         volume, task = services.volume_upload(
-            user=request.user,
-            pool=pool,
+            user=self.request.user,
+            pool=self.pool,
             name=data["name"],
             size=upload.size,
             chunks=upload.chunks(),
             format=data["format"],
         )
-        return format_html("Uploaded volume {} ({}).", volume.name, task_link(task))
+        return None, format_html("Uploaded volume {} ({}).", volume.name, task_link(task))
 
-    return _volume_action(
-        request,
-        pool,
-        form,
-        perform,
-        title=f"Upload to {pool.name}",
-        submit="Upload",
-        icon="disc",
-        intro=f"Pool {pool.name} has {pool.available / GIB:.1f} GiB free. The file goes "
-        "straight to the host; keep this page open until it is stored.",
-        template="hosts/_upload_form.html",
-        extra={"upload_url": reverse("api:storagepool-upload", args=[pool.pk])},
+
+class VolumeGrowView(VolumeActionView):
+    form_class = VolumeGrowForm
+    submit = "Grow volume"
+    icon = "grow"
+
+    def get_initial(self) -> dict:
+        return {"size_gib": round(self.object.capacity / GIB, 3)}
+
+    def get_title(self) -> str:
+        return f"Grow volume {self.object.name}"
+
+    def get_intro(self) -> str:
+        return (
+            f"{self.object.name} is {self.object.capacity / GIB:g} GiB now. Grow the partitions "
+            "and file systems in it afterwards."
+        )
+
+    def perform(self, data):
+        volume = self.object
+        task = services.volume_grow(
+            user=self.request.user, volume=volume, size_gib=data["size_gib"]
+        )
+        return None, queued_message(f"Growing volume {volume.name}", task)
+
+
+class VolumePublishView(VolumeActionView):
+    submit = "Save"
+    icon = "check"
+    intro = (
+        "A published image is read-only for tenants. Their own disks are theirs alone: "
+        "no other tenant sees them."
     )
 
+    def get_form(self):
+        self.tenants = {t.pk: t for t in Tenant.objects.order_by("name")}
+        return VolumePublishForm(
+            post_or_none(self.request),
+            tenants=[(pk, t.name) for pk, t in self.tenants.items()],
+            initial={"published": self.object.published, "tenant": self.object.tenant_id},
+        )
 
-@login_required
-def volume_grow(request: HttpRequest, pk: int) -> HttpResponse:
-    require_platform_admin(request)
-    volume = _get_volume(pk)
-    current = volume.capacity / GIB
-    form = VolumeGrowForm(_post_or_none(request), initial={"size_gib": round(current, 3)})
+    def get_title(self) -> str:
+        return f"Publish volume {self.object.name}"
 
-    def perform(data):
-        task = services.volume_grow(user=request.user, volume=volume, size_gib=data["size_gib"])
-        return queued_message(f"Growing volume {volume.name}", task)
-
-    return _volume_action(
-        request,
-        volume.pool,
-        form,
-        perform,
-        title=f"Grow volume {volume.name}",
-        submit="Grow volume",
-        icon="grow",
-        intro=f"{volume.name} is {current:g} GiB now. Grow the partitions and file systems in "
-        "it afterwards.",
-    )
-
-
-@login_required
-def volume_publish(request: HttpRequest, pk: int) -> HttpResponse:
-    require_platform_admin(request)
-    volume = _get_volume(pk)
-    tenants = {t.pk: t for t in Tenant.objects.order_by("name")}
-    form = VolumePublishForm(
-        _post_or_none(request),
-        tenants=[(pk, t.name) for pk, t in tenants.items()],
-        initial={"published": volume.published, "tenant": volume.tenant_id},
-    )
-
-    def perform(data):
+    def perform(self, data):
+        volume = self.object
         services.volume_publish(
-            user=request.user,
+            user=self.request.user,
             volume=volume,
             published=data["published"],
-            tenant=tenants.get(data["tenant"]),
+            tenant=self.tenants.get(data["tenant"]),
         )
         if not data["published"]:
-            return f"Volume {volume.name} is no longer offered as an image."
-        to = tenants[data["tenant"]].name if data["tenant"] else "every tenant"
-        return f"Volume {volume.name} is published to {to}."
-
-    return _volume_action(
-        request,
-        volume.pool,
-        form,
-        perform,
-        title=f"Publish volume {volume.name}",
-        submit="Save",
-        icon="check",
-        intro="A published image is read-only for tenants. Their own disks are theirs alone: "
-        "no other tenant sees them.",
-    )
+            return None, f"Volume {volume.name} is no longer offered as an image."
+        to = self.tenants[data["tenant"]].name if data["tenant"] else "every tenant"
+        return None, f"Volume {volume.name} is published to {to}."
 
 
-@login_required
-def volume_delete(request: HttpRequest, pk: int) -> HttpResponse:
-    require_platform_admin(request)
-    volume = _get_volume(pk)
-    form = VolumeDeleteForm(_post_or_none(request))
+class VolumeDeleteView(VolumeActionView):
+    form_class = VolumeDeleteForm
+    submit = "Delete volume"
+    icon = "trash"
+    danger = True
 
-    def perform(data):
-        task = services.volume_delete(user=request.user, volume=volume)
-        return queued_message(f"Deletion of volume {volume.name}", task)
+    def get_title(self) -> str:
+        return f"Delete volume {self.object.name}?"
 
-    return _volume_action(
-        request,
-        volume.pool,
-        form,
-        perform,
-        title=f"Delete volume {volume.name}?",
-        submit="Delete volume",
-        icon="trash",
-        danger=True,
-        intro=f"Destroys {volume.path or volume.name} on {volume.pool.host.name}: its data is "
-        "lost for good.",
-    )
+    def get_intro(self) -> str:
+        volume = self.object
+        return (
+            f"Destroys {volume.path or volume.name} on {volume.pool.host.name}: its data is "
+            "lost for good."
+        )
 
-
-@login_required
-def network_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    require_platform_admin(request)
-    network = get_object_or_404(selectors.networks(), pk=pk)
-    nics = network.nics.select_related("vm", "vm__tenant").order_by("vm__name", "mac")
-    return render(
-        request,
-        "hosts/network_detail.html",
-        {
-            "network": network,
-            "host": network.host,
-            "page": paginate(request, nics),
-            "tree_reveal": f"host-{network.host_id} host-{network.host_id}-networks",
-        },
-    )
+    def perform(self, data):
+        task = services.volume_delete(user=self.request.user, volume=self.object)
+        return None, queued_message(f"Deletion of volume {self.object.name}", task)
 
 
 # --- tree nodes ----------------------------------------------------------------------------
 
 
-@login_required
-@require_GET
-def tree_host_pools(request: HttpRequest, pk: int) -> HttpResponse:
-    require_platform_admin(request)
-    host = get_object_or_404(selectors.hosts(), pk=pk)
-    pools = list(selectors.pools().filter(host=host, gone=False).order_by("name")[: TREE_LIMIT + 1])
-    return render(
-        request,
-        "hosts/_tree_pools.html",
-        {
-            "pools": pools[:TREE_LIMIT],
-            "more_url": f"{reverse('ui:host', args=[host.pk])}?tab=storage"
-            if len(pools) > TREE_LIMIT
-            else "",
-        },
-    )
+class HostTreeView(HostPage, TreeChildrenView):
+    """A host's node of the tree: its pools or its networks."""
+
+    tab = ""
+
+    def more_url(self, parent) -> str:
+        return f"{reverse('ui:host', args=[parent.pk])}?tab={self.tab}"
 
 
-@login_required
-@require_GET
-def tree_host_networks(request: HttpRequest, pk: int) -> HttpResponse:
-    require_platform_admin(request)
-    host = get_object_or_404(selectors.hosts(), pk=pk)
-    networks = list(
-        selectors.networks().filter(host=host, gone=False).order_by("name")[: TREE_LIMIT + 1]
-    )
-    return render(
-        request,
-        "hosts/_tree_networks.html",
-        {
-            "networks": networks[:TREE_LIMIT],
-            "more_url": f"{reverse('ui:host', args=[host.pk])}?tab=networks"
-            if len(networks) > TREE_LIMIT
-            else "",
-        },
-    )
+class TreeHostPoolsView(HostTreeView):
+    template_name = "hosts/_tree_pools.html"
+    context_children_name = "pools"
+    tab = "storage"
+
+    def get_children(self, request: HttpRequest, parent):
+        return selectors.pools().filter(host=parent, gone=False).order_by("name")
+
+
+class TreeHostNetworksView(HostTreeView):
+    template_name = "hosts/_tree_networks.html"
+    context_children_name = "networks"
+    tab = "networks"
+
+    def get_children(self, request: HttpRequest, parent):
+        return selectors.networks().filter(host=parent, gone=False).order_by("name")

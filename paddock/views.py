@@ -26,7 +26,7 @@ from panel.forms import (
     apply_service_errors,
 )
 from panel.tenancy import Action, can, is_platform_admin, role_in
-from panel.views import current_tab, is_htmx, paginate, require_platform_admin
+from panel.generic import current_tab, is_htmx, paginate, require_platform_admin
 from vms import selectors as vm_selectors
 from vms.choices import VMState
 from vms.views import quota_rows, vm_table_context

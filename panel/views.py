@@ -12,11 +12,8 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
-from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_POST
 
 from . import selectors, services
@@ -27,37 +24,16 @@ from .forms import (
     UserCreateForm,
     apply_service_errors,
 )
-from .models import ApiToken, Task
+from .generic import current_tab, is_htmx, paginate, require_platform_admin
+from .models import ApiToken
 from .templatetags.paddock import recent_tasks
 from .tenancy import is_platform_admin
 
 User = get_user_model()
 
-PAGE_SIZE = 50
 
 
-# --- helpers shared by the apps' views -------------------------------------------------------
-
-
-def require_platform_admin(request: HttpRequest) -> None:
-    if not is_platform_admin(request.user):
-        raise PermissionDenied("Only platform admins see this page.")
-
-
-def is_htmx(request: HttpRequest) -> bool:
-    return request.headers.get("HX-Request") == "true"
-
-
-def paginate(request: HttpRequest, queryset, per_page: int = PAGE_SIZE):
-    return Paginator(queryset, per_page).get_page(request.GET.get("page"))
-
-
-def current_tab(request: HttpRequest, tabs: tuple[str, ...]) -> str:
-    tab = request.GET.get("tab", tabs[0])
-    return tab if tab in tabs else tabs[0]
-
-
-# --- tasks ---------------------------------------------------------------------------------
+# The helpers shared by the apps' views (paginate, current_tab, task_link...) live in panel.generic.
 
 
 @login_required
@@ -188,22 +164,3 @@ def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     messages.success(request, f"Token {token.prefix}… ({token.name or 'unnamed'}) revoked.")
     return redirect("ui:tokens")
 
-
-def task_link(task: Task):
-    """A link to a task's page, as "task #N"."""
-    return format_html('<a href="{}">task #{}</a>', reverse("ui:task", args=[task.pk]), task.pk)
-
-
-def queued_message(what: str, task: Task):
-    return format_html("{} queued as {}.", what, task_link(task))
-
-
-def busy_message(exc):
-    """A LockConflict as "… is busy with task #N", the task linked."""
-    holder = exc.holder
-    what = f"{exc.obj._meta.verbose_name.capitalize()} {exc.obj}"
-    if holder is None:
-        return f"{what} is busy."
-    return format_html(
-        "{} is busy with {} ({}, {}).", what, task_link(holder), holder.kind, holder.state
-    )

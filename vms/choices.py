@@ -2,6 +2,8 @@
 
 from django.db import models
 
+from hosts.choices import VolumeFormat
+
 
 class VMState(models.TextChoices):
     RUNNING = "running", "Running"
@@ -57,3 +59,26 @@ class MachineType(models.TextChoices):
 # looked at. 16 keeps well inside what a q35 machine's PCIe root ports and libvirt accept.
 MAX_DISKS = 16
 MAX_NICS = 16
+
+
+class NicModel(models.TextChoices):
+    VIRTIO = "virtio", "VirtIO (paravirtualized)"
+    E1000E = "e1000e", "Intel E1000E"
+    RTL8139 = "rtl8139", "Realtek RTL8139"
+
+
+# A disk's format is its volume's: one vocabulary with the storage room.
+DiskFormat = VolumeFormat
+
+
+class CloneMode(models.TextChoices):
+    """How a clone's disk is made from its source volume."""
+
+    LINKED = "linked", "Linked clone"
+    FULL = "full", "Full copy"
+
+
+class BootDevice(models.TextChoices):
+    DISK = "disk", "Disk"
+    CDROM = "cdrom", "CD-ROM"
+    NETWORK = "network", "Network"

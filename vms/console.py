@@ -25,17 +25,13 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
-from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
 from panel.tenancy import Action, can
 
 from .console_models import ConsoleKind, ConsoleTicket
-from .selectors import vms_for
 
 logger = logging.getLogger(__name__)
 
@@ -241,11 +237,3 @@ def console_response(request, vm) -> Response:
     return Response(ConsoleTicketSerializer(issued).data, status=status.HTTP_201_CREATED)
 
 
-@extend_schema(
-    methods=["post"], request=ConsoleRequestSerializer, responses={201: ConsoleTicketSerializer}
-)
-@extend_schema(methods=["get"], request=None, responses={200: ConsoleStatusSerializer})
-@api_view(["GET", "POST"])
-def vm_console(request, pk):
-    """``/api/vms/{pk}/console/`` as a function view (the same as the viewset action)."""
-    return console_response(request, get_object_or_404(vms_for(request.user), pk=pk))

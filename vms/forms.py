@@ -13,20 +13,22 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
 from panel.forms import TagsField
 
-from .choices import MAX_DISKS, MAX_NICS, DiskBus, Firmware, MachineType
+from .choices import (
+    MAX_DISKS,
+    MAX_NICS,
+    CloneMode,
+    DiskBus,
+    DiskFormat,
+    Firmware,
+    MachineType,
+    NicModel,
+)
 
 BOOT_ORDERS = [
     ("disk,cdrom,network", "Disk, CD-ROM, network"),
     ("cdrom,disk,network", "CD-ROM, disk, network"),
     ("network,disk,cdrom", "Network (PXE), disk, CD-ROM"),
 ]
-DISK_FORMATS = [("qcow2", "QEMU image (qcow2)"), ("raw", "Raw disk image (raw)")]
-NIC_MODELS = [
-    ("virtio", "VirtIO (paravirtualized)"),
-    ("e1000e", "Intel E1000E"),
-    ("rtl8139", "Realtek RTL8139"),
-]
-CLONE_MODES = [("linked", "Linked clone"), ("full", "Full copy")]
 # Rows a wizard request may carry; more is a mistake or abuse, not a VM.
 
 
@@ -85,10 +87,10 @@ class DiskRowForm(forms.Form):
         required=False, initial=32, label="Size (GiB)", widget=_number({"min": 0.1, "step": "any"})
     )
     pool = forms.IntegerField(required=False, label="Storage")
-    format = forms.ChoiceField(choices=DISK_FORMATS, initial="qcow2", required=False)
+    format = forms.ChoiceField(choices=DiskFormat.choices, initial=DiskFormat.QCOW2, required=False)
     bus = forms.ChoiceField(choices=DiskBus.choices, initial=DiskBus.VIRTIO, label="Bus")
     volume = forms.IntegerField(required=False, label="Template volume")
-    clone = forms.ChoiceField(choices=CLONE_MODES, initial="linked", required=False)
+    clone = forms.ChoiceField(choices=CloneMode.choices, initial=CloneMode.LINKED, required=False)
 
     def clean(self):
         data = super().clean()
@@ -108,7 +110,7 @@ class DiskRowForm(forms.Form):
         if data["source"] == "template":
             return {
                 "source_volume": data["volume"],
-                "clone": data["clone"] or "linked",
+                "clone": data["clone"] or CloneMode.LINKED,
                 "bus": data["bus"],
             }
         return {
@@ -121,7 +123,7 @@ class DiskRowForm(forms.Form):
 
 class NicRowForm(forms.Form):
     network = forms.IntegerField(label="Network")
-    model = forms.ChoiceField(choices=NIC_MODELS, initial="virtio", label="Model")
+    model = forms.ChoiceField(choices=NicModel.choices, initial=NicModel.VIRTIO, label="Model")
     mac = forms.CharField(
         required=False,
         max_length=17,
@@ -290,10 +292,10 @@ class CloneForm(forms.Form):
     name = forms.CharField(max_length=63, widget=forms.TextInput(attrs={"autocomplete": "off"}))
     mode = forms.ChoiceField(
         choices=[
-            ("full", "Full clone (an independent copy of every disk)"),
-            ("linked", "Linked clone (qcow2 overlays on the template's disks)"),
+            (CloneMode.FULL, "Full clone (an independent copy of every disk)"),
+            (CloneMode.LINKED, "Linked clone (qcow2 overlays on the template's disks)"),
         ],
-        initial="full",
+        initial=CloneMode.FULL,
         widget=forms.RadioSelect,
     )
 
@@ -326,7 +328,7 @@ class DiskAddForm(forms.Form):
         required=False, initial=16, label="Size (GiB)", widget=_number({"min": 0.1, "step": "any"})
     )
     pool = forms.TypedChoiceField(coerce=int, required=False, label="Storage")
-    format = forms.ChoiceField(choices=DISK_FORMATS, initial="qcow2", required=False)
+    format = forms.ChoiceField(choices=DiskFormat.choices, initial=DiskFormat.QCOW2, required=False)
     volume = forms.TypedChoiceField(coerce=int, required=False, label="Volume")
     bus = forms.ChoiceField(choices=DiskBus.choices, initial=DiskBus.VIRTIO)
 
@@ -386,7 +388,7 @@ class CdromForm(forms.Form):
 
 class NicAddForm(forms.Form):
     network = forms.TypedChoiceField(coerce=int, label="Network")
-    model = forms.ChoiceField(choices=NIC_MODELS, initial="virtio")
+    model = forms.ChoiceField(choices=NicModel.choices, initial=NicModel.VIRTIO)
     mac = forms.CharField(
         required=False,
         max_length=17,

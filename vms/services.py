@@ -17,8 +17,9 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Sum
 
-from hosts.choices import HostStatus, PoolState, PoolType
-from hosts.models import Host, Network, StoragePool, Volume
+from hosts.choices import HostStatus, PoolState
+from hosts.models import Host, StoragePool, Volume
+from hosts.selectors import hosts_for, networks_for, pools_for
 from hosts.storage import backend_for, volume_name_for
 from panel import taskrunner
 from panel.models import Task, Tenant
@@ -30,11 +31,15 @@ from panel.validators import NAME_RE, validate_tags
 from .choices import (
     MAX_DISKS,
     MAX_NICS,
+    BootDevice,
+    CloneMode,
     DiskBus,
     DiskDevice,
+    DiskFormat,
     Firmware,
     Lifecycle,
     MachineType,
+    NicModel,
     PowerAction,
     VMState,
 )
@@ -170,16 +175,19 @@ def quota_guard(tenant: Tenant, **asked):
         yield
 
 
-def _allowed(user, tenant: Tenant, obj) -> bool:
-    if is_platform_admin(user):
-        return True
-    if isinstance(obj, Host):
-        return tenant.allowed_hosts.filter(pk=obj.pk).exists()
-    if isinstance(obj, StoragePool):
-        return tenant.allowed_pools.filter(pk=obj.pk).exists()
-    if isinstance(obj, Network):
-        return tenant.allowed_networks.filter(pk=obj.pk).exists()
-    return False
+def _resolve(scope, pk):
+    """The object with id ``pk`` among ``scope`` (a placement selector's answer), or None.
+
+    Anything outside the scope, another tenant's or not existing at all, is None alike, so no
+    answer tells a user about an object they may not see.
+    """
+    if pk is None or pk == "" or isinstance(pk, bool):
+        return None
+    try:
+        pk = int(getattr(pk, "pk", pk))
+    except (TypeError, ValueError):
+        return None
+    return scope.filter(pk=pk).first()
 
 
 def committed_memory_mib(host: Host) -> int:
@@ -191,9 +199,7 @@ def committed_memory_mib(host: Host) -> int:
 
 def choose_host(user, tenant: Tenant, vcpus: int, memory_mib: int) -> Host | None:
     """The online host with the most free memory that fits the VM, among those allowed."""
-    hosts = Host.objects.filter(status=HostStatus.ONLINE)
-    if not is_platform_admin(user):
-        hosts = hosts.filter(pk__in=tenant.allowed_hosts.values("pk"))
+    hosts = hosts_for(user, tenant).filter(status=HostStatus.ONLINE)
     best, best_free = None, -1
     for host in hosts:
         if (host.cpus or 0) < vcpus:
@@ -260,19 +266,23 @@ def _plan_disks(user, tenant, host, disks, errors: Errors) -> list[_DiskPlan]:
                 .filter(pk=disk["source_volume"], pool__host=host)
                 .first()
             )
-            mode = disk.get("clone") or "linked"
+            mode = disk.get("clone") or CloneMode.LINKED
             if vol is None:
                 errors.add(field, "Unknown source volume on this host.")
                 continue
-            if mode not in ("linked", "full"):
+            if mode not in CloneMode.values:
                 errors.add(field, "clone must be 'linked' or 'full'.")
                 continue
-            if mode == "linked" and vol.pool.pool_type != PoolType.DIR:
-                errors.add(field, "Linked clones need a directory pool (qcow2 backing files).")
+            if mode == CloneMode.LINKED and not backend_for(vol.pool).linked_clones:
+                errors.add(
+                    field,
+                    f"Linked clones need a file pool (qcow2 backing files); "
+                    f"{vol.pool.name} is a {backend_for(vol.pool).label} pool.",
+                )
                 continue
             gib = vol.capacity / GIB
             # A linked clone starts empty; a full copy needs the source's allocation.
-            need = 0.2 if mode == "linked" else max(vol.allocation, 1) / GIB
+            need = 0.2 if mode == CloneMode.LINKED else max(vol.allocation, 1) / GIB
             need_per_pool[vol.pool_id] = need_per_pool.get(vol.pool_id, 0) + need
             plans.append(
                 _DiskPlan(
@@ -282,7 +292,9 @@ def _plan_disks(user, tenant, host, disks, errors: Errors) -> list[_DiskPlan]:
                         "pool": vol.pool.name,
                         "mode": mode,
                         "bus": bus,
-                        "format": "qcow2" if mode == "linked" else (vol.format or "raw"),
+                        "format": DiskFormat.QCOW2
+                        if mode == CloneMode.LINKED
+                        else (vol.format or DiskFormat.RAW),
                         "disk_source": backend_for(vol.pool).disk_source,
                     },
                     gib=gib,
@@ -290,22 +302,22 @@ def _plan_disks(user, tenant, host, disks, errors: Errors) -> list[_DiskPlan]:
                 )
             )
             continue
-        pool = StoragePool.objects.filter(pk=disk.get("pool"), gone=False).first()
-        if pool is None or (host and pool.host_id != host.pk):
+        # A pool the tenant may not use reads exactly like one that does not exist.
+        pool = _resolve(pools_for(user, tenant, host), disk.get("pool"))
+        if pool is None:
             errors.add(field, f"Unknown pool {disk.get('pool')!r} on this host.")
-            continue
-        if not _allowed(user, tenant, pool):
-            errors.add(field, f"This tenant may not use pool {pool.name}.")
             continue
         if pool.state != PoolState.ACTIVE:
             errors.add(field, f"Pool {pool.name} is {pool.state}.")
             continue
-        fmt = disk.get("format") or ("raw" if pool.pool_type == PoolType.LOGICAL else "qcow2")
-        if pool.pool_type == PoolType.LOGICAL and fmt != "raw":
-            errors.add(field, "LVM volumes are raw.")
-            continue
-        if fmt not in ("raw", "qcow2"):
+        backend = backend_for(pool)
+        fmt = disk.get("format") or backend.default_format
+        if fmt not in DiskFormat.values:
             errors.add(field, "format must be raw or qcow2.")
+            continue
+        problem = backend.format_problem(fmt, pool.name)
+        if problem:
+            errors.add(field, problem)
             continue
         try:
             size_bytes = volume_bytes(disk.get("size_gib"))
@@ -313,9 +325,11 @@ def _plan_disks(user, tenant, host, disks, errors: Errors) -> list[_DiskPlan]:
             errors.add(field, f"Disk size: {exc.message_dict['size_gib'][0]}")
             continue
         size = size_bytes / GIB
-        # qcow2 grows on demand; raw files in dir pools are sparse too, but LVM is not.
-        need = size if pool.pool_type == PoolType.LOGICAL else min(size, 1.0)
-        need_per_pool[pool.pk] = need_per_pool.get(pool.pk, 0) + (size if fmt == "raw" else need)
+        # qcow2 grows on demand; raw files in file pools are sparse too, but LVM is not.
+        need = size if backend.reserves_full_size else min(size, 1.0)
+        need_per_pool[pool.pk] = need_per_pool.get(pool.pk, 0) + (
+            size if fmt == DiskFormat.RAW else need
+        )
         plans.append(
             _DiskPlan(
                 params={
@@ -324,8 +338,8 @@ def _plan_disks(user, tenant, host, disks, errors: Errors) -> list[_DiskPlan]:
                     "size_bytes": size_bytes,
                     "format": fmt,
                     "bus": bus,
-                    "logical": pool.pool_type == PoolType.LOGICAL,
-                    "disk_source": backend_for(pool).disk_source,
+                    "logical": backend.disk_source == "block",
+                    "disk_source": backend.disk_source,
                 },
                 gib=size,
                 pool_id=pool.pk,
@@ -348,18 +362,15 @@ def _host_of(user, tenant: Tenant, disks, cdrom, nics) -> Host | None:
     Only what the tenant may use implies anything: an id of another tenant's object must not
     steer placement or name that object's host in an error.
     """
-    pools = StoragePool.objects.all()
-    networks = Network.objects.all()
-    if not is_platform_admin(user):
-        pools = pools.filter(pk__in=tenant.allowed_pools.values("pk"))
-        networks = networks.filter(pk__in=tenant.allowed_networks.values("pk"))
+    pools = pools_for(user, tenant)
+    networks = networks_for(user, tenant)
     for disk in disks or []:
         if disk.get("source_volume"):
             vol = volumes_usable(user, tenant, USE_SOURCE).filter(pk=disk["source_volume"]).first()
             if vol:
                 return vol.pool.host
         elif disk.get("pool"):
-            pool = pools.filter(pk=disk["pool"]).select_related("host").first()
+            pool = _resolve(pools, disk["pool"])
             if pool:
                 return pool.host
     if cdrom:
@@ -367,7 +378,7 @@ def _host_of(user, tenant: Tenant, disks, cdrom, nics) -> Host | None:
         if vol:
             return vol.pool.host
     for nic in nics or []:
-        net = networks.filter(pk=nic.get("network")).select_related("host").first()
+        net = _resolve(networks, nic.get("network"))
         if net:
             return net.host
     return None
@@ -380,7 +391,7 @@ def vm_create(
     tenant: Tenant,
     vcpus: int,
     memory_mib: int,
-    host: Host | None = None,
+    host: Host | int | None = None,
     max_vcpus: int | None = None,
     max_memory_mib: int | None = None,
     firmware: str = Firmware.BIOS,
@@ -396,10 +407,19 @@ def vm_create(
     description: str = "",
     tags: list | None = None,
 ) -> tuple[VirtualMachine, Task]:
-    """Validate a new VM against the inventory, quota and placement, and queue its creation."""
+    """Validate a new VM against the inventory, quota and placement, and queue its creation.
+
+    ``host`` (a Host or its id) is looked up among the hosts this tenant may use: any other is
+    answered "Unknown host.", exactly like one that does not exist.
+    """
     _require(user, Action.VM_CREATE, tenant.pk, "create VMs in this tenant")
     _check_device_counts(disks, nics)
     errors = Errors()
+    if host is not None:
+        asked_host = host
+        host = _resolve(hosts_for(user, tenant), asked_host)
+        if host is None:
+            errors.add("host", "Unknown host.")
     if not NAME_RE.match(name or ""):
         errors.add(
             "name", "Use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit."
@@ -433,8 +453,6 @@ def vm_create(
     if host is None:
         errors.add("host", "No online host this tenant may use has room for this VM.")
         errors.raise_if_any()
-    if not _allowed(user, tenant, host):
-        errors.add("host", f"This tenant may not create VMs on host {host.name}.")
     if host.status != HostStatus.ONLINE:
         errors.add("host", f"Host {host.name} is {host.status}.")
     if host.cpus and vcpus > host.cpus:
@@ -479,17 +497,18 @@ def vm_create(
     taken: set[str] = set()
     for i, nic in enumerate(nics or []):
         field = f"nics[{i}]"
-        net = Network.objects.filter(pk=nic.get("network"), host=host, gone=False).first()
+        net = _resolve(networks_for(user, tenant, host), nic.get("network"))
         if net is None:
             errors.add(field, f"Unknown network {nic.get('network')!r} on this host.")
             continue
-        if not _allowed(user, tenant, net):
-            errors.add(field, f"This tenant may not use network {net.name}.")
+        model = nic.get("model") or NicModel.VIRTIO
+        if model not in NicModel.values:
+            errors.add(field, f"NIC model: {', '.join(NicModel.values)}.")
             continue
         mac = _clean_mac(nic.get("mac"), errors, field, taken)
-        nic_params.append({"mac": mac, "network": net.name, "model": nic.get("model") or "virtio"})
-    boot = boot or ["disk", "cdrom", "network"]
-    if any(b not in ("disk", "cdrom", "network") for b in boot):
+        nic_params.append({"mac": mac, "network": net.name, "model": model})
+    boot = boot or list(BootDevice.values)
+    if any(b not in BootDevice.values for b in boot):
         errors.add("boot", "Boot devices are disk, cdrom and network.")
     errors.raise_if_any()
 
@@ -871,18 +890,16 @@ def cdrom_change(*, user, vm: VirtualMachine, volume: int | None) -> Task:
 
 
 def nic_attach(*, user, vm: VirtualMachine, network: int, mac: str | None = None,
-               model: str = "virtio") -> Task:  # fmt: skip
+               model: str = NicModel.VIRTIO) -> Task:  # fmt: skip
     _require(user, Action.VM_CHANGE, vm.tenant_id, "change this VM's hardware")
     _require_ready(vm)
     if vm.nics.count() >= MAX_NICS:
         raise ValidationError({"vm": f"{vm.name} has {MAX_NICS} NICs, the most a VM may have."})
     errors = Errors()
-    net = Network.objects.filter(pk=network, host=vm.host_id, gone=False).first()
+    net = _resolve(networks_for(user, vm.tenant, vm.host_id), network)
     if net is None:
         errors.add("network", "Unknown network on this VM's host.")
-    elif not _allowed(user, vm.tenant, net):
-        errors.add("network", f"This tenant may not use network {net.name}.")
-    if model not in ("virtio", "e1000e", "rtl8139"):
+    if model not in NicModel.values:
         errors.add("model", "virtio, e1000e or rtl8139.")
     mac = _clean_mac(mac, errors, "mac", set())
     errors.raise_if_any()
@@ -972,9 +989,9 @@ def vm_clone(
             "so its disks are not copied while they are written."
         )
     errors = Errors()
-    if mode not in ("full", "linked"):
+    if mode not in CloneMode.values:
         errors.add("mode", "full or linked.")
-    elif mode == "linked" and not vm.is_template:
+    elif mode == CloneMode.LINKED and not vm.is_template:
         errors.add("mode", "Linked clones are made from templates; mark the VM as a template.")
     if not NAME_RE.match(name or ""):
         errors.add("name", "Use 1-63 letters, digits, '.', '_' or '-'.")
@@ -984,8 +1001,12 @@ def vm_clone(
     for d in disks:
         if d.volume is None:
             errors.add("vm", f"Disk {d.target} is not a volume of a pool Paddock knows.")
-        elif mode == "linked" and d.volume.pool.pool_type != PoolType.DIR:
-            errors.add("mode", f"Disk {d.target} is on LVM; linked clones need a directory pool.")
+        elif mode == CloneMode.LINKED and not backend_for(d.volume.pool).linked_clones:
+            errors.add(
+                "mode",
+                f"Disk {d.target} is on a {backend_for(d.volume.pool).label} pool; "
+                "linked clones need a file pool.",
+            )
     errors.raise_if_any()
     disk_gib = sum(d.volume.capacity for d in disks) / GIB
     params = {

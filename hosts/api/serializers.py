@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from hosts.choices import VolumeFormat
 from hosts.models import Host, Network, StoragePool, Volume
 from panel.api.serializers import BriefSerializer, IdField
 
@@ -104,7 +105,7 @@ class VolumeCreateSerializer(serializers.Serializer):
     pool = IdField()
     name = serializers.CharField(max_length=127)
     size_gib = serializers.FloatField(min_value=0.001, max_value=MAX_VOLUME_GIB)
-    format = serializers.ChoiceField(choices=["raw", "qcow2"], default="qcow2")
+    format = serializers.ChoiceField(choices=VolumeFormat.values, default=VolumeFormat.QCOW2)
 
 
 class VolumeResizeSerializer(serializers.Serializer):

@@ -4,9 +4,9 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from hosts.api.views import HostViewSet, NetworkViewSet, StoragePoolViewSet, VolumeViewSet
+from hosts.api import urls as host_urls
 from metrics.api.urls import urlpatterns as metrics_urlpatterns
-from vms.api.views import VirtualMachineViewSet
+from vms.api import urls as vm_urls
 
 from .views import (
     ApiTokenViewSet,
@@ -39,11 +39,8 @@ class IdRouter(DefaultRouter):
 
 
 router = IdRouter()
-router.register("hosts", HostViewSet, basename="host")
-router.register("storage-pools", StoragePoolViewSet, basename="storagepool")
-router.register("volumes", VolumeViewSet, basename="volume")
-router.register("networks", NetworkViewSet, basename="network")
-router.register("vms", VirtualMachineViewSet, basename="vm")
+for prefix, viewset, basename in (*host_urls.routes, *vm_urls.routes):
+    router.register(prefix, viewset, basename=basename)
 router.register("tasks", TaskViewSet, basename="task")
 router.register("tenants", TenantViewSet, basename="tenant")
 router.register("users", UserViewSet, basename="user")
@@ -57,5 +54,7 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     *metrics_urlpatterns,
+    *host_urls.urlpatterns,
+    *vm_urls.urlpatterns,
     path("", include(router.urls)),
 ]

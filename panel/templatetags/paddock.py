@@ -10,13 +10,14 @@ from django.utils.safestring import SafeString
 
 from panel import selectors as panel_selectors
 from panel.choices import TaskState
+from panel.generic import TREE_LIMIT
 from panel.registry import state_labels, tree_sections
 from panel.tenancy import is_platform_admin, role_in
 
 register = template.Library()
 
-# A tree node lists at most this many children; the rest is one "show all" link away.
-TREE_LIMIT = 200
+# A tree node lists at most TREE_LIMIT children (panel.generic); the rest is one "show all"
+# link away.
 # Rows of the task bar.
 TASKBAR_ROWS = 12
 

@@ -697,11 +697,16 @@
         size.required = kind === "new";
         pool.required = kind === "new";
         volume.required = kind === "template";
-        // LVM pools hold raw volumes only.
-        const logical = pool.selectedOptions[0] && pool.selectedOptions[0].dataset.logical === "1";
-        format.querySelector('option[value="qcow2"]').disabled = logical;
-        if (logical) format.value = "raw";
-        // Linked copies need qcow2 backing files in a directory pool.
+        // The pool's storage backend says which formats its volumes may have (LVM: raw only).
+        const chosen = pool.selectedOptions[0];
+        const abilities = chosen && chosen.dataset.abilities ? JSON.parse(chosen.dataset.abilities) : null;
+        const formats = abilities && abilities.formats.length ? abilities.formats : null;
+        Array.from(format.options).forEach(function (opt) {
+          opt.disabled = !!(formats && opt.value && formats.indexOf(opt.value) < 0);
+        });
+        if (formats && formats.indexOf(format.value) < 0) format.value = formats[0];
+        // Linked copies need a backend that takes qcow2 overlays (file pools); the volume's
+        // option says whether its pool's backend does.
         const vol = volume.selectedOptions[0];
         const linkable = !vol || !vol.value || vol.dataset.linked === "1";
         clone.querySelector('option[value="linked"]').disabled = !linkable;

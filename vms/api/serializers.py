@@ -5,13 +5,24 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from panel.api.serializers import BriefSerializer, IdField
-from vms.choices import MAX_DISKS, MAX_NICS
+from panel.units import MAX_VOLUME_GIB
+from vms.choices import (
+    MAX_DISKS,
+    MAX_NICS,
+    BootDevice,
+    CloneMode,
+    DiskBus,
+    DiskFormat,
+    Firmware,
+    MachineType,
+    NicModel,
+)
 from vms.models import Disk, Nic, VirtualMachine
 
 # Bounds that keep numbers inside the database's 64-bit integers and libvirt's sizes (the
 # services check what fits the host); beyond them a request is a 400 with a field message.
 MAX_COUNT = 2**31 - 1  # vCPUs and MiB of memory (32-bit columns on PostgreSQL)
-MAX_DISK_GIB = 64 * 1024  # the largest volume Paddock creates or grows to
+MAX_DISK_GIB = MAX_VOLUME_GIB  # the largest volume Paddock creates or grows to
 
 
 class DiskSerializer(serializers.ModelSerializer):
@@ -61,10 +72,10 @@ class DiskSpecSerializer(serializers.Serializer):
     # Bounded by the service, which names the row (disks[0]) in its message.
     size_gib = serializers.FloatField(required=False, min_value=0.001)
     pool = IdField(required=False)
-    format = serializers.ChoiceField(choices=["raw", "qcow2"], required=False)
-    bus = serializers.ChoiceField(choices=["virtio", "scsi", "sata"], required=False)
+    format = serializers.ChoiceField(choices=DiskFormat.values, required=False)
+    bus = serializers.ChoiceField(choices=DiskBus.values, required=False)
     source_volume = IdField(required=False)
-    clone = serializers.ChoiceField(choices=["linked", "full"], required=False)
+    clone = serializers.ChoiceField(choices=CloneMode.values, required=False)
 
     def validate(self, attrs):
         if attrs.get("source_volume"):
@@ -79,7 +90,7 @@ class DiskSpecSerializer(serializers.Serializer):
 class NicSpecSerializer(serializers.Serializer):
     network = IdField()
     mac = serializers.CharField(required=False, allow_blank=True)
-    model = serializers.ChoiceField(choices=["virtio", "e1000e", "rtl8139"], required=False)
+    model = serializers.ChoiceField(choices=NicModel.values, required=False)
 
 
 class VirtualMachineCreateSerializer(serializers.Serializer):
@@ -90,15 +101,15 @@ class VirtualMachineCreateSerializer(serializers.Serializer):
     max_vcpus = serializers.IntegerField(min_value=1, max_value=MAX_COUNT, required=False)
     memory_mib = serializers.IntegerField(min_value=1, max_value=MAX_COUNT)
     max_memory_mib = serializers.IntegerField(min_value=1, max_value=MAX_COUNT, required=False)
-    firmware = serializers.ChoiceField(choices=["bios", "uefi"], required=False)
-    machine = serializers.ChoiceField(choices=["q35", "pc"], required=False)
+    firmware = serializers.ChoiceField(choices=Firmware.values, required=False)
+    machine = serializers.ChoiceField(choices=MachineType.values, required=False)
     virt_type = serializers.ChoiceField(choices=["kvm", "qemu", "test"], required=False)
     cpu_model = serializers.CharField(required=False, allow_blank=True, max_length=64)
     disks = DiskSpecSerializer(many=True, required=False, max_length=MAX_DISKS)
     cdrom = IdField(required=False, allow_null=True, help_text="ISO volume id")
     nics = NicSpecSerializer(many=True, required=False, max_length=MAX_NICS)
     boot = serializers.ListField(
-        child=serializers.ChoiceField(choices=["disk", "cdrom", "network"]), required=False
+        child=serializers.ChoiceField(choices=BootDevice.values), required=False
     )
     autostart = serializers.BooleanField(required=False)
     start = serializers.BooleanField(required=False)
@@ -123,10 +134,8 @@ class PowerSerializer(serializers.Serializer):
 class DiskAttachSerializer(serializers.Serializer):
     size_gib = serializers.FloatField(required=False, min_value=0.001, max_value=MAX_DISK_GIB)
     pool = IdField(required=False)
-    format = serializers.ChoiceField(choices=["raw", "qcow2"], required=False)
-    bus = serializers.ChoiceField(
-        choices=["virtio", "scsi", "sata"], required=False, default="virtio"
-    )
+    format = serializers.ChoiceField(choices=DiskFormat.values, required=False)
+    bus = serializers.ChoiceField(choices=DiskBus.values, required=False, default=DiskBus.VIRTIO)
     volume = IdField(required=False, help_text="Attach an existing volume")
 
     def validate(self, attrs):
@@ -145,7 +154,7 @@ class NicAttachSerializer(serializers.Serializer):
     network = IdField()
     mac = serializers.CharField(required=False, allow_blank=True)
     model = serializers.ChoiceField(
-        choices=["virtio", "e1000e", "rtl8139"], required=False, default="virtio"
+        choices=NicModel.values, required=False, default=NicModel.VIRTIO
     )
 
 
@@ -171,4 +180,4 @@ class SnapshotSerializer(serializers.Serializer):
 
 class CloneSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=63)
-    mode = serializers.ChoiceField(choices=["full", "linked"], default="full")
+    mode = serializers.ChoiceField(choices=CloneMode.values, default=CloneMode.FULL)

@@ -9,7 +9,6 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from hosts.models import Host
 from panel.api.serializers import TaskEnvelopeSerializer, TaskSerializer
 from panel.models import Tenant
 from panel.selectors import tenants_for
@@ -69,12 +68,8 @@ class VirtualMachineViewSet(
         tenant = tenants_for(request.user).filter(pk=data.pop("tenant")).first()
         if tenant is None:
             raise ValidationError({"tenant": "Unknown tenant."})
-        host = None
-        if "host" in data:
-            host = Host.objects.filter(pk=data.pop("host")).first()
-            if host is None:
-                raise ValidationError({"host": "Unknown host."})
-        vm, task = services.vm_create(user=request.user, tenant=tenant, host=host, **data)
+        # The service resolves the host among those the tenant may use ("Unknown host." else).
+        vm, task = services.vm_create(user=request.user, tenant=tenant, **data)
         return _accepted(task, vm)
 
     @extend_schema(

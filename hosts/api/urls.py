@@ -1,0 +1,16 @@
+"""API routes of hosts, pools, volumes and networks under /api/ (registered on the API's router
+by panel.api.urls).
+
+``routes`` are (prefix, viewset, basename) for the router; ``urlpatterns`` are plain routes.
+"""
+
+from .views import HostViewSet, NetworkViewSet, StoragePoolViewSet, VolumeViewSet
+
+routes = (
+    ("hosts", HostViewSet, "host"),
+    ("storage-pools", StoragePoolViewSet, "storagepool"),
+    ("volumes", VolumeViewSet, "volume"),
+    ("networks", NetworkViewSet, "network"),
+)
+
+urlpatterns: list = []

@@ -1,0 +1,10 @@
+"""API routes of VMs under /api/ (registered on the API's router by panel.api.urls).
+
+``routes`` are (prefix, viewset, basename) for the router; ``urlpatterns`` are plain routes.
+"""
+
+from .views import VirtualMachineViewSet
+
+routes = (("vms", VirtualMachineViewSet, "vm"),)
+
+urlpatterns: list = []
