@@ -8,7 +8,9 @@ from django.utils import timezone
 
 from panel import taskrunner
 from panel.choices import TaskState
+from panel.locks import LockConflict
 from panel.models import Task
+from panel.tasks import consume_host_queue
 from panel.tenancy import is_platform_admin
 from panel.units import GIB, volume_bytes
 from panel.validators import validate_name, validate_tags
@@ -88,8 +90,6 @@ def host_create(
             ssh_user=parsed.user,
             ssh_host_key=key,
         )
-        from panel.tasks import consume_host_queue
-
         # Workers subscribe to the new host's queue before its first task is published.
         transaction.on_commit(lambda: consume_host_queue(host.pk))
         task = taskrunner.create_task(
@@ -123,8 +123,6 @@ def host_update(
 def host_delete(*, user, host: Host) -> None:
     """Forget the host and its inventory in Paddock. Never touches the host itself."""
     _require_admin(user)
-    from panel.locks import LockConflict
-
     if host.lock_id and Task.objects.filter(pk=host.lock_id).unfinished().exists():
         raise LockConflict(host, host.lock)
     drop_connection(host)

@@ -8,7 +8,7 @@ from metrics.urls import prometheus_urlpatterns
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(template_name="auth/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("api/", include(("panel.api.urls", "api"), namespace="api")),
+    path("api/", include(("paddock.api_urls", "api"), namespace="api")),
     *prometheus_urlpatterns,
-    path("", include(("panel.ui_urls", "ui"), namespace="ui")),
+    path("", include(("paddock.ui_urls", "ui"), namespace="ui")),
 ]

@@ -25,8 +25,8 @@ from panel.forms import (
     TenantEditForm,
     apply_service_errors,
 )
-from panel.tenancy import Action, can, is_platform_admin, role_in
 from panel.generic import current_tab, is_htmx, paginate, require_platform_admin
+from panel.tenancy import Action, can, is_platform_admin, role_in
 from vms import selectors as vm_selectors
 from vms.choices import VMState
 from vms.views import quota_rows, vm_table_context

@@ -11,7 +11,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -24,13 +24,12 @@ from .forms import (
     UserCreateForm,
     apply_service_errors,
 )
-from .generic import current_tab, is_htmx, paginate, require_platform_admin
+from .generic import paginate, require_platform_admin
 from .models import ApiToken
 from .templatetags.paddock import recent_tasks
 from .tenancy import is_platform_admin
 
 User = get_user_model()
-
 
 
 # The helpers shared by the apps' views (paginate, current_tab, task_link...) live in panel.generic.
@@ -163,4 +162,3 @@ def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     services.token_revoke(user=request.user, token=token)
     messages.success(request, f"Token {token.prefix}… ({token.name or 'unnamed'}) revoked.")
     return redirect("ui:tokens")
-

@@ -235,5 +235,3 @@ def console_response(request, vm) -> Response:
     ser.is_valid(raise_exception=True)
     issued = issue_ticket(user=request.user, vm=vm, kind=ser.validated_data["kind"])
     return Response(ConsoleTicketSerializer(issued).data, status=status.HTTP_201_CREATED)
-
-

@@ -1,5 +1,5 @@
 """API routes of hosts, pools, volumes and networks under /api/ (registered on the API's router
-by panel.api.urls).
+by paddock.api_urls).
 
 ``routes`` are (prefix, viewset, basename) for the router; ``urlpatterns`` are plain routes.
 """

@@ -1,4 +1,4 @@
-"""Metric routes under /api/ (included by panel.api.urls)."""
+"""Metric routes under /api/ (included by paddock.api_urls)."""
 
 from django.urls import path
 

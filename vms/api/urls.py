@@ -1,4 +1,4 @@
-"""API routes of VMs under /api/ (registered on the API's router by panel.api.urls).
+"""API routes of VMs under /api/ (registered on the API's router by paddock.api_urls).
 
 ``routes`` are (prefix, viewset, basename) for the router; ``urlpatterns`` are plain routes.
 """

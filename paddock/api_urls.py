@@ -6,9 +6,7 @@ from rest_framework.routers import DefaultRouter
 
 from hosts.api import urls as host_urls
 from metrics.api.urls import urlpatterns as metrics_urlpatterns
-from vms.api import urls as vm_urls
-
-from .views import (
+from panel.api.views import (
     ApiTokenViewSet,
     HealthView,
     MembershipViewSet,
@@ -18,6 +16,7 @@ from .views import (
     UserViewSet,
     WhoAmIView,
 )
+from vms.api import urls as vm_urls
 
 
 class IdRouter(DefaultRouter):

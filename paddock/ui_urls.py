@@ -5,7 +5,6 @@ span the apps from ``paddock.views``."""
 from django.urls import include, path
 
 import panel.bounds  # noqa: F401  (registers the <id:> and <name:> path converters)
-
 from panel import views
 
 from . import views as pages
