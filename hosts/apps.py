@@ -16,3 +16,4 @@ class HostsConfig(AppConfig):
         registry.worker_queues.register("hosts", registrations.host_queues)
         registry.subscriptions.register("hosts", registrations.visible_hosts)
         registry.tree_sections.register("hosts", registrations.tree_hosts)
+        registry.tenant_reports.register("placement", registrations.tenant_placement)

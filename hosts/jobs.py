@@ -6,6 +6,7 @@ from django.db import transaction
 
 from panel.models import Task
 from panel.taskrunner import TaskContext, task_kind
+from panel.units import GIB
 
 from . import storage
 from .choices import HostStatus
@@ -59,7 +60,7 @@ def run_volume_create(ctx: TaskContext) -> dict:
     host = Host.objects.get(pk=ctx.task.host_id)
     p = ctx.task.params
     conn = get_connection(host)
-    ctx.log(f"Creating {p['size_bytes'] / 1024**3:g} GiB volume {p['name']} in {p['pool']}")
+    ctx.log(f"Creating {p['size_bytes'] / GIB:g} GiB volume {p['name']} in {p['pool']}")
     vol = storage.create_volume(conn, p["pool"], p["name"], p["size_bytes"], p["format"])
     p["created_path"] = vol["path"]
     Task.objects.filter(pk=ctx.task.pk).update(params=p)
@@ -83,7 +84,7 @@ def run_volume_grow(ctx: TaskContext) -> dict:
     host = Host.objects.get(pk=ctx.task.host_id)
     conn = get_connection(host)
     p = ctx.task.params
-    ctx.log(f"Growing {p['path']} to {p['size_bytes'] / 1024**3:g} GiB")
+    ctx.log(f"Growing {p['path']} to {p['size_bytes'] / GIB:g} GiB")
     storage.grow_volume(conn, p["path"], p["size_bytes"])
     _refresh_storage(host, conn)
     return {"size_bytes": p["size_bytes"]}

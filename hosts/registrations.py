@@ -36,3 +36,28 @@ def tree_hosts(user):
     if not is_platform_admin(user):
         return []
     return selectors.hosts().order_by("name")
+
+
+def tenant_placement(tenant) -> dict:
+    """The hosts, pools and networks the tenant's operators may create VMs on (the placement
+    selectors, as a tenant's operator sees them)."""
+    return {
+        "hosts": [
+            {"id": h.pk, "name": h.name, "status": h.status}
+            for h in selectors.hosts_for(None, tenant).order_by("pk")
+        ],
+        "pools": [
+            {
+                "id": p.pk,
+                "name": p.name,
+                "host": p.host_id,
+                "pool_type": p.pool_type,
+                "available": p.available,
+            }
+            for p in selectors.pools_for(None, tenant).order_by("pk")
+        ],
+        "networks": [
+            {"id": n.pk, "name": n.name, "host": n.host_id}
+            for n in selectors.networks_for(None, tenant).order_by("pk")
+        ],
+    }

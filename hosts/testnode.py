@@ -18,6 +18,8 @@ from urllib.parse import quote
 
 from lxml import etree
 
+from panel.units import GIB
+
 TEST_NS = "http://libvirt.org/schemas/domain/test/1.0"
 
 # virDomainState codes understood by <test:runstate>.
@@ -38,7 +40,7 @@ VG_NAME = "vg0"
 VG_DIR = f"/dev/{VG_NAME}"
 INSTALL_ISO = f"{ISOS_DIR}/debian-12.iso"
 
-GIB = 1024**3
+
 MIB = 1024**2
 
 FIXTURE_SCRIPT = "scripts/gen_demo_node.py"

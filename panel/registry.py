@@ -23,8 +23,9 @@ them here from its ``AppConfig.ready()``, and the core reads the registry when i
 ``state_labels``
     ``{value: label}`` of an app's states, by kind (``"vm"``), for the state badges;
 ``tenant_reports``
-    ``fn(tenant) -> dict``: what a tenant uses, by report name (``"usage"``), for
-    ``GET /api/tenants/{id}/usage/``.
+    ``fn(tenant) -> dict`` by report name: ``"usage"`` (what a tenant uses, for
+    ``GET /api/tenants/{id}/usage/``) and ``"placement"`` (the hosts, pools and networks it may
+    use, for ``GET /api/tenants/{id}/placement/``).
 
 Registering the same key again replaces the entry, so a ``ready()`` that runs twice is harmless.
 """

@@ -361,9 +361,11 @@ class DiskBuild:
 class NicBuild:
     mac: str
     source: str
-    source_type: str = "network"  # "network" or "bridge"
+    source_type: str = "network"  # the <interface type>: from the network's backend
     model: str = "virtio"
     boot_order: int | None = None
+    #: the <source> attributes (``hosts.networks`` backend); default: ``{source_type: source}``
+    source_attrs: dict[str, str] | None = None
 
 
 @dataclass
@@ -433,7 +435,7 @@ def disk_element(disk: DiskBuild):
 def nic_element(nic: NicBuild):
     el = etree.Element("interface", type=nic.source_type)
     _el(el, "mac", address=nic.mac)
-    _el(el, "source", **{nic.source_type: nic.source})
+    _el(el, "source", **(nic.source_attrs or {nic.source_type: nic.source}))
     _el(el, "model", type=nic.model)
     if nic.boot_order:
         _el(el, "boot", order=nic.boot_order)

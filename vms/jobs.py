@@ -27,6 +27,7 @@ from panel import plans
 from panel.failpoints import failpoint
 from panel.models import Task
 from panel.taskrunner import TaskContext, task_kind
+from panel.units import GIB
 
 from . import domxml
 from .choices import DiskDevice, Lifecycle, PowerAction, VMState
@@ -120,9 +121,7 @@ def _save_plan(task: Task):
 @plans.register_step(plans.STORAGE, "create_volume")
 def _step_create_volume(step: plans.Step, run: plans.PlanRun) -> dict:
     a, c = step.args, run.context
-    c.log(
-        f"Creating {a['size_bytes'] / 1024**3:g} GiB {a['format']} volume {a['name']} in {a['pool']}"
-    )
+    c.log(f"Creating {a['size_bytes'] / GIB:g} GiB {a['format']} volume {a['name']} in {a['pool']}")
     vol = storage.create_volume(c.conn, a["pool"], a["name"], a["size_bytes"], a["format"])
     run.record("volume", path=vol["path"])
     return {"path": vol["path"]}
@@ -521,7 +520,7 @@ def run_disk_attach(ctx: TaskContext) -> dict:
                 name = storage.volume_name_for(
                     vm.name, index, p["format"] if not p.get("logical") else ""
                 )
-            ctx.log(f"Creating {p['size_bytes'] / 1024**3:g} GiB volume {name} in {p['pool']}")
+            ctx.log(f"Creating {p['size_bytes'] / GIB:g} GiB volume {name} in {p['pool']}")
             vol = storage.create_volume(conn, p["pool"], name, p["size_bytes"], p["format"])
             created = vol["path"]
             _remember_volume(ctx.task, created)
@@ -580,10 +579,10 @@ def run_disk_detach(ctx: TaskContext) -> dict:
 def run_disk_grow(ctx: TaskContext) -> dict:
     vm, p, conn, guest = _open(ctx)
     if guest.is_active:
-        ctx.log(f"Growing {p['target']} live to {p['size_bytes'] / 1024**3:g} GiB")
+        ctx.log(f"Growing {p['target']} live to {p['size_bytes'] / GIB:g} GiB")
         guest.block_resize(p["target"], p["size_bytes"])
     else:
-        ctx.log(f"Growing {p['path']} to {p['size_bytes'] / 1024**3:g} GiB")
+        ctx.log(f"Growing {p['path']} to {p['size_bytes'] / GIB:g} GiB")
         storage.grow_volume(conn, p["path"], p["size_bytes"])
     _refresh_host_storage(vm.host, conn)
     refresh_vm(vm, conn)
@@ -606,7 +605,13 @@ def run_cdrom(ctx: TaskContext) -> dict:
 @task_kind("vm.nic_attach")
 def run_nic_attach(ctx: TaskContext) -> dict:
     vm, p, conn, guest = _open(ctx)
-    nic = domxml.NicBuild(mac=p["mac"], source=p["network"], model=p["model"])
+    nic = domxml.NicBuild(
+        mac=p["mac"],
+        source=p["network"],
+        model=p["model"],
+        source_type=p.get("interface_type", "network"),
+        source_attrs=p.get("interface_source"),
+    )
     ctx.log(f"Attaching a {p['model']} NIC {p['mac']} on {p['network']}")
     try:
         xml = domxml.to_string(domxml.nic_element(nic))

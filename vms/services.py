@@ -18,7 +18,8 @@ from django.db import transaction
 from django.db.models import Sum
 
 from hosts.choices import HostStatus, PoolState
-from hosts.models import Host, StoragePool, Volume
+from hosts.models import Host, Network, StoragePool, Volume
+from hosts.networks import backend_for as network_backend_for
 from hosts.selectors import hosts_for, networks_for, pools_for
 from hosts.storage import backend_for, volume_name_for
 from panel import taskrunner
@@ -506,7 +507,7 @@ def vm_create(
             errors.add(field, f"NIC model: {', '.join(NicModel.values)}.")
             continue
         mac = _clean_mac(nic.get("mac"), errors, field, taken)
-        nic_params.append({"mac": mac, "network": net.name, "model": model})
+        nic_params.append({"mac": mac, "network": net.name, "model": model, **_interface(net)})
     boot = boot or list(BootDevice.values)
     if any(b not in BootDevice.values for b in boot):
         errors.add("boot", "Boot devices are disk, cdrom and network.")
@@ -614,7 +615,13 @@ def create_plan(name: str, uuid: str, p: dict) -> Plan:
         firmware=p["firmware"],
         cpu_model=p.get("cpu_model", ""),
         nics=[
-            NicBuild(mac=n["mac"], source=n["network"], model=n.get("model", "virtio"))
+            NicBuild(
+                mac=n["mac"],
+                source=n["network"],
+                model=n.get("model", "virtio"),
+                source_type=n.get("interface_type", "network"),
+                source_attrs=n.get("interface_source"),
+            )
             for n in p["nics"]
         ],
         boot=p.get("boot") or ["disk"],
@@ -889,6 +896,12 @@ def cdrom_change(*, user, vm: VirtualMachine, volume: int | None) -> Task:
     return _vm_task(user, vm, "vm.cdrom", {"target": drive.target, "bus": drive.bus, "path": path})
 
 
+def _interface(network: Network) -> dict:
+    """How a NIC on ``network`` is written, from the network's backend (task parameters)."""
+    kind, attrs = network_backend_for(network).interface_source(network)
+    return {"interface_type": kind, "interface_source": attrs}
+
+
 def nic_attach(*, user, vm: VirtualMachine, network: int, mac: str | None = None,
                model: str = NicModel.VIRTIO) -> Task:  # fmt: skip
     _require(user, Action.VM_CHANGE, vm.tenant_id, "change this VM's hardware")
@@ -903,7 +916,8 @@ def nic_attach(*, user, vm: VirtualMachine, network: int, mac: str | None = None
         errors.add("model", "virtio, e1000e or rtl8139.")
     mac = _clean_mac(mac, errors, "mac", set())
     errors.raise_if_any()
-    return _vm_task(user, vm, "vm.nic_attach", {"mac": mac, "network": net.name, "model": model})
+    params = {"mac": mac, "network": net.name, "model": model, **_interface(net)}
+    return _vm_task(user, vm, "vm.nic_attach", params)
 
 
 def nic_detach(*, user, vm: VirtualMachine, nic: Nic) -> Task:

@@ -51,12 +51,13 @@ from hosts.driver.errors import HostCallTimeout
 from hosts.poolxml import parse_pool, parse_volume
 from hosts.storage.backends import StorageBackend, backend_for
 from hosts.volxml import build_volume_xml, check_volume_name
+from panel.units import GIB
 from panel.validators import NAME_RE
 from panel.xmlutil import parse
 
 logger = logging.getLogger(__name__)
 
-GIB = 1024**3
+
 MAX_CHAIN_DEPTH = 8  # images in a linked clone's chain, the clone included
 _CHAIN_WALK_LIMIT = 64  # a chain longer than this is broken, not deep
 _EXTENSIONS = {"qcow2": ".qcow2", "raw": ".raw", "": ""}

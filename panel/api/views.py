@@ -87,17 +87,7 @@ class TenantViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
     @action(detail=True, methods=["get"])
     def placement(self, request, pk=None):
         """The hosts, pools and networks the tenant's operators may create VMs on."""
-        tenant = self.get_object()
-        return Response(
-            {
-                "hosts": [{"id": h.pk, "name": h.name, "status": h.status}
-                          for h in tenant.allowed_hosts.all()],
-                "pools": [{"id": p.pk, "name": p.name, "host": p.host_id, "pool_type": p.pool_type,
-                           "available": p.available} for p in tenant.allowed_pools.all()],
-                "networks": [{"id": n.pk, "name": n.name, "host": n.host_id}
-                             for n in tenant.allowed_networks.all()],
-            }
-        )  # fmt: skip
+        return Response(tenant_reports["placement"](self.get_object()))
 
     def destroy(self, request, *args, **kwargs):
         services.tenant_delete(user=request.user, tenant=self.get_object())
