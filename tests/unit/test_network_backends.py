@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from lxml import etree
 
 from hosts.choices import ForwardMode
 from hosts.models import Network
@@ -17,6 +18,8 @@ from hosts.networks import (
     NetworkBackend,
     backend_for,
 )
+from vms import domxml
+from vms.services import _interface
 
 EXPECTED = {
     ForwardMode.ISOLATED: IsolatedBackend,
@@ -56,3 +59,22 @@ def test_an_unknown_mode_is_a_plain_libvirt_network():
     assert type(backend) is NetworkBackend
     assert backend.interface_source(SimpleNamespace(name="x")) == ("network", {"network": "x"})
     assert backend_for(None).kind == "network"
+
+
+def test_the_domain_builder_writes_the_interface_the_backend_gives():
+    """A NIC's <interface> comes from its network's backend: type and <source> attributes."""
+    net = Network(name="lan", forward_mode=ForwardMode.BRIDGE)
+    params = _interface(net)
+    assert params == {"interface_type": "network", "interface_source": {"network": "lan"}}
+    nic = domxml.NicBuild(
+        mac="52:54:00:00:00:01",
+        source="lan",
+        source_type="bridge",
+        source_attrs={"bridge": "br-lan"},
+    )
+    el = domxml.nic_element(nic)
+    assert el.get("type") == "bridge"
+    assert etree.tostring(el.find("source")) == b'<source bridge="br-lan"/>'
+    # Without attributes the source names the network, as before.
+    plain = domxml.nic_element(domxml.NicBuild(mac="52:54:00:00:00:02", source="lan"))
+    assert plain.get("type") == "network" and plain.find("source").get("network") == "lan"
