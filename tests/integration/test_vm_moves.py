@@ -7,8 +7,11 @@ history, whether the full sync or the watcher sees it first.
 
 from __future__ import annotations
 
+import threading
+
 import libvirt
 import pytest
+from django.db import connection
 
 from hosts import services
 from hosts.driver.connection import get_connection
@@ -106,8 +109,16 @@ def test_a_running_copy_takes_over_from_a_stopped_one(synced_host, admin_user, m
 def start_watcher(host) -> HostWatcher:
     watcher = HostWatcher(host.pk).start()
     assert watcher.ready.wait(15), watcher.last_error
-    assert wait_until(lambda: watcher.stats["reconciles"] >= 1, 30)
+    assert wait_until(lambda: watcher.stats["reconciles"] >= 1, 30), _diagnosis(watcher)
     return watcher
+
+
+def _diagnosis(watcher) -> str:
+    """What the process holds when a watcher cannot start: its error, threads, database pool."""
+    pool = getattr(connection, "pool", None)
+    stats = pool.get_stats() if pool is not None else "no pool"
+    threads = sorted(t.name for t in threading.enumerate())
+    return f"{watcher.last_error!r}; pool: {stats}; threads: {threads}"
 
 
 @pytest.mark.django_db(transaction=True)
