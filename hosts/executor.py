@@ -47,8 +47,25 @@ from hosts.driver.connection import (
 )
 
 if TYPE_CHECKING:
-    from hosts.actions.base import Action, ActionResult
     from hosts.models import Host
+
+
+class Action(Protocol):
+    """What the executor asks of an action (``hosts.actions`` defines them; the executor does
+    not import them: actions stand on the executor, not the other way round)."""
+
+    def check(self, ex: Executor) -> Any: ...
+
+    def apply(self, ex: Executor) -> ActionResult: ...
+
+    def revert(self, ex: Executor, result: ActionResult) -> ActionResult: ...
+
+    def describe(self) -> str: ...
+
+
+class ActionResult(Protocol):
+    action: Action
+
 
 logger = logging.getLogger(__name__)
 

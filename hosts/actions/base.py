@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from hosts.executor import ActionFailed, ActionRefused, Executor, ExecutorError
+from hosts.executor import ActionFailed, ActionRefused, ExecutorError
+
+if TYPE_CHECKING:
+    from hosts.executor import Executor
 
 _KINDS: dict[str, type[Action]] = {}
 
