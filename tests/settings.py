@@ -5,6 +5,9 @@ import tempfile
 
 os.environ.setdefault("PADDOCK_DEMO", "1")
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
+# One test process is the web server, the test, and a watcher per test host (two threads each,
+# each with its own database connection) at once; a production process is one of them.
+os.environ.setdefault("PADDOCK_DB_POOL_MAX", "16")
 
 from paddock.settings import *  # noqa: F403
 
