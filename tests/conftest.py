@@ -121,6 +121,13 @@ def run_tasks():
 SYNCED_HOST_NAME = "sim-01"
 
 
+def grant_host(tenant: Tenant, host) -> None:
+    """Let ``tenant`` place VMs on ``host`` and use all of its pools and networks."""
+    tenant.allowed_hosts.add(host)
+    tenant.allowed_pools.add(*host.pools.all())
+    tenant.allowed_networks.add(*host.networks.all())
+
+
 def add_and_sync_host(user, uri: str, name: str = SYNCED_HOST_NAME):
     """Add a test-driver host through the service and run its first sync."""
     from hosts import services

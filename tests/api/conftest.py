@@ -7,6 +7,7 @@ import pytest
 
 from hosts.models import Network, StoragePool
 from panel.models import ApiToken, Membership, Task
+from tests.conftest import grant_host
 from vms.models import VirtualMachine
 
 TENANT_ROLES = ["admin", "operator", "member", "viewer"]
@@ -44,9 +45,7 @@ def tenancy(synced_host, tenant, other_tenant, admin_user, make_member) -> dict:
     VirtualMachine.objects.filter(pk__in=[v.pk for v in vms[:3]]).update(tenant=acme)
     VirtualMachine.objects.filter(pk__in=[v.pk for v in vms[3:5]]).update(tenant=globex)
     for t in (acme, globex):
-        t.allowed_hosts.add(synced_host)
-        t.allowed_pools.add(*synced_host.pools.all())
-        t.allowed_networks.add(*synced_host.networks.all())
+        grant_host(t, synced_host)
     users = {"platform": admin_user}
     users.update({role: make_member(acme, role, f"acme-{role}") for role in TENANT_ROLES})
     users["outsider"] = make_member(globex, "admin", "globex-admin")

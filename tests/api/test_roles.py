@@ -18,6 +18,7 @@ from django.db import transaction
 from drf_spectacular.generators import EndpointEnumerator
 
 from panel.models import ApiToken, Membership, Task, Tenant
+from tests.conftest import grant_host
 from vms.models import Snapshot, VirtualMachine
 
 pytestmark = pytest.mark.django_db
@@ -37,9 +38,7 @@ def matrix_objects(synced_host, admin_user, make_member):
     VirtualMachine.objects.filter(pk__in=[v.pk for v in vms[:3]]).update(tenant=acme)
     VirtualMachine.objects.filter(pk__in=[v.pk for v in vms[3:5]]).update(tenant=globex)
     for t in (acme, globex):
-        t.allowed_hosts.add(synced_host)
-        t.allowed_pools.add(*synced_host.pools.all())
-        t.allowed_networks.add(*synced_host.networks.all())
+        grant_host(t, synced_host)
     users = {
         "platform": admin_user,
         "admin": make_member(acme, "admin", "acme-admin"),

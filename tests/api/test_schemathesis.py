@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from panel.models import ApiToken, Tenant
+from tests.conftest import grant_host
 from vms.models import VirtualMachine
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -64,9 +65,7 @@ def fuzz_world(synced_host, admin_user, make_member):
     vms = list(VirtualMachine.objects.filter(host=synced_host).order_by("name"))
     VirtualMachine.objects.filter(pk__in=[v.pk for v in vms[:4]]).update(tenant=acme)
     VirtualMachine.objects.filter(pk__in=[v.pk for v in vms[4:6]]).update(tenant=globex)
-    acme.allowed_hosts.add(synced_host)
-    acme.allowed_pools.add(*synced_host.pools.all())
-    acme.allowed_networks.add(*synced_host.networks.all())
+    grant_host(acme, synced_host)
     users = {
         "admin": admin_user,
         "operator": make_member(acme, "operator", "acme-operator"),
