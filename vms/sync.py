@@ -72,11 +72,6 @@ def vm_state(name: str) -> str:
     return VM_STATES.get(name, VMState.UNKNOWN)
 
 
-def state_from_libvirt(code: int) -> str:
-    """A VM state for libvirt's numeric state code (as ``virDomain.state()`` returns it)."""
-    return vm_state(driver.state_name(code))
-
-
 def moves_here(vm: VirtualMachine, state: str, appeared: bool = False) -> bool:
     """Whether a domain seen on a host other than its VM row's is that VM having moved here.
 

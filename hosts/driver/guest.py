@@ -20,6 +20,8 @@ from lxml import etree
 
 from panel.xmlutil import parse
 
+from .domains import is_no_domain
+
 #: A libvirt call failed; the message is libvirt's.
 GuestError = libvirt.libvirtError
 
@@ -50,11 +52,6 @@ _UNSUPPORTED = (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG)
 def state_name(code: int) -> str:
     """Paddock's word for a libvirt domain state code."""
     return _STATES.get(code, UNKNOWN)
-
-
-def is_no_domain(exc: BaseException) -> bool:
-    """The error says the domain does not exist (any more)."""
-    return isinstance(exc, GuestError) and exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
 
 
 def _affect(live: bool, config: bool) -> int:
