@@ -45,6 +45,17 @@ def _int(value: str | None) -> int | None:
         return None
 
 
+def _cpulist(value: str | None) -> list[int]:
+    """``"0,16"`` or ``"0-3,8"`` as a sorted list of CPU ids (bad parts are skipped)."""
+    out: set[int] = set()
+    for part in (value or "").split(","):
+        part = part.strip()
+        lo, _, hi = part.partition("-")
+        if lo.isdigit() and (not hi or hi.isdigit()):
+            out.update(range(int(lo), int(hi or lo) + 1))
+    return sorted(out)
+
+
 def parse_capabilities(xml: str) -> Topology:
     root = parse(xml)
     host = root.find("host")
@@ -69,6 +80,7 @@ def parse_capabilities(xml: str) -> Topology:
     total_kib = 0
     for cell in host.findall("topology/cells/cell"):
         cpus = []
+        details = []
         for c in cell.findall("cpus/cpu"):
             cpu_id = _int(c.get("id"))
             if cpu_id is None:
@@ -76,6 +88,14 @@ def parse_capabilities(xml: str) -> Topology:
             cpus.append(cpu_id)
             if c.get("socket_id") is not None:
                 socket_ids.add(c.get("socket_id"))
+            details.append(
+                {
+                    "id": cpu_id,
+                    "socket_id": _int(c.get("socket_id")),
+                    "core_id": _int(c.get("core_id")),
+                    "siblings": _cpulist(c.get("siblings")) or [cpu_id],
+                }
+            )
         mem_kib = _int(text(cell, "memory")) or 0
         hugepages = []
         for page in cell.findall("pages"):
@@ -88,6 +108,8 @@ def parse_capabilities(xml: str) -> Topology:
             {
                 "id": _int(cell.get("id")) or 0,
                 "cpus": sorted(cpus),
+                # per pCPU: {"id", "socket_id", "core_id", "siblings": [ids, itself included]}
+                "cpu_details": sorted(details, key=lambda d: d["id"]),
                 "memory_mib": mem_kib // 1024,
                 "hugepages": hugepages,
                 "distances": distances,

@@ -60,6 +60,9 @@ class Host(models.Model):
     # [{"id": 0, "cpus": [0, 1], "memory_mib": 1024,
     #   "hugepages": [{"size_kib": 2048, "total": 0, "free": 0}], "distances": {"0": 10}}]
     numa_cells = models.JSONField(default=list, blank=True)
+    # The pCPUs kept for the host itself and for emulator threads that share: never dedicated
+    # to a VM. Empty: the first core of each NUMA node with its siblings (``tuning.topology``).
+    housekeeping_cpus = models.JSONField(default=list, blank=True)
     virt_types = models.JSONField(default=list, blank=True, help_text="e.g. ['kvm', 'qemu']")
     # From the domain capabilities of the preferred virt type: machine types, named CPU
     # models that can run here, and whether UEFI (OVMF) firmware is available.

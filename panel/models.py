@@ -31,6 +31,9 @@ class Tenant(models.Model):
     max_vcpus = models.PositiveIntegerField(null=True, blank=True)
     max_memory_mib = models.PositiveBigIntegerField(null=True, blank=True)
     max_disk_gib = models.PositiveBigIntegerField(null=True, blank=True)
+    # Tuning resources: pCPUs dedicated to the tenant's VMs, memory backed by hugepages.
+    max_dedicated_cpus = models.PositiveIntegerField(null=True, blank=True)
+    max_hugepages_mib = models.PositiveBigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]

@@ -3,6 +3,8 @@
 - ``hosts/driver/`` is the only package that imports ``libvirt``;
 - ``panel/`` (the core every room stands on) imports no app;
 - ``hosts/`` does not import ``vms/`` (vms registers what hosts must call);
+- ``vms/`` and ``metrics/`` do not import ``tuning/`` (tuning registers ``vms.hooks``), and
+  ``tuning/`` reaches no host (no driver, executor, SSH or subprocess);
 - no function-local import of Paddock's own modules hides a cycle: imports sit at module top,
   except in an ``AppConfig.ready()`` (Django's place for an app to register itself) and under
   ``if TYPE_CHECKING``.
@@ -109,6 +111,30 @@ def test_hosts_does_not_import_vms():
         if _top(name) in ("vms", "metrics", "tuning", "paddock")
     ]
     assert not offenders, "hosts/ imports a room above it:\n" + "\n".join(offenders)
+
+
+def test_vms_and_metrics_do_not_import_tuning():
+    """Tuning stands on vms and metrics (it reads VMs, their history and their domain XML);
+    vms calls it only through the hooks tuning registers (``vms.hooks``)."""
+    offenders = [
+        f"{_rel(p)}:{line} imports {name}"
+        for p in _modules("vms", "metrics")
+        for line, name, _local, _allowed in _imports(p)
+        if _top(name) in ("tuning", "paddock")
+    ]
+    assert not offenders, "vms/ or metrics/ imports a room above it:\n" + "\n".join(offenders)
+
+
+def test_tuning_talks_to_no_host():
+    """``tuning/`` computes plans; the driver and the executor are for the rooms that apply."""
+    offenders = [
+        f"{_rel(p)}:{line} imports {name}"
+        for p in _modules("tuning")
+        for line, name, _local, _allowed in _imports(p)
+        if name.startswith(("hosts.driver", "hosts.executor", "paramiko", "asyncssh"))
+        or _top(name) in ("libvirt", "subprocess", "paddock")
+    ]
+    assert not offenders, "tuning/ reaches a host:\n" + "\n".join(offenders)
 
 
 def test_no_function_local_import_of_paddock_modules():

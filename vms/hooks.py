@@ -1,0 +1,69 @@
+"""What apps above ``vms`` (tuning) hook into the VM lifecycle, without ``vms`` importing them.
+
+``vms`` calls these registries at fixed points; ``tuning`` fills them in ``TuningConfig.ready()``:
+
+* **create extensions** (:func:`register_create_extension`): an object with
+  ``clean(user, tenant, request, errors)`` (validate the extra create fields it owns, e.g.
+  ``tuning_policy``; ``errors`` is ``panel.validators.Errors``),
+  ``place(user, tenant, request, hosts) -> list[Host]`` (the candidate hosts it accepts, best
+  first; placement takes the first), ``check_host(user, tenant, request, host, errors)``,
+  ``build(request, host) -> dict`` (extra ``DomainBuild`` fields, e.g. ``{"tuning": {...}}``)
+  and ``reserve(vm, task, request)`` (runs inside the create's transaction: ledger rows);
+* **released** (:func:`register_released`): ``fn(vm, reason)`` when a VM's host resources are
+  free again (deleted, gone from its host, a create that failed and was rolled back);
+* **observed** (:func:`register_observed`): ``fn(vm, xml, event)`` after a domain was read for
+  an event, a sync or a reconcile (``xml`` the live definition): the drift check's trigger.
+
+A hook that raises is logged and does not stop the VM's own work, except ``clean``/``check_host``
+(which add to the errors) and ``reserve`` (which refuses the create).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_create: list[Any] = []
+_released: list[Callable] = []
+_observed: list[Callable] = []
+
+
+def register_create_extension(ext: Any) -> Any:
+    if ext not in _create:
+        _create.append(ext)
+    return ext
+
+
+def create_extensions() -> list[Any]:
+    return list(_create)
+
+
+def register_released(fn: Callable) -> Callable:
+    if fn not in _released:
+        _released.append(fn)
+    return fn
+
+
+def register_observed(fn: Callable) -> Callable:
+    if fn not in _observed:
+        _observed.append(fn)
+    return fn
+
+
+def released(vm, reason: str) -> None:
+    for fn in _released:
+        try:
+            fn(vm, reason)
+        except Exception:
+            log.exception("release hook %s failed for vm %s", fn, getattr(vm, "pk", vm))
+
+
+def observed(vm, xml: str, event: str) -> None:
+    for fn in _observed:
+        try:
+            fn(vm, xml, event)
+        except Exception:
+            log.exception("observe hook %s failed for vm %s", fn, getattr(vm, "pk", vm))
