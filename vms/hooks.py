@@ -11,6 +11,9 @@
   and ``reserve(vm, task, request)`` (runs inside the create's transaction: ledger rows);
 * **released** (:func:`register_released`): ``fn(vm, reason)`` when a VM's host resources are
   free again (deleted, gone from its host, a create that failed and was rolled back);
+* **tuned** (:func:`register_tuned`): ``fn(vm, task, ok, result)`` when a ``vm.tune`` task
+  ended (``ok`` False: it failed and was rolled back; ``result`` the verify step's output or the
+  error text);
 * **observed** (:func:`register_observed`): ``fn(vm, xml, event)`` after a domain was read for
   an event, a sync or a reconcile (``xml`` the live definition): the drift check's trigger.
 
@@ -29,6 +32,7 @@ log = logging.getLogger(__name__)
 _create: list[Any] = []
 _released: list[Callable] = []
 _observed: list[Callable] = []
+_tuned: list[Callable] = []
 
 
 def register_create_extension(ext: Any) -> Any:
@@ -51,6 +55,20 @@ def register_observed(fn: Callable) -> Callable:
     if fn not in _observed:
         _observed.append(fn)
     return fn
+
+
+def register_tuned(fn: Callable) -> Callable:
+    if fn not in _tuned:
+        _tuned.append(fn)
+    return fn
+
+
+def tuned(vm, task, ok: bool, result) -> None:
+    for fn in _tuned:
+        try:
+            fn(vm, task, ok, result)
+        except Exception:
+            log.exception("tuned hook %s failed for vm %s", fn, getattr(vm, "pk", vm))
 
 
 def released(vm, reason: str) -> None:
