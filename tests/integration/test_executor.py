@@ -28,6 +28,7 @@ from hosts.models import Host
 from panel import taskrunner
 from panel.choices import TaskState
 from tests.integration import sshd as sshd_helpers
+from tests.integration.hugepages import NR_2M, pages
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -37,25 +38,7 @@ make_sshd = sshd_helpers.make_sshd
 paddock_ssh_key = sshd_helpers.paddock_ssh_key
 
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"
-NR_2M = Path("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages")
-NODE0_2M = Path("/sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages")
 KEY_REFUSED = "Host key verification failed"
-
-
-def _pages() -> int:
-    return int(NR_2M.read_text())
-
-
-@pytest.fixture
-def hugepages_given_back():
-    """The machine's 2 MiB hugepage count before the test, written back after it."""
-    if not NR_2M.exists():
-        pytest.skip("this kernel has no 2 MiB hugepages")
-    original = _pages()
-    yield original
-    if _pages() != original:
-        NR_2M.write_text(f"{original}\n")
-    assert _pages() == original
 
 
 def _ssh_host(server, name="exec-ssh") -> Host:
@@ -212,7 +195,7 @@ def test_reserve_hugepages_in_a_task_and_give_them_back(request, where, hugepage
 
     task = _run("test.executor.hugepages", host, count=wanted)
 
-    assert _pages() == wanted, "the machine really holds the new reservation"
+    assert pages() == wanted, "the machine really holds the new reservation"
     first, again = task.result["first"], task.result["again"]
     assert (first["before"], first["after"], first["changed"]) == (original, wanted, True)
     assert again["changed"] is False, "applying what already holds changes nothing"
@@ -233,7 +216,7 @@ def test_reserve_hugepages_in_a_task_and_give_them_back(request, where, hugepage
     assert f"{host.name}: hugepages-2048kB on host is already {wanted}: nothing to do" in messages
 
     undo = _run("test.executor.revert", host, result=first)
-    assert _pages() == original
+    assert pages() == original
     assert undo.result["changed"] is True
     assert any(
         f"$ tee -- {path}  [stdin: '{original}']" in e.message for e in undo.log_entries.all()
