@@ -53,10 +53,11 @@ def start_background(stop: threading.Event) -> list[threading.Thread]:
     sweep, as daemon threads."""
 
     def recovery_loop() -> None:
-        while not stop.wait(30):
+        while not stop.wait(5):
             close_old_connections()
             try:
                 taskrunner.recover_stale_tasks()
+                taskrunner.resend_lost_tasks()
             except Exception:
                 logger.exception("recovery sweep failed")
 

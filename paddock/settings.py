@@ -307,12 +307,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = False
 CELERY_BEAT_SCHEDULE = {
-    "recover-stale-tasks": {"task": "panel.tasks.recover_stale_tasks", "schedule": 30.0},
+    # A dead worker's task is resolved within a lease (20 s) and one sweep (5 s).
+    "recover-stale-tasks": {"task": "panel.tasks.recover_stale_tasks", "schedule": 5.0},
+    "resend-lost-tasks": {"task": "panel.tasks.resend_lost_tasks", "schedule": 10.0},
 }
 
 PADDOCK = {
     # Seconds a running task's lease lasts without renewal before recovery may take it over.
-    "TASK_LEASE_SECONDS": int(os.environ.get("PADDOCK_TASK_LEASE_SECONDS", "120")),
+    # The worker renews it every quarter of that from its own thread, whatever the task does.
+    "TASK_LEASE_SECONDS": int(os.environ.get("PADDOCK_TASK_LEASE_SECONDS", "20")),
     # Seconds to wait for a host to answer when connecting.
     "CONNECT_TIMEOUT": int(os.environ.get("PADDOCK_CONNECT_TIMEOUT", "15")),
     # Seconds between the watcher's reconcile rounds (what an event may have missed).

@@ -170,6 +170,11 @@ class Task(models.Model):
     finished = models.DateTimeField(null=True, blank=True)
     lease_owner = models.CharField(max_length=128, blank=True)
     lease_expires = models.DateTimeField(null=True, blank=True)
+    # When the task's message was last handed to the broker, and how many times: a queued task
+    # whose message was lost (the web process died between commit and publish, the broker
+    # restarted empty) is sent again by the resend sweep, less often each time.
+    sent_at = models.DateTimeField(null=True, blank=True)
+    sends = models.PositiveIntegerField(default=0)
 
     objects = TaskQuerySet.as_manager()
 

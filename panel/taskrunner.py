@@ -25,6 +25,7 @@ from datetime import timedelta
 from celery import shared_task
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules
 
@@ -127,7 +128,11 @@ def run_task(task_id: int) -> None:
 
 
 def dispatch(task_id: int, queue: str | None = None) -> None:
+    """Hand the task's message to the broker and note when (the resend sweep reads it)."""
     run_task.apply_async(args=[task_id], queue=queue or settings.CELERY_TASK_DEFAULT_QUEUE)
+    Task.objects.filter(pk=task_id, state=TaskState.QUEUED).update(
+        sent_at=timezone.now(), sends=F("sends") + 1
+    )
 
 
 # --- running ----------------------------------------------------------------------------------
@@ -163,7 +168,7 @@ class _Heartbeat(threading.Thread):
         self.stop_event = threading.Event()
 
     def run(self) -> None:
-        interval = max(1.0, lease_seconds() / 3)
+        interval = max(1.0, lease_seconds() / 4)
         try:
             while not self.stop_event.wait(interval):
                 Task.objects.filter(
@@ -294,6 +299,47 @@ def recover_stale_tasks(*, force: bool = False) -> list[int]:
             task.refresh_from_db()
             task_changed(task)
     return recovered
+
+
+#: a queued task unclaimed this long after its last send is sent again (doubling each time)
+RESEND_AFTER_SECONDS = 10.0
+RESEND_MAX_INTERVAL_SECONDS = 600.0
+RESEND_BATCH = 500
+
+
+def resend_interval(sends: int) -> float:
+    """Seconds to wait after the ``sends``-th send before sending again: 10, 20, 40 ... 600."""
+    return min(RESEND_MAX_INTERVAL_SECONDS, RESEND_AFTER_SECONDS * 2 ** max(0, sends - 1))
+
+
+def resend_lost_tasks(now=None) -> list[int]:
+    """Send again the queued tasks whose message may be lost. Returns their ids.
+
+    A task is the database row, the broker message only a wake-up call: the row is committed
+    first and the message sent after the commit, so a web process that dies in between, or a
+    broker that restarts empty, leaves a task no worker will ever hear of. Any task still
+    ``queued`` a while after its last send (or never sent) is sent again. A duplicate message
+    does nothing: the claim is a compare-and-swap on ``queued``. Cancelled, running and
+    finished tasks are never sent. The wait doubles with each send, so a task queued behind a
+    long one on its host's queue does not flood the broker.
+    """
+    now = now or timezone.now()
+    first = now - timedelta(seconds=RESEND_AFTER_SECONDS)
+    candidates = (
+        Task.objects.filter(state=TaskState.QUEUED)
+        .filter(Q(sent_at__isnull=True, created__lt=first) | Q(sent_at__lt=first))
+        .order_by("id")
+        .values_list("pk", "host_id", "sent_at", "sends")[:RESEND_BATCH]
+    )
+    resent = []
+    for task_id, host_id, sent_at, sends in candidates:
+        if sent_at is not None and (now - sent_at).total_seconds() < resend_interval(sends):
+            continue
+        dispatch(task_id, queue_for(host_id))
+        resent.append(task_id)
+    if resent:
+        logger.warning("sent %d queued task(s) again: %s", len(resent), resent[:20])
+    return resent
 
 
 def requeue_orphaned_queued_tasks() -> int:

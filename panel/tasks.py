@@ -13,7 +13,13 @@ from . import taskrunner
 from .registry import worker_queues
 from .taskrunner import run_task
 
-__all__ = ["consume_host_queue", "recover_stale_tasks", "run_task", "sync_host_queues"]
+__all__ = [
+    "consume_host_queue",
+    "recover_stale_tasks",
+    "resend_lost_tasks",
+    "run_task",
+    "sync_host_queues",
+]
 
 
 @shared_task(name="panel.tasks.recover_stale_tasks", ignore_result=True)
@@ -21,6 +27,12 @@ def recover_stale_tasks() -> None:
     """The periodic sweep: dead workers' tasks, and host queues no worker consumes yet."""
     taskrunner.recover_stale_tasks()
     sync_host_queues()
+
+
+@shared_task(name="panel.tasks.resend_lost_tasks", ignore_result=True)
+def resend_lost_tasks() -> None:
+    """The periodic sweep for queued tasks whose broker message was lost."""
+    taskrunner.resend_lost_tasks()
 
 
 @worker_ready.connect

@@ -196,3 +196,47 @@ def test_concurrent_lock_requests_let_exactly_one_through(host, monkeypatch):
         t.join()
     assert sorted(outcomes) == ["conflict", "conflict", "conflict", "ok"]
     assert Task.objects.count() == 1
+
+
+@pytest.fixture
+def sent(monkeypatch) -> list[int]:
+    """Task ids handed to the broker (nothing reaches a broker)."""
+    out: list[int] = []
+    monkeypatch.setattr(taskrunner.run_task, "apply_async", lambda args, queue: out.append(args[0]))
+    return out
+
+
+@pytest.mark.django_db
+def test_a_queued_task_whose_message_was_lost_is_sent_again(host, sent):
+    """The web process died between commit and publish (never sent), or the broker restarted
+    empty (sent, then lost): either way the row is the task, and the sweep sends it again."""
+    never_sent = Task.objects.create(kind="test.echo", host=host)
+    lost = Task.objects.create(kind="test.echo", host=host)
+    taskrunner.dispatch(lost.pk, "host.x")
+    assert sent == [lost.pk]
+    lost.refresh_from_db()
+    assert lost.sends == 1 and lost.sent_at is not None
+
+    assert taskrunner.resend_lost_tasks() == []  # too young: a worker may be on its way
+    later = timezone.now() + timedelta(seconds=11)
+    assert taskrunner.resend_lost_tasks(now=later) == [never_sent.pk, lost.pk]
+    assert sent == [lost.pk, never_sent.pk, lost.pk]
+    # a duplicate message does nothing: the claim is a compare-and-swap on queued
+    assert taskrunner.execute(lost.pk) is True
+    assert taskrunner.execute(lost.pk) is False
+    assert CALLS == [lost.pk]
+
+
+@pytest.mark.django_db
+def test_resends_back_off_and_skip_every_task_that_is_not_queued(host, sent):
+    task = Task.objects.create(kind="test.echo", host=host)
+    for state in (TaskState.CANCELLED, TaskState.RUNNING, TaskState.FAILED):
+        Task.objects.create(kind="test.echo", host=host, state=state)
+    start = timezone.now() + timedelta(seconds=11)
+    assert taskrunner.resend_lost_tasks(now=start) == [task.pk]  # 1st send
+    Task.objects.filter(pk=task.pk).update(sent_at=start)
+    assert taskrunner.resend_lost_tasks(now=start + timedelta(seconds=11)) == [task.pk]
+    Task.objects.filter(pk=task.pk).update(sent_at=start)  # 2nd send: next wait is 20 s
+    assert taskrunner.resend_lost_tasks(now=start + timedelta(seconds=15)) == []
+    assert taskrunner.resend_lost_tasks(now=start + timedelta(seconds=21)) == [task.pk]
+    assert [taskrunner.resend_interval(n) for n in (1, 2, 3, 10)] == [10, 20, 40, 600]
