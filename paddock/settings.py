@@ -238,12 +238,10 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    # JSON with a nesting bound (a deep body is a 400, not a recursion error); forms as DRF's.
-    "DEFAULT_PARSER_CLASSES": [
-        "panel.api.parsers.BoundedJSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    # JSON only, with a nesting bound (a deep body is a 400, not a recursion error): the schema
+    # then advertises one body type per operation, so generated clients work. The one upload
+    # endpoint takes its body raw (``hosts.api.views.StreamParser``).
+    "DEFAULT_PARSER_CLASSES": ["panel.api.parsers.BoundedJSONParser"],
     "DEFAULT_PAGINATION_CLASS": "panel.api.pagination.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
