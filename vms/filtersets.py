@@ -1,7 +1,6 @@
 """Filters of VMs, shared by the API list and the UI list."""
 
 import django_filters
-from django.db.models import Q
 
 from hosts.filtersets import GoneFilterMixin
 from panel.bounds import parse_id
@@ -9,6 +8,7 @@ from panel.filtersets import IdFilter
 
 from .choices import VMState
 from .models import VirtualMachine
+from .selectors import search_condition
 
 
 class VirtualMachineFilterSet(GoneFilterMixin):
@@ -31,9 +31,4 @@ class VirtualMachineFilterSet(GoneFilterMixin):
         return queryset.filter(tenant__name=value)
 
     def filter_q(self, queryset, name, value):
-        value = value.strip()
-        cond = Q(name__icontains=value) | Q(nics__mac__iexact=value.lower())
-        compact = value.replace("-", "").lower()
-        if 4 <= len(compact) <= 32 and all(c in "0123456789abcdef" for c in compact):
-            cond |= Q(uuid=compact) if len(compact) == 32 else Q(uuid__startswith=value.lower())
-        return queryset.filter(cond).distinct()
+        return queryset.filter(search_condition(value))
