@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import IntegerField, OuterRef, Subquery, Sum
+from django.db.models.functions import Coalesce
 
 from hosts.choices import HostStatus, PoolState
 from hosts.models import Host, Network, StoragePool, Volume
@@ -198,17 +199,33 @@ def committed_memory_mib(host: Host) -> int:
     )
 
 
+def placement_candidates(user, tenant: Tenant, vcpus: int, memory_mib: int):
+    """The online hosts allowed to the tenant that fit the VM, most free memory first, in one
+    query: each host's committed memory is a grouped subquery over the VM host index, so
+    the cost does not grow by a query per host."""
+    committed = (
+        VirtualMachine.objects.filter(host=OuterRef("pk"), gone=False)
+        .order_by()
+        .values("host")
+        .annotate(total=Sum("memory_mib"))
+        .values("total")
+    )
+    return (
+        hosts_for(user, tenant)
+        .filter(status=HostStatus.ONLINE)
+        .filter(cpus__gte=vcpus)
+        .annotate(
+            free_mib=Coalesce("memory_mib", 0)
+            - Coalesce(Subquery(committed, output_field=IntegerField()), 0)
+        )
+        .filter(free_mib__gte=memory_mib)
+        .order_by("-free_mib", "name")
+    )
+
+
 def choose_host(user, tenant: Tenant, vcpus: int, memory_mib: int) -> Host | None:
     """The online host with the most free memory that fits the VM, among those allowed."""
-    hosts = hosts_for(user, tenant).filter(status=HostStatus.ONLINE)
-    best, best_free = None, -1
-    for host in hosts:
-        if (host.cpus or 0) < vcpus:
-            continue
-        free = (host.memory_mib or 0) - committed_memory_mib(host)
-        if free >= memory_mib and free > best_free:
-            best, best_free = host, free
-    return best
+    return placement_candidates(user, tenant, vcpus, memory_mib).first()
 
 
 def default_virt_type(host: Host) -> str:
