@@ -9,7 +9,7 @@ class HostsConfig(AppConfig):
         # What the core must know of hosts (panel imports no app): see panel.registry.
         from panel import registry
 
-        from . import registrations
+        from . import plan_steps, registrations  # noqa: F401 - plan_steps registers steps
 
         registry.register_lockable(*registrations.LOCKABLE)
         registry.task_error_formatters.register("libvirt", registrations.task_error_message)

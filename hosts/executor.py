@@ -366,6 +366,12 @@ def _simulated_seed(host: Host) -> dict[str, str]:
         "/sys/kernel/mm/transparent_hugepage/defrag": "always defer defer+madvise [madvise] never",
         "/sys/kernel/mm/ksm/run": "0",
         "/sys/module/kvm/parameters/halt_poll_ns": "200000",
+        # systemd's dev-hugepages.mount, a kernel without boot-time tuning, two movable IRQs
+        "/proc/mounts": "hugetlbfs /dev/hugepages hugetlbfs rw,relatime,pagesize=2M 0 0",
+        "/proc/cmdline": "BOOT_IMAGE=/boot/vmlinuz root=/dev/sda1 ro quiet",
+        "/proc/interrupts": "           CPU0\n 24:          0   PCI-MSI  eth0\n 25:          0   PCI-MSI  nvme0q0",
+        "/proc/irq/24/smp_affinity_list": "0-31",
+        "/proc/irq/25/smp_affinity_list": "0-31",
     }
     sizes = {2048, 1048576}
     cells = host.numa_cells or [{"id": 0}]

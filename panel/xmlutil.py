@@ -63,3 +63,21 @@ def parse_cpuset(spec: str) -> list[int]:
         else:
             target.add(int(part))
     return sorted(include - exclude)
+
+
+def format_cpuset(cpus) -> str:
+    """A sorted, compact cpuset: ``[0, 1, 2, 5]`` -> ``"0-2,5"`` (the inverse of
+    :func:`parse_cpuset`)."""
+    parts: list[str] = []
+    start = prev = None
+    for cpu in sorted(set(cpus)):
+        if start is None:
+            start = prev = cpu
+        elif cpu == prev + 1:
+            prev = cpu
+        else:
+            parts.append(f"{start}-{prev}" if prev != start else str(start))
+            start = prev = cpu
+    if start is not None:
+        parts.append(f"{start}-{prev}" if prev != start else str(start))
+    return ",".join(parts)

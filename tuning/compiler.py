@@ -27,7 +27,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 from hosts.actions import Hugepages, SysfsValue
-from panel.xmlutil import parse, parse_cpuset
+from panel.xmlutil import format_cpuset, parse_cpuset
+from vms.domxml import tuned_xml, tuning_changes
 
 from . import domain as tuning_domain
 from .knobs import HUGEPAGES
@@ -53,19 +54,7 @@ class NoFit(Exception):
 
 def cpuset(cpus) -> str:
     """A sorted cpuset string: ``[0, 1, 2, 5]`` -> ``"0-2,5"``."""
-    ids = sorted(set(cpus))
-    parts, start, prev = [], None, None
-    for cpu in ids:
-        if start is None:
-            start = prev = cpu
-        elif cpu == prev + 1:
-            prev = cpu
-        else:
-            parts.append(f"{start}-{prev}" if prev != start else str(start))
-            start = prev = cpu
-    if start is not None:
-        parts.append(f"{start}-{prev}" if prev != start else str(start))
-    return ",".join(parts)
+    return format_cpuset(cpus)
 
 
 # --- CPUs ---------------------------------------------------------------------------------------
@@ -520,105 +509,12 @@ def compile(
     # 4. live or restart
     if current_xml:
         plan.xml_before = current_xml
-        after = tuning_domain.tuned_xml(current_xml, dom)
+        after = tuned_xml(current_xml, dom)
         plan.xml_after = after
         plan.diff = tuning_domain.diff(current_xml, after)
         if vm.running:
-            plan.live, plan.restart = _live_and_restart(current_xml, after, dom)
+            plan.live, plan.restart = tuning_changes(current_xml, after, dom)
     return plan
-
-
-def _section(xml: str, path: str) -> str:
-    root = parse(xml)
-    els = root.findall(path)
-    return "".join(tuning_domain.pretty_el(e) for e in els)
-
-
-def _live_and_restart(before: str, after: str, dom: dict) -> tuple[list[dict], list[str]]:
-    """What the running guest takes now, and why it must restart for the rest."""
-    live: list[dict] = []
-    restart: list[str] = []
-    b, a = parse(before), parse(after)
-
-    def pins(root, tag, key):
-        return {p.get(key): p.get("cpuset") for p in root.findall(f"cputune/{tag}")}
-
-    old_v, new_v = pins(b, "vcpupin", "vcpu"), pins(a, "vcpupin", "vcpu")
-    for vcpu, cs in sorted(new_v.items(), key=lambda kv: int(kv[0])):
-        if old_v.get(vcpu) != cs:
-            live.append({"op": "vcpupin", "vcpu": int(vcpu), "cpuset": cs})
-    for vcpu in old_v.keys() - new_v.keys():
-        live.append({"op": "vcpupin", "vcpu": int(vcpu), "cpuset": ""})
-    old_e = b.find("cputune/emulatorpin")
-    new_e = a.find("cputune/emulatorpin")
-    if (old_e.get("cpuset") if old_e is not None else "") != (
-        new_e.get("cpuset") if new_e is not None else ""
-    ):
-        live.append(
-            {"op": "emulatorpin", "cpuset": new_e.get("cpuset") if new_e is not None else ""}
-        )
-    if _section(before, "iothreads") != _section(after, "iothreads"):
-        restart.append("the number of I/O threads changes")
-    else:
-        old_i, new_i = pins(b, "iothreadpin", "iothread"), pins(a, "iothreadpin", "iothread")
-        for tid, cs in sorted(new_i.items()):
-            if old_i.get(tid) != cs:
-                live.append({"op": "iothreadpin", "iothread": int(tid), "cpuset": cs})
-    sched = {}
-    for tag, param in (
-        ("shares", "cpu_shares"),
-        ("period", "vcpu_period"),
-        ("quota", "vcpu_quota"),
-    ):
-        ov, nv = b.findtext(f"cputune/{tag}"), a.findtext(f"cputune/{tag}")
-        if ov != nv and nv is not None:
-            sched[param] = int(nv)
-    if sched:
-        live.append({"op": "schedinfo", "params": sched})
-    if _section(before, "memtune") != _section(after, "memtune"):
-        live.append({"op": "memtune", "params": dict(dom.get("memtune") or {})})
-    for path, why in (
-        ("numatune", "the NUMA memory policy changes (libvirt cannot change its mode live)"),
-        ("memoryBacking", "the memory backing (hugepages, locked, no sharing) changes"),
-        ("cpu", "the guest CPU model, topology or NUMA cells change"),
-    ):
-        if _section(before, path) != _section(after, path):
-            restart.append(why)
-    for disk_b, disk_a in zip(b.findall("devices/disk"), a.findall("devices/disk"), strict=False):
-        target = disk_a.find("target").get("dev") if disk_a.find("target") is not None else "?"
-        if tuning_domain.pretty_el(disk_b.find("driver")) != tuning_domain.pretty_el(
-            disk_a.find("driver")
-        ):
-            restart.append(f"disk {target}: cache, io, queues or I/O thread change")
-        if tuning_domain.pretty_el(disk_b.find("iotune")) != tuning_domain.pretty_el(
-            disk_a.find("iotune")
-        ):
-            params = dict((dom.get("disks") or {}).get(target, {}).get("iotune") or {})
-            live.append({"op": "blkiotune", "target": target, "params": params})
-    if _section(before, "devices/interface/driver") != _section(after, "devices/interface/driver"):
-        restart.append("NIC queues change")
-    ob, ab = b.find("devices/memballoon"), a.find("devices/memballoon")
-    if (ob.get("model") if ob is not None else None) != (
-        ab.get("model") if ab is not None else None
-    ) or (
-        (ob.get("autodeflate") if ob is not None else None)
-        != (ab.get("autodeflate") if ab is not None else None)
-    ):
-        restart.append("the memory balloon device changes")
-    else:
-        old_p = (
-            ob.find("stats").get("period")
-            if ob is not None and ob.find("stats") is not None
-            else None
-        )
-        new_p = (
-            ab.find("stats").get("period")
-            if ab is not None and ab.find("stats") is not None
-            else None
-        )
-        if old_p != new_p:
-            live.append({"op": "memstats_period", "seconds": int(new_p or 0)})
-    return live, restart
 
 
 __all__ = ["NoFit", "compile", "cpuset", "hugepage_capacity", "ledger_free_pages", "parse_cpuset"]

@@ -82,7 +82,7 @@ class TuningPlan:
         return bool(self.restart)
 
     def to_plan(self) -> Plan:
-        """The steps a ``tuning.apply`` task runs: host actions first (each recorded, so a
+        """The steps a ``vm.tune`` task runs: host actions first (each recorded, so a
         failure reverts them newest first), then the domain definition and the live changes,
         then the read-back that fails the task when the host disagrees."""
         plan = Plan(restart=list(self.restart))
@@ -92,8 +92,7 @@ class TuningPlan:
             DOMAIN,
             "tune",
             id="tune",
-            xml=self.xml_after,
-            live=self.live,
+            domain=self.domain,
             describe="Write the tuned definition and apply what the running guest can take",
         )
         plan.add(
@@ -101,7 +100,6 @@ class TuningPlan:
             "verify_tuning",
             id="verify",
             domain=self.domain,
-            live=self.live,
             describe="Read the tuning back from libvirt and compare it with the plan",
         )
         return plan

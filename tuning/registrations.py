@@ -1,8 +1,71 @@
-"""What ``tuning`` hands to the rooms below it: VM create, release and observe hooks, the
-domain XML contributor, tabs, events. Called once from ``TuningConfig.ready()``."""
+"""What ``tuning`` hands to the rooms below it, called once from ``TuningConfig.ready()``:
+
+* ``vms.hooks``: a ``vm.tune`` task ended (record the applied plan, or release what the task
+  was promised), a VM's resources are free (gone), domains were read (the drift check);
+* a ``pre_delete`` receiver on VMs: a deleted VM gives back its ledger rows (the hugepage
+  counters are not a cascade);
+* the ``vms.domxml`` contributor that tunes a new VM's build (``DomainBuild.tuning``).
+"""
 
 from __future__ import annotations
 
+from django.db import transaction
+from django.db.models.signals import pre_delete
+from django.utils import timezone
+
+from panel import events
+from vms import domxml, hooks
+from vms.models import VirtualMachine
+
+from . import domain, drift, ledger, services
+from .models import VmTuning
+
+
+def on_released(vm, reason: str) -> None:
+    ledger.release(vm)
+
+
+def _on_vm_deleted(sender, instance, **kwargs) -> None:
+    ledger.release(instance)
+
+
+def on_observed(pairs: list, event: str) -> None:
+    """Compare each tuned VM's live domain with its applied plan; flag and publish changes."""
+    by_id = {vm.pk: (vm, xml) for vm, xml in pairs if vm.pk is not None}
+    if not by_id:
+        return
+    rows = VmTuning.objects.filter(vm_id__in=list(by_id)).exclude(plan={})
+    now = timezone.now()
+    for row in rows:
+        vm, xml = by_id[row.vm_id]
+        if vm.lock_id is not None:
+            continue  # a task is changing this VM: it re-reads and decides when done
+        pending = bool(row.restart_needed)
+        if pending and vm.state == "shutoff":
+            pending = False
+        if event in ("started", "rebooted") or (pending and vm.state == "shutoff"):
+            pending = False  # the guest came up with the definition: the plan holds in full
+        details = drift.compare(row.plan.get("domain") or {}, xml, restart_pending=pending)
+        changed = bool(details) != row.drift or details != row.drift_details
+        fields = {"drift_checked_at": now}
+        if not pending and row.restart_needed and event in ("started", "rebooted", "stopped"):
+            fields["restart_needed"] = []
+        if changed:
+            fields.update(drift=bool(details), drift_details=details)
+        VmTuning.objects.filter(pk=row.pk).update(**fields)
+        if changed:
+            message = {
+                "type": "tuning.drift", "id": vm.pk, "name": vm.name, "drift": bool(details),
+                "details": details[:20], "event": event,
+            }  # fmt: skip
+            transaction.on_commit(
+                lambda m=message, v=vm: events.send_on_commit(events.groups_for_vm(v), m)
+            )
+
 
 def register() -> None:
-    """Each part of tuning registers itself here (hooks, tabs, step handlers)."""
+    hooks.register_tuned(services.on_tuned)
+    hooks.register_released(on_released)
+    hooks.register_observed(on_observed)
+    pre_delete.connect(_on_vm_deleted, sender=VirtualMachine, dispatch_uid="tuning-ledger-release")
+    domxml.register_contributor(domain.contribute)

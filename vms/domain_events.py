@@ -29,6 +29,7 @@ from hosts.models import Host
 from panel import events
 from panel.models import Tenant
 
+from . import hooks as vm_hooks
 from .domxml import parse_domain
 from .models import VirtualMachine
 from .sync import (
@@ -80,6 +81,8 @@ def _apply(host: Host, conn: HostConnection, uuid: str, event: str) -> None:
                 return
             mark_gone(vm, timezone.now())
             vm.save(update_fields=GONE_FIELDS)
+            gone = vm
+            transaction.on_commit(lambda: vm_hooks.released(gone, "gone"))
         elif vm is None:
             # New to the inventory: imported alone, as the full sync would, without re-reading
             # every domain of the host.
@@ -95,6 +98,9 @@ def _apply(host: Host, conn: HostConnection, uuid: str, event: str) -> None:
         else:
             refresh_vm(vm, conn, host_change_is_desired=True)
         events.vm_changed(vm, event=event)
+        if info is not None:
+            seen, xml = vm, info.xml
+            transaction.on_commit(lambda: vm_hooks.observed([(seen, xml)], event))
 
 
 def import_domain(host: Host, conn: HostConnection, info: driver.DomainInfo) -> VirtualMachine:

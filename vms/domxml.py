@@ -117,6 +117,8 @@ class DomainSpec:
     cputune: CpuTune | None = None
     numatune: NumaTune | None = None
     memory_backing: MemoryBacking | None = None
+    #: the XML this was parsed from, when the reader kept it (the sync does, for drift checks)
+    xml: str = field(default="", repr=False)
 
 
 def _int(value: str | None) -> int | None:
@@ -325,6 +327,7 @@ def parse_domain(xml: str) -> DomainSpec:
         cputune=parse_cputune(root),
         numatune=parse_numatune(root),
         memory_backing=parse_memory_backing(root),
+        xml=xml if isinstance(xml, str) else xml.decode(),
     )
 
 
@@ -389,6 +392,8 @@ class DomainBuild:
     description: str = ""
     task_id: int | None = None
     spare_root_ports: int = SPARE_ROOT_PORTS
+    #: a tuning plan's domain part (``tuning/plan.py``), applied by a registered contributor
+    tuning: dict | None = None
 
 
 Contributor = Callable[[etree._Element, DomainBuild], None]
@@ -709,3 +714,365 @@ def clone_domain_xml(
     if task_id is not None:
         mark.set("created-by-task", str(task_id))
     return to_string(root)
+
+
+# --- tuning: the patch a tuning plan's domain part makes --------------------------------------
+#
+# ``apply_tuning(root, domain)`` owns ``<iothreads>``, ``<cputune>``, ``<memtune>``,
+# ``<numatune>``, ``<memoryBacking>``, the topology and NUMA cells of ``<cpu>`` (and its mode
+# when the plan names one), the ``<driver>`` tuning attributes and ``<iotune>`` of disks, the
+# ``<driver>`` queues of virtio NICs and the ``<memballoon>``. What the plan leaves empty is
+# removed (applying ``balanced`` after ``latency-critical`` unpins the VM); every other
+# element is left as it was. libvirt orders elements itself when it defines the domain.
+# ``tuning_changes(before, after, domain)`` says which differences a running guest takes live
+# and which need a restart. The shape of ``domain`` is documented in ``tuning/plan.py``.
+
+# Where a new top-level element goes: before the first of these that exists.
+_BEFORE = ("os", "features", "cpu", "clock", "on_poweroff", "devices")
+_THROTTLE_ORDER = (
+    "total_bytes_sec", "read_bytes_sec", "write_bytes_sec",
+    "total_iops_sec", "read_iops_sec", "write_iops_sec",
+    "total_bytes_sec_max", "read_bytes_sec_max", "write_bytes_sec_max",
+    "total_iops_sec_max", "read_iops_sec_max", "write_iops_sec_max",
+    "total_bytes_sec_max_length", "read_bytes_sec_max_length", "write_bytes_sec_max_length",
+    "total_iops_sec_max_length", "read_iops_sec_max_length", "write_iops_sec_max_length",
+)  # fmt: skip
+
+
+def _tel(parent, tag: str, text=None, **attrs):
+    el = etree.SubElement(parent, tag, {k: str(v) for k, v in attrs.items() if v is not None})
+    if text is not None:
+        el.text = str(text)
+    return el
+
+
+def _put(root, tag: str, element) -> None:
+    """Replace ``root``'s ``<tag>`` with ``element`` (None: remove it)."""
+    for old in root.findall(tag):
+        root.remove(old)
+    if element is None:
+        return
+    for name in _BEFORE:
+        anchor = root.find(name)
+        if anchor is not None and name != tag:
+            anchor.addprevious(element)
+            return
+    root.append(element)
+
+
+def _cputune(d: dict):
+    el = etree.Element("cputune")
+    if d.get("shares"):
+        _tel(el, "shares", d["shares"])
+    if d.get("period"):
+        _tel(el, "period", d["period"])
+    if d.get("quota"):
+        _tel(el, "quota", d["quota"])
+    for vcpu, cpuset in sorted((d.get("vcpupin") or {}).items(), key=lambda kv: int(kv[0])):
+        _tel(el, "vcpupin", vcpu=vcpu, cpuset=cpuset)
+    if d.get("emulatorpin"):
+        _tel(el, "emulatorpin", cpuset=d["emulatorpin"])
+    for tid, cpuset in sorted((d.get("iothreadpin") or {}).items(), key=lambda kv: int(kv[0])):
+        _tel(el, "iothreadpin", iothread=tid, cpuset=cpuset)
+    return el if len(el) else None
+
+
+def _memtune(d: dict):
+    limits = d.get("memtune") or {}
+    el = etree.Element("memtune")
+    if limits.get("hard_limit_mib"):
+        _tel(el, "hard_limit", limits["hard_limit_mib"], unit="MiB")
+    if limits.get("soft_limit_mib"):
+        _tel(el, "soft_limit", limits["soft_limit_mib"], unit="MiB")
+    return el if len(el) else None
+
+
+def _numatune(d: dict):
+    numa = d.get("numatune")
+    if not numa:
+        return None
+    el = etree.Element("numatune")
+    _tel(el, "memory", mode=numa["mode"], nodeset=numa["nodeset"])
+    for node in numa.get("memnodes") or []:
+        _tel(el, "memnode", cellid=node["cellid"], mode=node["mode"], nodeset=node["nodeset"])
+    return el
+
+
+def _memory_backing(d: dict):
+    backing = d.get("memory_backing")
+    if not backing:
+        return None
+    el = etree.Element("memoryBacking")
+    if backing.get("pages"):
+        pages = _tel(el, "hugepages")
+        for page in backing["pages"]:
+            _tel(
+                pages,
+                "page",
+                size=page["size_kib"],
+                unit="KiB",
+                nodeset=page.get("nodeset") or None,
+            )
+    if backing.get("nosharepages"):
+        _tel(el, "nosharepages")
+    if backing.get("locked"):
+        _tel(el, "locked")
+    return el if len(el) else None
+
+
+def _cpu(root, d: dict) -> None:
+    spec = d.get("cpu")
+    if spec is None:
+        return
+    cpu = root.find("cpu")
+    mode = spec.get("mode") or ""
+    if cpu is None and not (mode or spec.get("topology") or spec.get("numa_cells")):
+        return
+    if cpu is None:
+        cpu = etree.Element("cpu")
+        _put(root, "cpu", cpu)
+    if mode:
+        for key in list(cpu.attrib):
+            del cpu.attrib[key]
+        for child in cpu.findall("model") + cpu.findall("feature") + cpu.findall("vendor"):
+            cpu.remove(child)
+        if mode == "custom":
+            cpu.set("mode", "custom")
+            cpu.set("match", "exact")
+            cpu.set("check", "partial")
+            model = etree.Element("model", fallback="forbid")
+            model.text = spec["model"]
+            cpu.insert(0, model)
+        else:
+            cpu.set("mode", mode)
+            if mode == "host-passthrough":
+                cpu.set("check", "none")
+                cpu.set("migratable", "on")
+    for child in cpu.findall("topology") + cpu.findall("numa"):
+        cpu.remove(child)
+    topo = spec.get("topology")
+    if topo:
+        _tel(cpu, "topology", sockets=topo["sockets"], dies=topo.get("dies", 1),
+            cores=topo["cores"], threads=topo["threads"])  # fmt: skip
+    cells = spec.get("numa_cells") or []
+    if cells:
+        numa = _tel(cpu, "numa")
+        for cell in cells:
+            _tel(
+                numa,
+                "cell",
+                id=cell["id"],
+                cpus=cell["cpus"],
+                memory=cell["memory_mib"],
+                unit="MiB",
+            )
+    if not len(cpu) and not cpu.attrib:
+        root.remove(cpu)
+
+
+def _disks(root, d: dict) -> None:
+    for disk in root.findall("devices/disk"):
+        target = disk.find("target")
+        name = target.get("dev") if target is not None else None
+        spec = (d.get("disks") or {}).get(name)
+        if spec is None:
+            continue
+        driver = disk.find("driver")
+        if driver is None:
+            driver = etree.SubElement(disk, "driver", name="qemu")
+        for attr in ("cache", "io", "queues", "iothread", "discard"):
+            value = spec.get(attr)
+            if value in (None, "", 0):
+                driver.attrib.pop(attr, None)
+            else:
+                driver.set(attr, str(value))
+        for old in disk.findall("iotune"):
+            disk.remove(old)
+        iotune = {k: v for k, v in (spec.get("iotune") or {}).items() if v}
+        if iotune:
+            el = etree.Element("iotune")
+            for key in _THROTTLE_ORDER:
+                if iotune.get(key):
+                    _tel(el, key, iotune[key])
+            anchor = disk.find("target")
+            (anchor.addnext(el) if anchor is not None else disk.append(el))
+
+
+def _nics(root, d: dict) -> None:
+    for iface in root.findall("devices/interface"):
+        mac = iface.find("mac")
+        spec = (d.get("nics") or {}).get(mac.get("address", "").lower() if mac is not None else "")
+        if spec is None:
+            continue
+        driver = iface.find("driver")
+        values = {k: spec.get(k) for k in ("queues", "rx_queue_size", "tx_queue_size")}
+        if not any(values.values()):
+            if driver is not None:
+                for k in values:
+                    driver.attrib.pop(k, None)
+                driver.attrib.pop("name", None) if driver.get("name") == "vhost" else None
+                if not driver.attrib and not len(driver):
+                    iface.remove(driver)
+            continue
+        if driver is None:
+            driver = etree.SubElement(iface, "driver")
+        driver.set("name", "vhost")
+        for key, value in values.items():
+            if value:
+                driver.set(key, str(value))
+            else:
+                driver.attrib.pop(key, None)
+
+
+def _balloon(root, d: dict) -> None:
+    spec = d.get("balloon")
+    if spec is None:
+        return
+    devices = root.find("devices")
+    if devices is None:
+        return
+    for old in devices.findall("memballoon"):
+        devices.remove(old)
+    if not spec.get("enabled", True):
+        _tel(devices, "memballoon", model="none")
+        return
+    el = _tel(devices, "memballoon", model="virtio",
+             autodeflate="on" if spec.get("autodeflate") else None)  # fmt: skip
+    if spec.get("period"):
+        _tel(el, "stats", period=spec["period"])
+
+
+def apply_tuning(root, domain: dict) -> None:
+    """Write ``domain`` (a ``TuningPlan.domain``) into the ``<domain>`` element ``root``."""
+    if not domain:
+        return
+    if "iothreads" in domain:
+        count = domain.get("iothreads") or 0
+        iothreads = None
+        if count:
+            iothreads = etree.Element("iothreads")
+            iothreads.text = str(count)
+        _put(root, "iothreads", iothreads)
+    _put(root, "cputune", _cputune(domain))
+    if "memtune" in domain:
+        _put(root, "memtune", _memtune(domain))
+    if "numatune" in domain:
+        _put(root, "numatune", _numatune(domain))
+    if "memory_backing" in domain:
+        _put(root, "memoryBacking", _memory_backing(domain))
+    _cpu(root, domain)
+    _disks(root, domain)
+    _nics(root, domain)
+    _balloon(root, domain)
+
+
+def tuned_xml(xml: str, domain: dict) -> str:
+    """``xml`` with ``domain`` applied, pretty-printed for the diff."""
+    root = parse(xml)
+    apply_tuning(root, domain)
+    etree.indent(root, space="  ")
+    return etree.tostring(root, encoding="unicode")
+
+
+def pretty(xml: str) -> str:
+    if not xml:
+        return ""
+    root = parse(xml)
+    etree.indent(root, space="  ")
+    return etree.tostring(root, encoding="unicode")
+
+
+def pretty_el(element) -> str:
+    """One element in canonical form (attributes sorted), for comparing; "" for None."""
+    if element is None:
+        return ""
+    return etree.tostring(element, method="c14n").decode()
+
+
+def _section(xml: str, path: str) -> str:
+    root = parse(xml)
+    els = root.findall(path)
+    return "".join(pretty_el(e) for e in els)
+
+
+def tuning_changes(before: str, after: str, dom: dict) -> tuple[list[dict], list[str]]:
+    """What the running guest takes now, and why it must restart for the rest."""
+    live: list[dict] = []
+    restart: list[str] = []
+    b, a = parse(before), parse(after)
+
+    def pins(root, tag, key):
+        return {p.get(key): p.get("cpuset") for p in root.findall(f"cputune/{tag}")}
+
+    old_v, new_v = pins(b, "vcpupin", "vcpu"), pins(a, "vcpupin", "vcpu")
+    for vcpu, cs in sorted(new_v.items(), key=lambda kv: int(kv[0])):
+        if old_v.get(vcpu) != cs:
+            live.append({"op": "vcpupin", "vcpu": int(vcpu), "cpuset": cs})
+    for vcpu in old_v.keys() - new_v.keys():
+        live.append({"op": "vcpupin", "vcpu": int(vcpu), "cpuset": ""})
+    old_e = b.find("cputune/emulatorpin")
+    new_e = a.find("cputune/emulatorpin")
+    if (old_e.get("cpuset") if old_e is not None else "") != (
+        new_e.get("cpuset") if new_e is not None else ""
+    ):
+        live.append(
+            {"op": "emulatorpin", "cpuset": new_e.get("cpuset") if new_e is not None else ""}
+        )
+    if _section(before, "iothreads") != _section(after, "iothreads"):
+        restart.append("the number of I/O threads changes")
+    else:
+        old_i, new_i = pins(b, "iothreadpin", "iothread"), pins(a, "iothreadpin", "iothread")
+        for tid, cs in sorted(new_i.items()):
+            if old_i.get(tid) != cs:
+                live.append({"op": "iothreadpin", "iothread": int(tid), "cpuset": cs})
+    sched = {}
+    for tag, param in (
+        ("shares", "cpu_shares"),
+        ("period", "vcpu_period"),
+        ("quota", "vcpu_quota"),
+    ):
+        ov, nv = b.findtext(f"cputune/{tag}"), a.findtext(f"cputune/{tag}")
+        if ov != nv and nv is not None:
+            sched[param] = int(nv)
+    if sched:
+        live.append({"op": "schedinfo", "params": sched})
+    if _section(before, "memtune") != _section(after, "memtune"):
+        live.append({"op": "memtune", "params": dict(dom.get("memtune") or {})})
+    for path, why in (
+        ("numatune", "the NUMA memory policy changes (libvirt cannot change its mode live)"),
+        ("memoryBacking", "the memory backing (hugepages, locked, no sharing) changes"),
+        ("cpu", "the guest CPU model, topology or NUMA cells change"),
+    ):
+        if _section(before, path) != _section(after, path):
+            restart.append(why)
+    for disk_b, disk_a in zip(b.findall("devices/disk"), a.findall("devices/disk"), strict=False):
+        target = disk_a.find("target").get("dev") if disk_a.find("target") is not None else "?"
+        if pretty_el(disk_b.find("driver")) != pretty_el(disk_a.find("driver")):
+            restart.append(f"disk {target}: cache, io, queues or I/O thread change")
+        if pretty_el(disk_b.find("iotune")) != pretty_el(disk_a.find("iotune")):
+            params = dict((dom.get("disks") or {}).get(target, {}).get("iotune") or {})
+            live.append({"op": "blkiotune", "target": target, "params": params})
+    if _section(before, "devices/interface/driver") != _section(after, "devices/interface/driver"):
+        restart.append("NIC queues change")
+    ob, ab = b.find("devices/memballoon"), a.find("devices/memballoon")
+    if (ob.get("model") if ob is not None else None) != (
+        ab.get("model") if ab is not None else None
+    ) or (
+        (ob.get("autodeflate") if ob is not None else None)
+        != (ab.get("autodeflate") if ab is not None else None)
+    ):
+        restart.append("the memory balloon device changes")
+    else:
+        old_p = (
+            ob.find("stats").get("period")
+            if ob is not None and ob.find("stats") is not None
+            else None
+        )
+        new_p = (
+            ab.find("stats").get("period")
+            if ab is not None and ab.find("stats") is not None
+            else None
+        )
+        if old_p != new_p:
+            live.append({"op": "memstats_period", "seconds": int(new_p or 0)})
+    return live, restart

@@ -14,8 +14,10 @@
 * **tuned** (:func:`register_tuned`): ``fn(vm, task, ok, result)`` when a ``vm.tune`` task
   ended (``ok`` False: it failed and was rolled back; ``result`` the verify step's output or the
   error text);
-* **observed** (:func:`register_observed`): ``fn(vm, xml, event)`` after a domain was read for
-  an event, a sync or a reconcile (``xml`` the live definition): the drift check's trigger.
+* **observed** (:func:`register_observed`): ``fn(pairs, event)`` after domains were read for
+  an event, a sync or a reconcile: ``pairs`` is a list of ``(vm, xml)`` (``xml`` the live
+  definition), one call per batch so a listener can read its rows in one query: the drift
+  check's trigger.
 
 A hook that raises is logged and does not stop the VM's own work, except ``clean``/``check_host``
 (which add to the errors) and ``reserve`` (which refuses the create).
@@ -79,9 +81,11 @@ def released(vm, reason: str) -> None:
             log.exception("release hook %s failed for vm %s", fn, getattr(vm, "pk", vm))
 
 
-def observed(vm, xml: str, event: str) -> None:
+def observed(pairs: list, event: str) -> None:
+    if not pairs:
+        return
     for fn in _observed:
         try:
-            fn(vm, xml, event)
+            fn(pairs, event)
         except Exception:
-            log.exception("observe hook %s failed for vm %s", fn, getattr(vm, "pk", vm))
+            log.exception("observe hook %s failed (%s, %d domains)", fn, event, len(pairs))

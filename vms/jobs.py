@@ -21,6 +21,7 @@ from django.db import transaction
 from hosts import storage
 from hosts.driver.connection import get_connection
 from hosts.driver.guest import SHUTOFF, Guest, GuestError, volume_exists
+from hosts.executor import executor_for
 from hosts.models import Host
 from hosts.sync import sync_pools
 from panel import plans
@@ -29,7 +30,7 @@ from panel.models import Task
 from panel.taskrunner import TaskContext, task_kind
 from panel.units import GIB
 
-from . import domxml
+from . import domxml, hooks
 from .choices import DiskDevice, Lifecycle, PowerAction, VMState
 from .models import Disk, VirtualMachine
 from .services import clone_plan, create_plan
@@ -98,15 +99,24 @@ def _forget_unborn(task: Task) -> None:
 @dataclass
 class _Apply:
     """What plan steps of VM tasks work with: the host connection, and in a running task its
-    context (for log lines) and VM. Recovery has the connection only."""
+    context (for log lines) and VM. Recovery has the connection only. Host steps get the
+    executor of ``host`` (built on first use)."""
 
     conn: object
     ctx: TaskContext | None = None
     vm: VirtualMachine | None = None
+    host: Host | None = None
+    _executor: object = None
 
     def log(self, message: str) -> None:
         if self.ctx is not None:
             self.ctx.log(message)
+
+    @property
+    def executor(self):
+        if self._executor is None:
+            self._executor = executor_for(self.host, log=self.ctx)
+        return self._executor
 
 
 def _save_plan(task: Task):
@@ -682,3 +692,209 @@ def observed_state(conn, uuid: str) -> str:
 
 
 __all__ = ["observed_state", "uuidlib"]
+
+
+# --- tuning -----------------------------------------------------------------------------------
+#
+# ``vm.tune`` applies a plan ``tuning`` computed (``task.params["plan"]``): host actions first
+# (``hosts.plan_steps``), then ``domain/tune`` (the tuned definition, the live changes) and
+# ``domain/verify_tuning`` (libvirt's read-back compared with what was asked). A failure
+# reverts the host actions newest first and redefines the previous definition.
+
+
+def _live_call(guest: Guest, op: dict) -> str:
+    """Apply one live change to the running guest (and its definition); a line for the log."""
+    kind = op["op"]
+    both = {"live": True, "config": True}
+    if kind == "vcpupin":
+        guest.pin_vcpu(op["vcpu"], op["cpuset"], **both)
+        return f"vCPU {op['vcpu']} pinned to {op['cpuset'] or 'every pCPU'}"
+    if kind == "emulatorpin":
+        guest.pin_emulator(op["cpuset"], **both)
+        return f"emulator threads pinned to {op['cpuset'] or 'every pCPU'}"
+    if kind == "iothreadpin":
+        guest.pin_iothread(op["iothread"], op["cpuset"], **both)
+        return f"I/O thread {op['iothread']} pinned to {op['cpuset']}"
+    if kind == "schedinfo":
+        guest.set_scheduler(op["params"], **both)
+        return f"scheduler {op['params']}"
+    if kind == "blkiotune":
+        params = {k: int(op["params"].get(k, 0)) for k in BLKIOTUNE_KEYS}
+        guest.set_block_iotune(op["target"], params, **both)
+        return f"disk {op['target']} I/O limits {op['params'] or 'removed'}"
+    if kind == "memstats_period":
+        guest.set_memory_stats_period(op["seconds"], **both)
+        return f"balloon stats every {op['seconds']} s"
+    if kind == "memtune":
+        p = op["params"]
+        guest.set_memory_limits(
+            hard_limit_kib=(p.get("hard_limit_mib") or 0) * 1024 or None,
+            soft_limit_kib=(p.get("soft_limit_mib") or 0) * 1024 or None,
+            **both,
+        )
+        return f"memory limits {p}"
+    raise ValueError(f"Unknown live tuning change {kind!r}.")
+
+
+BLKIOTUNE_KEYS = (
+    "total_bytes_sec", "read_bytes_sec", "write_bytes_sec",
+    "total_iops_sec", "read_iops_sec", "write_iops_sec",
+    "total_bytes_sec_max", "read_bytes_sec_max", "write_bytes_sec_max",
+    "total_iops_sec_max", "read_iops_sec_max", "write_iops_sec_max",
+    "total_bytes_sec_max_length", "read_bytes_sec_max_length", "write_bytes_sec_max_length",
+    "total_iops_sec_max_length", "read_iops_sec_max_length", "write_iops_sec_max_length",
+)  # fmt: skip
+
+
+@plans.register_step(plans.DOMAIN, "tune")
+def _step_tune(step: plans.Step, run: plans.PlanRun) -> dict:
+    """Write the tuned definition (the plan's domain part applied to the definition as it is
+    now), then apply to the running guest what it can take live."""
+    a, c = step.args, run.context
+    guest = Guest.get(c.conn, str(c.vm.uuid))
+    before = guest.xml(inactive=True)
+    after = domxml.tuned_xml(before, a.get("domain") or {})
+    # Recorded first: a worker that dies after the define leaves a definition recovery restores.
+    run.record("domain_xml", uuid=str(c.vm.uuid), xml=before)
+    c.log("Writing the tuned definition")
+    Guest.define(c.conn, after)
+    applied, restart = [], []
+    if guest.is_active:
+        live, restart = domxml.tuning_changes(guest.xml(), after, a.get("domain") or {})
+        for op in live:
+            line = _live_call(guest, op)
+            c.log(f"Live: {line}")
+            applied.append(op)
+        for why in restart:
+            c.log(f"Needs a restart: {why}", "warning")
+    return {"live": applied, "restart": restart, "xml_after": after}
+
+
+@plans.register_undo("domain_xml")
+def _undo_domain_xml(obj: dict, context: _Apply) -> str | None:
+    """Put back the definition the VM had before it was tuned. The running guest keeps what it
+    took live until it restarts; the previous pins are put back live too where they differ."""
+    guest = Guest.lookup(context.conn, obj["uuid"])
+    if guest is None:
+        return None
+    Guest.define(context.conn, obj["xml"])
+    if guest.is_active:
+        previous = domxml.parse_domain(obj["xml"]).cputune or domxml.CpuTune()
+        for vcpu in range(guest.vcpus(config=False)):
+            guest.pin_vcpu(vcpu, previous.vcpupin.get(vcpu, ""), live=True, config=False)
+        guest.pin_emulator(previous.emulatorpin, live=True, config=False)
+    return f"the previous definition of {obj['uuid']}"
+
+
+def verify_tuning(
+    expected: dict, live_ops: list[dict], state: dict, restart: list[str]
+) -> list[dict]:
+    """Where libvirt's read-back (``Guest.tuning_state``) differs from the plan: the pins,
+    scheduler parameters and block throttles always; NUMA and hugepages when no restart is
+    pending for them."""
+    out = []
+
+    def differ(what, want, have):
+        if want != have:
+            out.append({"what": what, "expected": want, "actual": have})
+
+    for vcpu, cpus in (expected.get("vcpupin") or {}).items():
+        differ(f"vcpupin {vcpu}", cpus, state["vcpupin"].get(str(vcpu), ""))
+    if expected.get("vcpupin") is not None:
+        for vcpu in set(state["vcpupin"]) - set(expected["vcpupin"]):
+            differ(f"vcpupin {vcpu}", "", state["vcpupin"][vcpu])
+    if "emulatorpin" in expected:
+        differ("emulatorpin", expected.get("emulatorpin") or "", state["emulatorpin"])
+    for tid, cpus in (expected.get("iothreadpin") or {}).items():
+        differ(f"iothreadpin {tid}", cpus, state["iothreadpin"].get(str(tid), ""))
+    sched = state.get("schedinfo") or {}
+    for key, param in (
+        ("shares", "cpu_shares"),
+        ("period", "vcpu_period"),
+        ("quota", "vcpu_quota"),
+    ):
+        if expected.get(key):
+            differ(f"schedinfo {param}", expected[key], sched.get(param))
+    for target, disk in (expected.get("disks") or {}).items():
+        have = (state.get("blkiotune") or {}).get(target)
+        if have is None:
+            continue
+        for key in BLKIOTUNE_KEYS:
+            differ(f"blkdeviotune {target} {key}", int((disk.get("iotune") or {}).get(key, 0)),
+                   int(have.get(key, 0)))  # fmt: skip
+    if not restart:
+        numa = expected.get("numatune")
+        have = state.get("numatune")
+        differ("numatune", (numa or {}).get("mode"), (have or {}).get("mode"))
+        if numa:
+            differ("numatune nodeset", numa["nodeset"], (have or {}).get("nodeset"))
+        pages = [p["size_kib"] for p in ((expected.get("memory_backing") or {}).get("pages") or [])]
+        differ("hugepages", sorted(pages), state.get("hugepages") or [])
+    return out
+
+
+@plans.register_step(plans.DOMAIN, "verify_tuning")
+def _step_verify(step: plans.Step, run: plans.PlanRun) -> dict:
+    a, c = step.args, run.context
+    guest = Guest.get(c.conn, str(c.vm.uuid))
+    live = guest.is_active
+    restart = list((run.outputs.get("tune") or {}).get("restart") or []) if live else []
+    state = guest.tuning_state(live=live)
+    wrong = verify_tuning(a.get("domain") or {}, a.get("live") or [], state, restart)
+    if wrong:
+        lines = "; ".join(
+            f"{w['what']}: asked {w['expected']!r}, libvirt has {w['actual']!r}" for w in wrong
+        )
+        raise RuntimeError(f"The host did not take the tuning: {lines}.")
+    c.log("Verified: libvirt reports the tuning the plan asked for" + (" (live)" if live else ""))
+    return {"state": state}
+
+
+def _recover_tune(task: Task) -> str:
+    host = Host.objects.get(pk=task.host_id)
+    conn = get_connection(host)
+    vm = VirtualMachine.objects.filter(pk=task.vm_id).first()
+    plan = _task_plan(task)
+    if plan is None:
+        return "Nothing was recorded to undo."
+    removed = plans.rollback(plan, _Apply(conn=conn, vm=vm, host=host))
+    if vm is not None:
+        hooks.tuned(vm, task, False, "The worker stopped before the tuning was applied.")
+    return "Rolled back: " + (", ".join(removed) if removed else "nothing was changed") + "."
+
+
+@task_kind("vm.tune", recover=_recover_tune)
+def run_vm_tune(ctx: TaskContext) -> dict:
+    task = ctx.task
+    vm = _vm(ctx)
+    host = vm.host
+    conn = get_connection(host)
+    plan = _task_plan(task)
+    context = _Apply(conn=conn, ctx=ctx, vm=vm, host=host)
+    total = max(1, len(plan.steps))
+
+    def after(step: plans.Step, index: int) -> None:
+        ctx.progress(10 + 85 * (index + 1) // total)
+
+    try:
+        plans.apply(plan, context, _save_plan(task), after=after)
+    except Exception as exc:
+        ctx.log("Putting back what this task changed", level="warning")
+        removed = plans.rollback(
+            plan,
+            context,
+            on_error=lambda obj, e: ctx.log(f"Could not undo {obj['kind']}: {e}", "error"),
+        )
+        if removed:
+            ctx.log("Undone: " + ", ".join(removed))
+        refresh_vm(vm, conn)
+        hooks.tuned(vm, task, False, str(exc))
+        raise
+    refresh_vm(vm, conn)
+    verified = plan.outputs.get("verify") or {}
+    hooks.tuned(vm, task, True, verified)
+    ctx.log(
+        f"Tuned {vm.name}"
+        + (f"; restart needed: {'; '.join(plan.restart)}" if plan.restart else "")
+    )
+    return {"vm": vm.pk, "restart": plan.restart}

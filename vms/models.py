@@ -50,6 +50,9 @@ class VirtualMachine(models.Model):
     # vCPUs were hot-plugged since the guest started: QEMU cannot restore a memory snapshot
     # of it. Cleared whenever the VM is seen shut off.
     vcpus_hotplugged = models.BooleanField(default=False)
+    # The domain XML as Paddock last read it (watcher, sync, reconcile): what a tuning plan is
+    # shown against before it is applied, without asking the host.
+    definition = models.TextField(blank=True)
     lifecycle = models.CharField(
         max_length=16, choices=Lifecycle.choices, default=Lifecycle.READY, db_index=True
     )

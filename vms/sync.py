@@ -23,6 +23,7 @@ from hosts.models import Host, Network, Volume
 from panel.models import Tenant
 from panel.xmlutil import parse as parse_xml
 
+from . import hooks
 from .choices import DiskDevice, VMState
 from .domxml import DiskSpec, DomainSpec, NicSpec, parse_domain
 from .models import Disk, Nic, Snapshot, VirtualMachine
@@ -93,6 +94,8 @@ def moves_here(vm: VirtualMachine, state: str, appeared: bool = False) -> bool:
 def _observed(spec: DomainSpec, state: str, reason: str, autostart: bool, persistent: bool):
     values = {f: getattr(spec, f) for f in _MIRRORED}
     values.update(state=state, state_reason=reason, autostart=autostart, persistent=persistent)
+    if spec.xml:
+        values["definition"] = spec.xml
     return values
 
 
@@ -169,10 +172,11 @@ def _nic_key(n) -> tuple:
 
 def read_domains(conn: HostConnection) -> list[tuple[DomainSpec, str, str, bool, bool]]:
     """(spec, state, reason, autostart, persistent) for every domain of the host."""
-    return [
-        (parse_domain(d.xml), vm_state(d.state), d.reason, d.autostart, d.persistent)
-        for d in driver.list_domains(conn)
-    ]
+    out = []
+    for d in driver.list_domains(conn):
+        spec = parse_domain(d.xml)
+        out.append((spec, vm_state(d.state), d.reason, d.autostart, d.persistent))
+    return out
 
 
 def claim_volumes(disks: list[Disk]) -> None:
@@ -228,6 +232,7 @@ def sync_domains(host: Host, conn: HostConnection) -> dict:
     devices_changed: list[tuple[VirtualMachine, DomainSpec]] = []
     update_fields: set[str] = set()
     untouched: list[int] = []
+    observed: list[tuple[VirtualMachine, str]] = []
 
     for spec, state, reason, autostart, persistent in domains:
         key = str(uuidlib.UUID(spec.uuid))
@@ -243,6 +248,7 @@ def sync_domains(host: Host, conn: HostConnection) -> dict:
             vm = new_vm(host, default_tenant, spec, state, reason, autostart, persistent, now)
             to_create.append((vm, spec))
             continue
+        observed.append((vm, spec.xml))
         before_disks = sorted(_disk_key(d) for d in vm.disks.all())
         before_nics = sorted(_nic_key(n) for n in vm.nics.all())
         changed = observe(
@@ -325,6 +331,10 @@ def sync_domains(host: Host, conn: HostConnection) -> dict:
         moved = [vm for vm in moved if vm.pk not in newer]
         for vm in moved:
             sync_snapshots(vm, conn)
+
+    for vm in vanished:
+        hooks.released(vm, "gone")
+    hooks.observed([(vm, xml) for vm, xml in observed if vm.pk not in newer and xml], "reconciled")
 
     return {
         "domains": len(domains),

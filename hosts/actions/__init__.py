@@ -6,12 +6,16 @@ bridges and LVM). See ``docs/host-actions.md`` for how to add one.
 
 from hosts.actions.base import Action, ActionResult, ValueAction, action_from_dict, register
 from hosts.actions.sysfs import SYSFS_PATHS, Hugepages, SysfsValue
+from hosts.actions.tuning import HugetlbfsMounted, IrqAffinity, KernelCmdline
 
 __all__ = [
     "SYSFS_PATHS",
     "Action",
     "ActionResult",
     "Hugepages",
+    "HugetlbfsMounted",
+    "IrqAffinity",
+    "KernelCmdline",
     "SysfsValue",
     "ValueAction",
     "action_from_dict",

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 import libvirt
 from lxml import etree
 
-from panel.xmlutil import parse
+from panel.xmlutil import format_cpuset, parse, parse_cpuset
 
 from .domains import is_no_domain
 
@@ -295,6 +295,121 @@ class Guest:
                 return True
             time.sleep(interval)
         return not self.has_device(tag, key)
+
+    # --- tuning ------------------------------------------------------------------------------
+    #
+    # Each takes a cpuset string ("0-2,5"; "" = every host CPU, i.e. unpinned) and the usual
+    # live/config choice. ``tuning_state`` reads all of it back in the same words.
+
+    def _host_cpus(self) -> int:
+        return len(self._domain.emulatorPinInfo(0))
+
+    def _cpumap(self, cpus: str) -> tuple[bool, ...]:
+        count = self._host_cpus()
+        wanted = set(parse_cpuset(cpus)) if cpus else set(range(count))
+        outside = sorted(c for c in wanted if c >= count)
+        if outside:
+            raise GuestError(f"pCPU {outside[0]} does not exist here ({count} host CPUs).")
+        return tuple(i in wanted for i in range(count))
+
+    @staticmethod
+    def _cpuset(cpumap) -> str:
+        """A cpumap as a cpuset; "" when it holds every host CPU (not pinned)."""
+        if all(cpumap):
+            return ""
+        return format_cpuset(i for i, on in enumerate(cpumap) if on)
+
+    def pin_vcpu(self, vcpu: int, cpus: str, *, live: bool = False, config: bool = True) -> None:
+        self._domain.pinVcpuFlags(vcpu, self._cpumap(cpus), _affect(live, config))
+
+    def pin_emulator(self, cpus: str, *, live: bool = False, config: bool = True) -> None:
+        self._domain.pinEmulator(self._cpumap(cpus), _affect(live, config))
+
+    def pin_iothread(
+        self, iothread: int, cpus: str, *, live: bool = False, config: bool = True
+    ) -> None:
+        self._domain.pinIOThread(iothread, self._cpumap(cpus), _affect(live, config))
+
+    def set_scheduler(self, params: dict, *, live: bool = False, config: bool = True) -> None:
+        """``cpu_shares``, ``vcpu_period``, ``vcpu_quota`` (libvirt's scheduler names)."""
+        self._domain.setSchedulerParametersFlags(dict(params), _affect(live, config))
+
+    def set_block_iotune(
+        self, target: str, params: dict, *, live: bool = False, config: bool = True
+    ) -> None:
+        """I/O throttles of one disk (``total_bytes_sec`` ...; 0 = no limit)."""
+        self._domain.setBlockIoTune(target, dict(params), _affect(live, config))
+
+    def set_memory_stats_period(
+        self, seconds: int, *, live: bool = False, config: bool = True
+    ) -> None:
+        self._domain.setMemoryStatsPeriod(int(seconds), _affect(live, config))
+
+    def set_memory_limits(
+        self,
+        *,
+        hard_limit_kib: int | None,
+        soft_limit_kib: int | None,
+        live: bool = False,
+        config: bool = True,
+    ) -> None:
+        """Memory hard/soft limits (None: unlimited)."""
+        unlimited = libvirt.VIR_DOMAIN_MEMORY_PARAM_UNLIMITED
+        params = {
+            "hard_limit": hard_limit_kib if hard_limit_kib else unlimited,
+            "soft_limit": soft_limit_kib if soft_limit_kib else unlimited,
+        }
+        self._domain.setMemoryParameters(params, _affect(live, config))
+
+    _NUMA_MODES = {
+        libvirt.VIR_DOMAIN_NUMATUNE_MEM_STRICT: "strict",
+        libvirt.VIR_DOMAIN_NUMATUNE_MEM_PREFERRED: "preferred",
+        libvirt.VIR_DOMAIN_NUMATUNE_MEM_INTERLEAVE: "interleave",
+        getattr(libvirt, "VIR_DOMAIN_NUMATUNE_MEM_RESTRICTIVE", 3): "restrictive",
+    }
+
+    def tuning_state(self, *, live: bool | None = None) -> dict:
+        """What libvirt says the tuning is (of the running guest by default when it runs, else
+        of the definition): vCPU, emulator and I/O thread pins, NUMA memory mode and nodeset,
+        scheduler parameters, each disk's block I/O tune and the hugepage sizes backing memory.
+        """
+        if live is None:
+            live = self.is_active()
+        flags = libvirt.VIR_DOMAIN_AFFECT_LIVE if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        dom = self._domain
+        root = parse(self.xml(inactive=not live))
+        state: dict = {"live": live}
+        state["vcpupin"] = {
+            str(i): self._cpuset(m) for i, m in enumerate(dom.vcpuPinInfo(flags)) if not all(m)
+        }
+        state["emulatorpin"] = self._cpuset(dom.emulatorPinInfo(flags))
+        try:
+            state["iothreadpin"] = {
+                str(tid): self._cpuset(m) for tid, m in dom.ioThreadInfo(flags) if not all(m)
+            }
+        except GuestError:
+            state["iothreadpin"] = {}
+        numa = dom.numaParameters(flags)
+        nodeset = numa.get("numa_nodeset", "")
+        state["numatune"] = (
+            {"mode": self._NUMA_MODES.get(numa.get("numa_mode"), ""), "nodeset": nodeset}
+            if root.find("numatune") is not None
+            else None
+        )
+        state["schedinfo"] = dict(dom.schedulerParametersFlags(flags))
+        blk = {}
+        for disk in root.findall("devices/disk[@device='disk']"):
+            target = disk.find("target")
+            if target is not None and target.get("dev"):
+                blk[target.get("dev")] = {
+                    k: v for k, v in dom.blockIoTune(target.get("dev"), flags).items()
+                    if not k.endswith("group_name")
+                }  # fmt: skip
+        state["blkiotune"] = blk
+        state["hugepages"] = sorted(
+            int(p.get("size", 0)) for p in root.findall("memoryBacking/hugepages/page")
+        ) or ([2048] if root.find("memoryBacking/hugepages") is not None else [])
+        return state
 
     def block_resize(self, target: str, size_bytes: int) -> None:
         """Grow a disk of the running guest (``vda``) to ``size_bytes``: the guest sees it."""

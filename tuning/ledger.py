@@ -1,0 +1,128 @@
+"""The per-host allocation ledger: what a host promised to which VM.
+
+Dedicated pCPUs are rows unique per host (``DedicatedCpu``); hugepages are counters per NUMA
+node and size (``HugepagePool.allocated``, CHECKed against ``capacity``) with one
+``HugepageAllocation`` per VM and pool. Both are written in the caller's transaction: a
+promise the database refuses (a pCPU taken meanwhile, a node out of pages) raises
+:class:`LedgerConflict` and rolls the whole request back. A VM's promises are replaced as a
+whole when it is tuned again, and released when it is deleted or gone, or when the task that
+asked for them failed.
+"""
+
+from __future__ import annotations
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from .compiler import hugepage_capacity
+from .models import DedicatedCpu, HugepageAllocation, HugepagePool
+from .topology import HostTopology, LedgerView
+
+
+class LedgerConflict(Exception):
+    """The host cannot promise this any more (another VM got there first)."""
+
+
+def view(host, *, exclude_vm=None) -> LedgerView:
+    """What ``host`` promised to VMs other than ``exclude_vm`` (two queries)."""
+    cpus = DedicatedCpu.objects.filter(host=host)
+    pages = HugepageAllocation.objects.filter(pool__host=host)
+    if exclude_vm is not None:
+        cpus = cpus.exclude(vm=exclude_vm)
+        pages = pages.exclude(vm=exclude_vm)
+    ledger = LedgerView(dedicated=dict(cpus.values_list("cpu", "vm_id")))
+    for node, size, count in pages.values_list("pool__node", "pool__size_kib", "pages"):
+        entry = ledger.hugepages.setdefault((node, size), {"capacity": 0, "allocated": 0})
+        entry["allocated"] += count
+    return ledger
+
+
+def views(host_ids: list[int]) -> dict[int, LedgerView]:
+    """The ledgers of many hosts in two queries (for fit reports across hosts)."""
+    out = {pk: LedgerView() for pk in host_ids}
+    for host_id, cpu, vm_id in DedicatedCpu.objects.filter(host_id__in=host_ids).values_list(
+        "host_id", "cpu", "vm_id"
+    ):
+        out[host_id].dedicated[cpu] = vm_id
+    rows = HugepagePool.objects.filter(host_id__in=host_ids, allocated__gt=0).values_list(
+        "host_id", "node", "size_kib", "allocated"
+    )
+    for host_id, node, size, allocated in rows:
+        out[host_id].hugepages[(node, size)] = {"capacity": 0, "allocated": allocated}
+    return out
+
+
+def release(vm) -> None:
+    """Give back everything promised to ``vm``."""
+    with transaction.atomic():
+        for alloc in HugepageAllocation.objects.select_for_update().filter(vm=vm):
+            HugepagePool.objects.filter(pk=alloc.pool_id).update(
+                allocated=F("allocated") - alloc.pages
+            )
+            alloc.delete()
+        DedicatedCpu.objects.filter(vm=vm).delete()
+
+
+def release_task(task) -> None:
+    """Give back what a failed task asked for (its rows only)."""
+    with transaction.atomic():
+        for alloc in HugepageAllocation.objects.select_for_update().filter(task=task):
+            HugepagePool.objects.filter(pk=alloc.pool_id).update(
+                allocated=F("allocated") - alloc.pages
+            )
+            alloc.delete()
+        DedicatedCpu.objects.filter(task=task).delete()
+
+
+def reserve(vm, host, topology: HostTopology, allocations: dict, *, task=None) -> None:
+    """Promise ``allocations`` (a ``TuningPlan.allocations``) on ``host`` to ``vm``, replacing
+    what it held there. Must run inside the caller's transaction; raises
+    :class:`LedgerConflict` when the database refuses (pCPU taken, node out of pages)."""
+    nodes = {n.id: n for n in topology.nodes}
+    try:
+        with transaction.atomic():
+            release(vm)
+            DedicatedCpu.objects.bulk_create(
+                [
+                    DedicatedCpu(
+                        host=host, cpu=a["cpu"], node=a.get("node") or 0, vm=vm,
+                        use=a.get("use") or DedicatedCpu.Use.VCPU, serves=a.get("serves"),
+                        task=task,
+                    )
+                    for a in allocations.get("cpus") or []
+                ]
+            )  # fmt: skip
+            for a in allocations.get("hugepages") or []:
+                node = nodes.get(a["node"])
+                capacity = hugepage_capacity(node, a["size_kib"]) if node is not None else 0
+                pool, _ = HugepagePool.objects.get_or_create(
+                    host=host, node=a["node"], size_kib=a["size_kib"],
+                    defaults={"capacity": capacity},
+                )  # fmt: skip
+                if pool.capacity != capacity and capacity >= pool.allocated:
+                    HugepagePool.objects.filter(pk=pool.pk).update(capacity=capacity)
+                HugepagePool.objects.filter(pk=pool.pk).update(
+                    allocated=F("allocated") + a["pages"]
+                )
+                HugepageAllocation.objects.create(pool=pool, vm=vm, pages=a["pages"], task=task)
+    except IntegrityError as exc:
+        raise LedgerConflict(
+            f"Host {host.name} can no longer promise this (another VM took pCPUs or hugepages "
+            f"meanwhile): {exc}"
+        ) from None
+
+
+def held_by(host) -> dict:
+    """Who holds what on ``host``, for the host's Tuning view: ``{"cpus": {cpu: (vm_id, use)},
+    "pages": {(node, size): {"capacity", "allocated"}}}``."""
+    cpus = {
+        cpu: (vm_id, use)
+        for cpu, vm_id, use in DedicatedCpu.objects.filter(host=host).values_list(
+            "cpu", "vm_id", "use"
+        )
+    }
+    pages = {
+        (p.node, p.size_kib): {"capacity": p.capacity, "allocated": p.allocated}
+        for p in HugepagePool.objects.filter(host=host)
+    }
+    return {"cpus": cpus, "pages": pages}
