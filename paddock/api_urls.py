@@ -16,6 +16,7 @@ from panel.api.views import (
     UserViewSet,
     WhoAmIView,
 )
+from tuning.api import urls as tuning_urls
 from vms.api import urls as vm_urls
 
 
@@ -38,7 +39,7 @@ class IdRouter(DefaultRouter):
 
 
 router = IdRouter()
-for prefix, viewset, basename in (*host_urls.routes, *vm_urls.routes):
+for prefix, viewset, basename in (*host_urls.routes, *vm_urls.routes, *tuning_urls.routes):
     router.register(prefix, viewset, basename=basename)
 router.register("tasks", TaskViewSet, basename="task")
 router.register("tenants", TenantViewSet, basename="tenant")
@@ -55,5 +56,6 @@ urlpatterns = [
     *metrics_urlpatterns,
     *host_urls.urlpatterns,
     *vm_urls.urlpatterns,
+    *tuning_urls.urlpatterns,
     path("", include(router.urls)),
 ]

@@ -41,8 +41,31 @@ start_daemon() {
     fi
 }
 
+# --- hugepages -----------------------------------------------------------------------------
+# systemd mounts a hugetlbfs at /dev/hugepages on real hosts; libvirt backs guests with
+# hugepages only through such a mount, and sees a new one only when it starts. Mount it as
+# systemd would, and restart a libvirtd that started without it (running guests keep running).
+HUGE_MOUNTED=0
+if ! grep -qs " hugetlbfs " /proc/mounts && grep -qs hugetlbfs /proc/filesystems; then
+    $SUDO mkdir -p /dev/hugepages
+    if $SUDO mount -t hugetlbfs -o pagesize=2M,mode=1770,gid=kvm hugetlbfs /dev/hugepages; then
+        echo "hugetlbfs: mounted at /dev/hugepages (2 MiB pages)"
+        HUGE_MOUNTED=1
+    else
+        echo "hugetlbfs: could not mount /dev/hugepages; hugepage-backed guests will not start" >&2
+    fi
+fi
+
 # --- libvirt ------------------------------------------------------------------------------
 start_daemon virtlogd
+if [ "$HUGE_MOUNTED" = 1 ] && running libvirtd; then
+    pid="$(cat /var/run/libvirtd.pid 2>/dev/null || true)"
+    if [ -n "$pid" ]; then
+        echo "libvirtd: restarting (pid $pid) to see the new hugetlbfs mount"
+        $SUDO kill "$pid"
+        wait_for 15 sh -c "! kill -0 $pid 2>/dev/null" || true
+    fi
+fi
 start_daemon libvirtd
 if ! wait_for 15 $SUDO timeout 5 virsh -c qemu:///system version; then
     echo "libvirtd: qemu:///system does not answer (see /var/log/libvirt)" >&2

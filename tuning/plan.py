@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from panel.plans import DOMAIN, HOST, Plan
+from panel.plans import DOMAIN, HOST, Plan, Step
 
 
 @dataclass
@@ -87,7 +87,15 @@ class TuningPlan:
         then the read-back that fails the task when the host disagrees."""
         plan = Plan(restart=list(self.restart))
         for i, action in enumerate(self.host_actions):
-            plan.add(HOST, "apply_action", id=f"host{i}", action=action, describe=_describe(action))
+            plan.steps.append(
+                Step(
+                    HOST,
+                    "apply_action",
+                    {"action": action},
+                    id=f"host{i}",
+                    describe=_describe(action),
+                )
+            )
         plan.add(
             DOMAIN,
             "tune",

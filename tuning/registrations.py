@@ -4,20 +4,22 @@
   was promised), a VM's resources are free (gone), domains were read (the drift check);
 * a ``pre_delete`` receiver on VMs: a deleted VM gives back its ledger rows (the hugepage
   counters are not a cascade);
-* the ``vms.domxml`` contributor that tunes a new VM's build (``DomainBuild.tuning``).
+* the ``vms.domxml`` contributor that tunes a new VM's build (``DomainBuild.tuning``);
+* ``post_migrate``: the built-in profiles exist after every migrate.
 """
 
 from __future__ import annotations
 
+from django.apps import apps
 from django.db import transaction
-from django.db.models.signals import pre_delete
+from django.db.models.signals import post_migrate, pre_delete
 from django.utils import timezone
 
 from panel import events
 from vms import domxml, hooks
 from vms.models import VirtualMachine
 
-from . import domain, drift, ledger, services
+from . import domain, drift, ledger, profiles, services
 from .models import VmTuning
 
 
@@ -27,6 +29,10 @@ def on_released(vm, reason: str) -> None:
 
 def _on_vm_deleted(sender, instance, **kwargs) -> None:
     ledger.release(instance)
+
+
+#: what a running guest takes only by restarting: while a restart is pending, not drift
+RESTART_PARTS = ("numatune", "hugepages")
 
 
 def on_observed(pairs: list, event: str) -> None:
@@ -40,16 +46,16 @@ def on_observed(pairs: list, event: str) -> None:
         vm, xml = by_id[row.vm_id]
         if vm.lock_id is not None:
             continue  # a task is changing this VM: it re-reads and decides when done
-        pending = bool(row.restart_needed)
-        if pending and vm.state == "shutoff":
-            pending = False
-        if event in ("started", "rebooted") or (pending and vm.state == "shutoff"):
-            pending = False  # the guest came up with the definition: the plan holds in full
-        details = drift.compare(row.plan.get("domain") or {}, xml, restart_pending=pending)
-        changed = bool(details) != row.drift or details != row.drift_details
+        domain = row.plan.get("domain") or {}
+        details = drift.compare(domain, xml)
         fields = {"drift_checked_at": now}
-        if not pending and row.restart_needed and event in ("started", "rebooted", "stopped"):
-            fields["restart_needed"] = []
+        if row.restart_needed:
+            after_restart = [d for d in details if d["what"].startswith(RESTART_PARTS)]
+            if after_restart:  # the guest has not restarted into the plan yet: not drift
+                details = [d for d in details if not d["what"].startswith(RESTART_PARTS)]
+            else:
+                fields["restart_needed"] = []
+        changed = bool(details) != row.drift or details != row.drift_details
         if changed:
             fields.update(drift=bool(details), drift_details=details)
         VmTuning.objects.filter(pk=row.pk).update(**fields)
@@ -63,9 +69,18 @@ def on_observed(pairs: list, event: str) -> None:
             )
 
 
+def _builtins(sender, using="default", **kwargs) -> None:
+    """After every migrate (and a test database's flush): the built-in profiles exist."""
+    if using == "default":
+        profiles.ensure_builtins()
+
+
 def register() -> None:
     hooks.register_tuned(services.on_tuned)
     hooks.register_released(on_released)
     hooks.register_observed(on_observed)
     pre_delete.connect(_on_vm_deleted, sender=VirtualMachine, dispatch_uid="tuning-ledger-release")
     domxml.register_contributor(domain.contribute)
+    post_migrate.connect(
+        _builtins, sender=apps.get_app_config("tuning"), dispatch_uid="tuning-builtins"
+    )

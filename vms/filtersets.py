@@ -18,10 +18,15 @@ class VirtualMachineFilterSet(GoneFilterMixin):
     q = django_filters.CharFilter(method="filter_q", help_text="Name fragment, UUID or MAC")
     state = django_filters.MultipleChoiceFilter(choices=VMState.choices)
     is_template = django_filters.BooleanFilter()
+    # Tuning's drift flag (``tuning.VmTuning``, related name ``tuning``): a lookup by name, so
+    # the filter needs no import of the room above.
+    drift = django_filters.BooleanFilter(
+        method="filter_drift", help_text="VMs whose live tuning differs from what was applied"
+    )
 
     class Meta:
         model = VirtualMachine
-        fields = ["host", "tenant", "name", "q", "state", "is_template", "gone"]
+        fields = ["host", "tenant", "name", "q", "state", "is_template", "gone", "drift"]
 
     def filter_tenant(self, queryset, name, value):
         # Only ASCII digits within 64 bits are an id ("³" is a digit to str.isdigit, not to int).
@@ -29,6 +34,13 @@ class VirtualMachineFilterSet(GoneFilterMixin):
         if tenant_id is not None:
             return queryset.filter(tenant_id=tenant_id)
         return queryset.filter(tenant__name=value)
+
+    def filter_drift(self, queryset, name, value):
+        if value is None:
+            return queryset
+        if value:
+            return queryset.filter(tuning__drift=True)
+        return queryset.exclude(tuning__drift=True)
 
     def filter_q(self, queryset, name, value):
         return queryset.filter(search_condition(value))

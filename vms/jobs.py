@@ -108,9 +108,9 @@ class _Apply:
     host: Host | None = None
     _executor: object = None
 
-    def log(self, message: str) -> None:
+    def log(self, message: str, level: str = "info") -> None:
         if self.ctx is not None:
-            self.ctx.log(message)
+            self.ctx.log(message, level)
 
     @property
     def executor(self):
@@ -705,7 +705,8 @@ __all__ = ["observed_state", "uuidlib"]
 def _live_call(guest: Guest, op: dict) -> str:
     """Apply one live change to the running guest (and its definition); a line for the log."""
     kind = op["op"]
-    both = {"live": True, "config": True}
+    # The tuned definition is written already: these change the running guest only.
+    both = {"live": True, "config": False}
     if kind == "vcpupin":
         guest.pin_vcpu(op["vcpu"], op["cpuset"], **both)
         return f"vCPU {op['vcpu']} pinned to {op['cpuset'] or 'every pCPU'}"
@@ -891,10 +892,9 @@ def run_vm_tune(ctx: TaskContext) -> dict:
         hooks.tuned(vm, task, False, str(exc))
         raise
     refresh_vm(vm, conn)
-    verified = plan.outputs.get("verify") or {}
-    hooks.tuned(vm, task, True, verified)
-    ctx.log(
-        f"Tuned {vm.name}"
-        + (f"; restart needed: {'; '.join(plan.restart)}" if plan.restart else "")
-    )
-    return {"vm": vm.pk, "restart": plan.restart}
+    # what the guest took live, what waits for a restart, the definition written
+    tuned = dict(plan.outputs.get("tune") or {})
+    restart = list(tuned.get("restart") or [])
+    hooks.tuned(vm, task, True, tuned)
+    ctx.log(f"Tuned {vm.name}" + (f"; restart needed: {'; '.join(restart)}" if restart else ""))
+    return {"vm": vm.pk, "restart": restart}

@@ -374,7 +374,7 @@ class Guest:
         scheduler parameters, each disk's block I/O tune and the hugepage sizes backing memory.
         """
         if live is None:
-            live = self.is_active()
+            live = self.is_active
         flags = libvirt.VIR_DOMAIN_AFFECT_LIVE if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG
         dom = self._domain
         root = parse(self.xml(inactive=not live))
