@@ -265,7 +265,8 @@ def compile(
     elif numa_k["mode"] != "none" and len(host.nodes) > 0:
         # shared vCPUs bound to one node: the one with most memory room
         node = max(host.nodes, key=lambda n: (_node_memory_room(n, size_kib, ledger), -n.id))
-        if _node_memory_room(node, size_kib, ledger) < vm.memory_mib and len(host.nodes) == 1:
+        # (hugepages are counted per node below, with the reason naming the page size)
+        if not size_kib and node.memory_mib < vm.memory_mib and len(host.nodes) == 1:
             raise NoFit([f"numa: node {node.id} has {node.memory_mib} MiB; {vm.memory_mib} needed"])
         nodes_used = [(node, [])]
         floating = [
@@ -346,17 +347,21 @@ def compile(
         }
     elif topo == "auto":
         cpu_spec["topology"] = {"sockets": 1, "dies": 1, "cores": vm.vcpus, "threads": 1}
-    if len(nodes_used) > 1:
+    # guest cells: one per host node that runs vCPUs (a node holding only the spare
+    # emulator / I/O thread pCPUs gets no cell: a cell without vCPUs is no cell)
+    cell_nodes = [
+        (node, n)
+        for node, _p in nodes_used
+        if (n := sum(1 for a in allocations if a["use"] == "vcpu" and a["node"] == node.id))
+    ]
+    if len(cell_nodes) > 1:
         cells, start = [], 0
-        share = [sum(1 for a in p if a["use"] == "vcpu") for _n, p in nodes_used]
-        share[-1] -= sum(share) - vm.vcpus  # spare emulator/io pCPUs are not guest vCPUs
         per_page = MIB_PER_PAGE.get(size_kib, 1)
         mem_left = vm.memory_mib
-        for i, (node, _p) in enumerate(nodes_used):
-            n = share[i]
+        for i, (node, n) in enumerate(cell_nodes):
             mem = (
                 mem_left
-                if i == len(nodes_used) - 1
+                if i == len(cell_nodes) - 1
                 else (vm.memory_mib * n // vm.vcpus) // per_page * per_page
             )
             mem_left -= mem
