@@ -275,7 +275,7 @@ def clean(knobs) -> dict:
     if nq not in ("default", "vcpus") and (not _is_int(nq) or not 1 <= nq <= MAX_NET_QUEUES):
         errors.add("network.queues", f"default, vcpus, or 1 to {MAX_NET_QUEUES}.")
     for key in ("rx_queue_size", "tx_queue_size"):
-        if net[key] is not None and net[key] not in QUEUE_SIZES:
+        if net[key] is not None and (not _is_int(net[key]) or net[key] not in QUEUE_SIZES):
             errors.add(f"network.{key}", "null, 256, 512 or 1024.")
 
     _int_or_none(errors, host, "host", "halt_poll_ns", 0, 2**31 - 1)
