@@ -309,7 +309,10 @@ def fit_vm(user, vm, policy) -> dict:
     policy = resolve_policy(user, policy)
     _usable(user, policy, vm.tenant_id)
     facts = VmFacts.from_vm(vm)
-    hosts = hosts_for(user, vm.tenant).filter(pk=vm.host_id)
+    # every host the VM may use (its own first among equals): where it could go, and why not
+    hosts = Host.objects.filter(
+        Q(pk__in=hosts_for(user, vm.tenant).values("pk")) | Q(pk=vm.host_id)
+    ).order_by("name")
     rows = _fit_hosts(policy.knobs, facts, hosts, vm.tenant, current_host_id=vm.host_id)
     return {"policy": policy.name, "version": policy.version, "vm": vm.pk, "hosts": rows}
 

@@ -20,6 +20,7 @@ from django.test.utils import CaptureQueriesContext
 from hosts.models import Host, Network, StoragePool, Volume
 from panel.models import ApiToken, Membership, Task, TaskLogEntry, Tenant
 from tests.api.test_roles import routed_endpoints
+from tuning.models import TuningPolicy
 from vms.models import Disk, Nic, Snapshot, VirtualMachine
 
 pytestmark = pytest.mark.django_db
@@ -131,6 +132,7 @@ class Inventory:
             "memberships": lambda: Membership.objects.filter(tenant=self.tenant).count(),
             "tokens": lambda: ApiToken.objects.filter(user=self.users["platform"]).count(),
             "snapshots": lambda: self.vm.snapshots.count(),
+            "policies": lambda: TuningPolicy.objects.filter(name__startswith="qc-pol").count(),
         }[kind]()
 
     def _grow_hosts(self, n):
@@ -199,6 +201,13 @@ class Inventory:
             for user in self.users.values():
                 ApiToken.issue(user=user, name=f"qc-{self._n()}")
 
+    def _grow_policies(self, n):
+        # half the platform's, half acme's: both actors see every one
+        TuningPolicy.objects.bulk_create(
+            TuningPolicy(name=f"qc-pol-{self._n()}", tenant=self.tenant if i % 2 else None)
+            for i in range(n)
+        )
+
     def _grow_snapshots(self, n):
         Snapshot.objects.bulk_create(
             Snapshot(vm=self.vm, name=f"qc-snap-{self._n()}") for _ in range(n)
@@ -235,6 +244,7 @@ API_LISTS = [
     ("/api/memberships/", "memberships", BOTH),
     ("/api/tokens/", "tokens", BOTH),
     ("/api/vms/{vm}/snapshots/", "snapshots", BOTH),
+    ("/api/tuning-policies/", "policies", BOTH),
 ]
 API_CASES = [(url, kind, actor) for url, kind, actors in API_LISTS for actor in actors]
 
@@ -244,6 +254,7 @@ NOT_LISTS = {
     "/api/auth/whoami/", "/api/health/", "/api/schema/", "/api/docs/",
     "/api/tenants/{pk}/usage/", "/api/tenants/{pk}/placement/",
     "/api/vms/{pk}/console/",  # who is on the console now: the console's own store
+    "/api/vms/{pk}/tuning/", "/api/hosts/{pk}/tuning/",  # one VM's / host's tuning
 }  # fmt: skip
 
 

@@ -19,6 +19,8 @@ from drf_spectacular.generators import EndpointEnumerator
 
 from panel.models import ApiToken, Membership, Task, Tenant
 from tests.conftest import grant_host
+from tuning.models import TuningPolicy
+from tuning.profiles import ensure_builtins
 from vms.models import Snapshot, VirtualMachine
 
 pytestmark = pytest.mark.django_db
@@ -58,6 +60,8 @@ def matrix_objects(synced_host, admin_user, make_member):
     pool = disk.volume.pool if disk and disk.volume else synced_host.pools.first()
     globex_disk = globex_vm.disks.exclude(volume=None).first()
     token, _raw = ApiToken.issue(user=admin_user, name="matrix")
+    ensure_builtins()
+    acme_policy = TuningPolicy.objects.create(name="acme-pinned", tenant=acme, knobs={})
     return {
         "acme": acme,
         "globex": globex,
@@ -76,6 +80,8 @@ def matrix_objects(synced_host, admin_user, make_member):
         "extra_membership": extra_membership,
         "acme_task": acme_task,
         "token": token,
+        "builtin_policy": TuningPolicy.objects.get(name="balanced", tenant=None),
+        "acme_policy": acme_policy,
     }
 
 
@@ -178,6 +184,35 @@ MATRIX = [
     R("get", "/api/networks/", PLATFORM),
     R("get", "/api/networks/{pk}/", PLATFORM, pk="network"),
     R("patch", "/api/networks/{pk}/", PLATFORM, {"description": "x"}, pk="network"),
+    # Tuning: policies (the built-ins are everyone's, a tenant's are its admins' to change),
+    # a VM's tuning (operators and up apply), a host's pCPUs (platform admins)
+    R("get", "/api/tuning-policies/", ALL_200),
+    R("post", "/api/tuning-policies/", S(201, 403, 403, 403, 403, 403), {"name": "m-pol"}),
+    R("post", "/api/tuning-policies/", S(201, 201, 403, 403, 403, 400),
+      {"name": "m-pol", "tenant": "{acme}"}),
+    R("get", "/api/tuning-policies/{pk}/", ALL_200, pk="builtin_policy"),
+    R("get", "/api/tuning-policies/{pk}/", SEEN, pk="acme_policy"),
+    R("patch", "/api/tuning-policies/{pk}/", S(400, 403, 403, 403, 403, 403),
+      {"description": "x"}, pk="builtin_policy"),
+    R("patch", "/api/tuning-policies/{pk}/", S(200, 200, 403, 403, 403, 404),
+      {"description": "x"}, pk="acme_policy"),
+    R("put", "/api/tuning-policies/{pk}/", S(200, 200, 403, 403, 403, 404),
+      {"name": "acme-pinned", "knobs": {"cpu": {"placement": "dedicated"}}}, pk="acme_policy"),
+    R("delete", "/api/tuning-policies/{pk}/", S(204, 204, 403, 403, 403, 404), pk="acme_policy"),
+    R("post", "/api/tuning-policies/{pk}/copy/", S(201, 201, 403, 403, 403, 400),
+      {"name": "mine", "tenant": "{acme}"}, pk="builtin_policy"),
+    R("get", "/api/vms/{pk}/tuning/", SEEN, pk="vm"),
+    R("put", "/api/vms/{pk}/tuning/", S(200, 200, 200, 403, 403, 404), {"policy": "balanced"},
+      pk="vm"),
+    R("post", "/api/vms/{pk}/tuning/fit/", S(200, 200, 200, 200, 200, 404),
+      {"policy": "balanced"}, pk="vm"),
+    R("post", "/api/vms/{pk}/tuning/plan/", S(200, 200, 200, 403, 403, 404),
+      {"policy": "balanced"}, pk="vm"),
+    R("post", "/api/vms/{pk}/tuning/apply/", CHANGE, {"policy": "balanced"}, pk="vm"),
+    R("post", "/api/tuning/fit/", S(200, 200, 200, 403, 403, 400),
+      {"tenant": "{acme}", "policy": "balanced", "vcpus": 1, "memory_mib": 256}),
+    R("get", "/api/hosts/{pk}/tuning/", PLATFORM, pk="host"),
+    R("put", "/api/hosts/{pk}/tuning/", PLATFORM, {"cpus": [0]}, pk="host"),
     # Tasks
     R("get", "/api/tasks/", ALL_200),
     R("get", "/api/tasks/{pk}/", SEEN, pk="acme_task"),
@@ -226,7 +261,8 @@ def _ids(matrix_objects) -> dict:
         return getattr(obj, "pk", obj)
 
     keys = ["vm", "globex_vm", "host", "pool", "volume", "globex_volume", "network", "acme",
-            "globex", "acme_task", "extra", "extra_membership", "disk", "nic", "token"]  # fmt: skip
+            "globex", "acme_task", "extra", "extra_membership", "disk", "nic", "token",
+            "builtin_policy", "acme_policy"]  # fmt: skip
     ids = {key: pk(matrix_objects[key]) for key in keys}
     ids["snapshot"] = matrix_objects["snapshot"]
     return ids

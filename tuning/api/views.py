@@ -6,13 +6,14 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from hosts.selectors import hosts_for
 from panel.api.serializers import TaskSerializer
 from panel.selectors import tenants_for
+from panel.tenancy import is_platform_admin
 from vms import selectors as vm_selectors
 
 from .. import services
@@ -181,6 +182,9 @@ class HostTuningView(APIView):
     ``PUT {"cpus"}``: the host's housekeeping pCPUs (platform admins)."""
 
     def _host(self, request, pk):
+        # who holds each pCPU names other tenants' VMs: a platform view, as hosts are
+        if not is_platform_admin(request.user):
+            raise PermissionDenied("Only platform admins see a host's tuning.")
         host = hosts_for(request.user, None).filter(pk=pk).first()
         if host is None:
             raise NotFound("No such host.")
