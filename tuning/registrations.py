@@ -1,6 +1,6 @@
 """What ``tuning`` hands to the rooms below it, called once from ``TuningConfig.ready()``:
 
-* ``vms.hooks``: a ``vm.tune`` task ended (record the applied plan, or release what the task
+* ``vms.hooks``: a create with a tuning policy (``tuning.create``), a ``vm.tune`` task ended (record the applied plan, or release what the task
   was promised), a VM's resources are free (gone), domains were read (the drift check);
 * a ``pre_delete`` receiver on VMs: a deleted VM gives back its ledger rows (the hugepage
   counters are not a cascade);
@@ -19,7 +19,7 @@ from panel import events
 from vms import domxml, hooks
 from vms.models import VirtualMachine
 
-from . import domain, drift, ledger, profiles, services
+from . import create, domain, drift, ledger, profiles, services
 from .models import VmTuning
 
 
@@ -77,6 +77,7 @@ def _builtins(sender, using="default", **kwargs) -> None:
 
 def register() -> None:
     hooks.register_tuned(services.on_tuned)
+    hooks.register_create_extension(create.TuningCreate())
     hooks.register_released(on_released)
     hooks.register_observed(on_observed)
     pre_delete.connect(_on_vm_deleted, sender=VirtualMachine, dispatch_uid="tuning-ledger-release")

@@ -82,7 +82,7 @@ def _require_vm_change(user, vm: VirtualMachine) -> None:
         raise PermissionDenied("Your role may not change this VM's tuning.")
 
 
-def _usable(user, policy: TuningPolicy, tenant_id: int) -> None:
+def usable(policy: TuningPolicy, tenant_id: int) -> None:
     if policy.tenant_id is not None and policy.tenant_id != tenant_id:
         raise ValidationError({"policy": "Unknown policy."})
 
@@ -196,7 +196,7 @@ def set_tenant_default(user, tenant, policy) -> None:
         TenantTuningDefault.objects.filter(tenant=tenant).delete()
         return
     policy = resolve_policy(user, policy)
-    _usable(user, policy, tenant.pk)
+    usable(policy, tenant.pk)
     TenantTuningDefault.objects.update_or_create(tenant=tenant, defaults={"policy": policy})
 
 
@@ -224,7 +224,7 @@ def attach_policy(user, vm, policy) -> VmTuning:
     _require_vm_change(user, vm)
     if policy is not None:
         policy = resolve_policy(user, policy)
-        _usable(user, policy, vm.tenant_id)
+        usable(policy, vm.tenant_id)
     tuning, _ = VmTuning.objects.get_or_create(vm=vm)
     tuning.policy = policy
     tuning.save(update_fields=["policy"])
@@ -260,7 +260,7 @@ def _quota_reasons(tenant: Tenant, plan: TuningPlan, vm_id: int | None) -> list[
     return reasons
 
 
-def _fit_hosts(knobs, facts: VmFacts, hosts, tenant, *, current_host_id=None) -> list[dict]:
+def fit_hosts(knobs, facts: VmFacts, hosts, tenant, *, current_host_id=None) -> list[dict]:
     hosts = list(hosts)
     ledgers = ledger.views([h.pk for h in hosts])
     out = []
@@ -307,13 +307,13 @@ def _fit_hosts(knobs, facts: VmFacts, hosts, tenant, *, current_host_id=None) ->
 
 def fit_vm(user, vm, policy) -> dict:
     policy = resolve_policy(user, policy)
-    _usable(user, policy, vm.tenant_id)
+    usable(policy, vm.tenant_id)
     facts = VmFacts.from_vm(vm)
     # every host the VM may use (its own first among equals): where it could go, and why not
     hosts = Host.objects.filter(
         Q(pk__in=hosts_for(user, vm.tenant).values("pk")) | Q(pk=vm.host_id)
     ).order_by("name")
-    rows = _fit_hosts(policy.knobs, facts, hosts, vm.tenant, current_host_id=vm.host_id)
+    rows = fit_hosts(policy.knobs, facts, hosts, vm.tenant, current_host_id=vm.host_id)
     return {"policy": policy.name, "version": policy.version, "vm": vm.pk, "hosts": rows}
 
 
@@ -333,7 +333,7 @@ def fit_spec(user, tenant, *, vcpus, memory_mib, policy, disks=(), nics=(), host
     if errors:
         raise ValidationError(errors)
     policy = resolve_policy(user, policy)
-    _usable(user, policy, tenant.pk)
+    usable(policy, tenant.pk)
     facts = VmFacts(
         vm_id=None, name="new", vcpus=vcpus, memory_mib=memory_mib, tenant_id=tenant.pk,
         disks=[{"target": f"vd{chr(97 + i)}", "bus": "virtio", "device": "disk"} for i in range(len(disks))],
@@ -342,7 +342,7 @@ def fit_spec(user, tenant, *, vcpus, memory_mib, policy, disks=(), nics=(), host
     hosts = hosts_for(user, tenant)
     if host_ids is not None:
         hosts = hosts.filter(pk__in=host_ids)
-    rows = _fit_hosts(policy.knobs, facts, hosts.order_by("name"), tenant)
+    rows = fit_hosts(policy.knobs, facts, hosts.order_by("name"), tenant)
     return {"policy": policy.name, "version": policy.version, "hosts": rows}
 
 
@@ -353,7 +353,7 @@ def plan_vm(user, vm, policy) -> TuningPlan:
     """The plan of ``policy`` for ``vm`` on its host (ledger without the VM's own rows)."""
     _require_vm_change(user, vm)
     policy = resolve_policy(user, policy)
-    _usable(user, policy, vm.tenant_id)
+    usable(policy, vm.tenant_id)
     host = vm.host
     topo = HostTopology.from_host(host)
     facts = VmFacts.from_vm(vm)

@@ -242,7 +242,9 @@ def _rollback_task(task: Task, conn, vm: VirtualMachine | None) -> list[str]:
         return _rollback_created(task, conn, uuid)
     if not plan.created_of("domain") and vm is not None:
         plan.created.append({"kind": "domain", "uuid": str(vm.uuid)})
-    return plans.rollback(plan, _Apply(conn=conn))
+    return plans.rollback(
+        plan, _Apply(conn=conn, host=Host.objects.filter(pk=task.host_id).first())
+    )
 
 
 def _recover_create(task: Task) -> str:
@@ -281,12 +283,16 @@ def run_vm_create(ctx: TaskContext) -> dict:
         if Guest.lookup_by_name(conn, vm.name) is not None:
             raise RuntimeError(f"A domain named {vm.name} exists on {host.name} already.")
         plans.apply(
-            plan, _Apply(conn=conn, ctx=ctx, vm=vm), _save_plan(task), before=before, after=after
+            plan,
+            _Apply(conn=conn, ctx=ctx, vm=vm, host=host),
+            _save_plan(task),
+            before=before,
+            after=after,
         )
         ctx.progress(90)
     except Exception:
         ctx.log("Rolling back what this task created", level="warning")
-        plans.rollback(plan, _Apply(conn=conn, ctx=ctx, vm=vm))
+        plans.rollback(plan, _Apply(conn=conn, ctx=ctx, vm=vm, host=host))
         _forget_unborn(task)
         raise
     # The domain exists: whatever happens while re-reading it, the VM is no longer "creating".
@@ -295,6 +301,8 @@ def run_vm_create(ctx: TaskContext) -> dict:
     refresh_vm(vm, conn)
     created = {obj["path"] for obj in plan.created_of("volume")}
     vm.disks.filter(source__in=created).update(owned=True)
+    if task.params.get("tuning"):  # defined tuned: the plan is the VM's applied tuning
+        hooks.tuned(vm, task, True, {"restart": []})
     ctx.log(f"Created {vm.name} ({vm.state})")
     return {"vm": vm.pk, "state": vm.state}
 

@@ -25,11 +25,12 @@ from hosts.selectors import hosts_for, networks_for, pools_for
 from hosts.storage import backend_for, volume_name_for
 from panel import taskrunner
 from panel.models import Task, Tenant
-from panel.plans import DOMAIN, STORAGE, Plan
+from panel.plans import DOMAIN, HOST, STORAGE, Plan, Step
 from panel.tenancy import Action, can, is_platform_admin
 from panel.units import GIB, volume_bytes
 from panel.validators import NAME_RE, validate_tags
 
+from . import hooks
 from .choices import (
     MAX_DISKS,
     MAX_NICS,
@@ -424,15 +425,24 @@ def vm_create(
     start: bool = False,
     description: str = "",
     tags: list | None = None,
+    tuning_policy: object = None,
 ) -> tuple[VirtualMachine, Task]:
     """Validate a new VM against the inventory, quota and placement, and queue its creation.
 
     ``host`` (a Host or its id) is looked up among the hosts this tenant may use: any other is
-    answered "Unknown host.", exactly like one that does not exist.
+    answered "Unknown host.", exactly like one that does not exist. ``tuning_policy`` (an id
+    or a name) is for the create extensions (``vms.hooks``): tuning fits, places and reserves
+    it, and the domain is defined tuned.
     """
     _require(user, Action.VM_CREATE, tenant.pk, "create VMs in this tenant")
     _check_device_counts(disks, nics)
     errors = Errors()
+    extensions = hooks.create_extensions()
+    # what the extensions see of the create: the fields they own and the VM's size
+    request = {
+        "tuning_policy": tuning_policy, "vcpus": vcpus, "memory_mib": memory_mib,
+        "disks": len(disks or []), "nics": len(nics or []), "tenant": tenant,
+    }  # fmt: skip
     if host is not None:
         asked_host = host
         host = _resolve(hosts_for(user, tenant), asked_host)
@@ -462,12 +472,21 @@ def vm_create(
         validate_tags(tags or [])
     except ValidationError as exc:
         errors.add("tags", "; ".join(exc.messages))
+    for ext in extensions:
+        ext.clean(user, tenant, request, errors)
     errors.raise_if_any()
 
     implied = _host_of(user, tenant, disks, cdrom, nics)
     if host is not None and implied is not None and implied.pk != host.pk:
         errors.add("host", "The pools, volumes and networks asked for are on another host.")
-    host = host or implied or choose_host(user, tenant, vcpus, memory_mib)
+    if host is None and implied is None:
+        candidates = placement_candidates(user, tenant, vcpus, memory_mib)
+        for ext in extensions:
+            candidates = ext.place(user, tenant, request, candidates, errors)
+        host = next(iter(candidates[:1]), None)
+        if host is None:
+            errors.raise_if_any()  # an extension said why no host would do
+    host = host or implied
     if host is None:
         errors.add("host", "No online host this tenant may use has room for this VM.")
         errors.raise_if_any()
@@ -502,6 +521,9 @@ def vm_create(
             errors.add("cpu_model", f"CPU model {cpu_model} cannot run on host {host.name}.")
     if VirtualMachine.objects.filter(host=host, name=name, gone=False).exists():
         errors.add("name", f"A VM named {name} exists on host {host.name}.")
+    if host.status == HostStatus.ONLINE:
+        for ext in extensions:
+            ext.check_host(user, tenant, request, host, errors)
 
     disk_plans = _plan_disks(user, tenant, host, disks, errors)
     cdrom_path = ""
@@ -549,6 +571,9 @@ def vm_create(
         "description": description,
         "created_volumes": [],
     }
+    request["params"] = params
+    for ext in extensions:
+        params.update(ext.build(request, host))
     vm_uuid = uuidlib.uuid4()
     params["plan"] = create_plan(name, str(vm_uuid), params).to_dict()
     asked = {"vms": 1, "vcpus": vcpus, "memory_mib": memory_mib}
@@ -581,19 +606,35 @@ def vm_create(
             params=params,
             lock=[vm],
         )
+        for ext in extensions:
+            ext.reserve(vm, task, request)
     return vm, task
+
+
+def disk_targets(disks: list[dict]) -> list[tuple[str, str]]:
+    """The target (``vda``, ``sda``...) and bus of each new disk, in the order given."""
+    out, used = [], set()
+    for d in disks:
+        bus = d.get("bus", "virtio")
+        target = target_names("virtio" if bus == "virtio" else "scsi", used)[0]
+        used.add(target)
+        out.append((target, bus))
+    return out
 
 
 def create_plan(name: str, uuid: str, p: dict) -> Plan:
     """The plan of ``vm.create`` from its validated parameters: make or clone each disk's
     volume, define the domain on them, then autostart and start it when asked."""
     plan = Plan()
+    tuning = p.get("tuning") or {}
+    # host prerequisites of a tuned create (hugepages reserved...), recorded and reverted first
+    for i, action in enumerate(tuning.get("host_actions") or []):
+        plan.steps.append(
+            Step(HOST, "apply_action", {"action": action}, id=f"host{i}",
+                 describe=f"Host action {action.get('kind')}")
+        )  # fmt: skip
     disks = []
-    used: set[str] = set()
-    for i, d in enumerate(p["disks"]):
-        bus = d.get("bus", "virtio")
-        target = target_names("virtio" if bus == "virtio" else "scsi", used)[0]
-        used.add(target)
+    for i, (d, (target, bus)) in enumerate(zip(p["disks"], disk_targets(p["disks"]), strict=True)):
         logical = bool(d.get("logical"))
         volume = volume_name_for(name, i, d["format"] if not logical else "")
         ref = f"disk{i}"
@@ -644,6 +685,7 @@ def create_plan(name: str, uuid: str, p: dict) -> Plan:
         boot=p.get("boot") or ["disk"],
         cdrom=p.get("cdrom", "") if p.get("with_cdrom") or p.get("cdrom") else None,
         description=p.get("description", ""),
+        tuning=tuning.get("domain") or None,
     )
     plan.add(
         DOMAIN, "define", uuid=uuid, build=asdict(build), disks=disks,

@@ -20,6 +20,7 @@ from drf_spectacular.generators import EndpointEnumerator
 from panel.models import ApiToken, Membership, Task, Tenant
 from tests.conftest import grant_host
 from tuning.models import TuningPolicy
+from tuning.knobs import clean
 from tuning.profiles import ensure_builtins
 from vms.models import Snapshot, VirtualMachine
 
@@ -61,7 +62,7 @@ def matrix_objects(synced_host, admin_user, make_member):
     globex_disk = globex_vm.disks.exclude(volume=None).first()
     token, _raw = ApiToken.issue(user=admin_user, name="matrix")
     ensure_builtins()
-    acme_policy = TuningPolicy.objects.create(name="acme-pinned", tenant=acme, knobs={})
+    acme_policy = TuningPolicy.objects.create(name="acme-pinned", tenant=acme, knobs=clean({}))
     return {
         "acme": acme,
         "globex": globex,

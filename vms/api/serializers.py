@@ -115,6 +115,10 @@ class VirtualMachineCreateSerializer(serializers.Serializer):
     start = serializers.BooleanField(required=False)
     description = serializers.CharField(max_length=200, required=False, allow_blank=True)
     tags = serializers.ListField(child=serializers.CharField(), required=False)
+    tuning_policy = serializers.CharField(
+        required=False, allow_blank=True, max_length=63,
+        help_text="A tuning policy's id or name: placed where it fits, defined tuned",
+    )  # fmt: skip
 
 
 class VirtualMachineEditSerializer(VirtualMachineUpdateSerializer):

@@ -1,0 +1,104 @@
+"""A VM created with a tuning policy: fitted before anything is queued, placed where it fits,
+promised its pCPUs and hugepages in the create's transaction, defined tuned, recorded as its
+applied tuning; refused at the field when it does not fit; deleted, it gives them back.
+
+The simulated host (test driver) has 2 NUMA nodes x 8 cores x 2 threads; its housekeeping set
+is the first core of each node with its sibling (pCPUs 0, 16, 8, 24).
+"""
+
+from __future__ import annotations
+
+import pytest
+from lxml import etree
+
+from hosts.driver.connection import get_connection
+from hosts.driver.guest import Guest
+from panel.models import Task, Tenant
+from tests.conftest import grant_host, run_queued_tasks
+from tuning.knobs import clean
+from tuning.models import DedicatedCpu, HugepageAllocation, TuningPolicy, VmTuning
+from tuning.profiles import ensure_builtins
+from vms.models import VirtualMachine
+
+pytestmark = pytest.mark.django_db
+
+PINNED = {"cpu": {"placement": "dedicated-isolate-siblings"}, "numa": {"mode": "strict"},
+          "memory": {"hugepages": "2M", "balloon": {"enabled": False}}}  # fmt: skip
+
+
+@pytest.fixture
+def world(synced_host, admin_user, make_member):
+    ensure_builtins()
+    # the simulated VMs commit nearly all of the host's memory: room for the VMs made here
+    type(synced_host).objects.filter(pk=synced_host.pk).update(memory_mib=262144)
+    synced_host.refresh_from_db()
+    acme = Tenant.objects.create(name="acme")
+    grant_host(acme, synced_host)
+    TuningPolicy.objects.create(name="pinned", tenant=acme, knobs=clean(PINNED))
+    return {"host": synced_host, "acme": acme, "operator": make_member(acme, "operator")}
+
+
+def _create(client, world, name, vcpus, policy, **extra):
+    body = {"name": name, "tenant": world["acme"].pk, "vcpus": vcpus, "memory_mib": 1024,
+            "tuning_policy": policy, **extra}  # fmt: skip
+    return client.post("/api/vms/", body, format="json")
+
+
+def test_a_pinned_create_is_reserved_defined_tuned_and_given_back_on_delete(api, world):
+    client = api.as_user(world["operator"])
+    response = _create(client, world, "pinned-1", 4, "pinned")
+    assert response.status_code == 202, response.content
+    vm = VirtualMachine.objects.get(name="pinned-1")
+    task = Task.objects.get(vm=vm, kind="vm.create")
+    # promised before the task runs, to the task (a failed create gives them back)
+    held = DedicatedCpu.objects.filter(vm=vm)
+    assert held.count() == 8 and all(row.task_id == task.pk for row in held)  # + idle siblings
+    cpus = sorted(held.filter(use="vcpu").values_list("cpu", flat=True))
+    siblings = sorted(held.filter(use="sibling").values_list("cpu", flat=True))
+    assert len(cpus) == 4 and siblings == [c + 16 for c in cpus]  # whole cores, one node
+    assert not set(cpus + siblings) & {0, 8, 16, 24}  # never the housekeeping set
+    assert HugepageAllocation.objects.get(vm=vm).pages == 512  # 1 GiB in 2 MiB pages
+
+    run_queued_tasks()
+    task.refresh_from_db()
+    assert task.state == "succeeded", task.error
+    xml = Guest.get(get_connection(world["host"]), str(vm.uuid)).xml(inactive=True)
+    root = etree.fromstring(xml.encode())
+    pins = {int(p.get("vcpu")): p.get("cpuset") for p in root.findall("cputune/vcpupin")}
+    assert sorted(int(c) for c in pins.values()) == cpus
+    assert root.find("numatune/memory").get("mode") == "strict"
+    assert root.find("memoryBacking/hugepages") is not None
+    tuning = VmTuning.objects.get(vm=vm)
+    assert tuning.policy.name == "pinned" and tuning.applied_at is not None
+    assert tuning.plan["domain"]["vcpupin"] and tuning.drift is False
+    assert not DedicatedCpu.objects.filter(vm=vm, task__isnull=False).exists()  # the VM's now
+
+    response = client.delete(f"/api/vms/{vm.pk}/")
+    assert response.status_code == 202, response.content
+    run_queued_tasks()
+    assert not VirtualMachine.objects.filter(pk=vm.pk).exists()
+    assert not DedicatedCpu.objects.filter(host=world["host"]).exists()
+    assert not HugepageAllocation.objects.exists()
+
+
+def test_what_does_not_fit_is_refused_at_the_field_and_nothing_is_made(api, world):
+    client = api.as_user(world["operator"])
+    # 7 free whole cores per node: a 7-vCPU VM with idle siblings fills one node
+    for name in ("fill-a", "fill-b"):
+        response = _create(client, world, name, 7, "pinned")
+        assert response.status_code == 202, response.content
+    assert DedicatedCpu.objects.filter(host=world["host"], use="vcpu").count() == 14
+    vms, tasks = VirtualMachine.objects.count(), Task.objects.count()
+
+    response = _create(client, world, "one-more", 1, "pinned")
+    assert response.status_code == 400, response.content
+    message = " ".join(response.json()["tuning_policy"])
+    assert "pinned" in message and "node" in message
+    response = _create(client, world, "nope", 1, "no-such-policy")
+    assert response.status_code == 400
+    assert "Unknown policy" in " ".join(response.json()["tuning_policy"])
+    assert (VirtualMachine.objects.count(), Task.objects.count()) == (vms, tasks)
+    assert DedicatedCpu.objects.filter(host=world["host"], use="vcpu").count() == 14
+
+    # shared VMs still go there: the policy is only for pinned ones
+    assert _create(client, world, "shared-1", 2, "balanced").status_code == 202
