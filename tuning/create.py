@@ -16,6 +16,7 @@ create extension.
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
+from django.db.models import Q
 
 from vms.services import disk_targets
 
@@ -48,6 +49,22 @@ def _facts(request: dict, params: dict | None = None) -> VmFacts:
 
 
 class TuningCreate:
+    def wizard_options(self, user, tenant) -> dict:
+        """The policies the tenant's VMs may use, for the wizard's select (blank: default)."""
+        default = TenantTuningDefault.objects.filter(tenant=tenant).select_related("policy")
+        blank = f"Tenant default ({default[0].policy.name})" if default else "Default (balanced)"
+        policies = (
+            services.policies_for(user)
+            .filter(Q(tenant__isnull=True) | Q(tenant=tenant))
+            .order_by("tenant_id", "name")
+        )
+        items = [{"value": "", "label": blank}] + [
+            {"value": p.name, "label": f"{p.name} (v{p.version})" + (f" — {p.description}"
+             if p.description else "")}
+            for p in policies[:200]
+        ]  # fmt: skip
+        return {"tuning_policies": [(None, items)]}
+
     def clean(self, user, tenant, request: dict, errors) -> None:
         value = request.get(FIELD)
         policy = None
@@ -97,7 +114,9 @@ class TuningCreate:
                 policy=policy.name, version=policy.version,
             )  # fmt: skip
         except NoFit as exc:  # the devices changed what fits since check_host
-            raise ValidationError({FIELD: f"{policy.name} does not fit on {host.name}: {exc}"}) from None
+            raise ValidationError(
+                {FIELD: f"{policy.name} does not fit on {host.name}: {exc}"}
+            ) from None
         request["_plan"], request["_topology"] = plan, topo
         version = TuningPolicyVersion.objects.filter(policy=policy, version=policy.version).first()
         return {

@@ -62,6 +62,7 @@ class VmCreateForm(forms.Form):
         help_text="For hot-plug: a running VM can grow to this many. Empty: same as vCPUs.",
     )
     cpu_model = forms.CharField(required=False, max_length=64, label="CPU type")
+    tuning_policy = forms.CharField(required=False, max_length=63, label="Tuning policy")
     # Memory
     memory_mib = forms.IntegerField(
         initial=2048, label="Memory (MiB)", widget=_number({"min": 64, "step": 64})
@@ -176,6 +177,7 @@ class CreateWizard:
         "vcpus": "cpu",
         "max_vcpus": "cpu",
         "cpu_model": "cpu",
+        "tuning_policy": "cpu",
         "memory_mib": "memory",
         "max_memory_mib": "memory",
         "nics": "network",
@@ -222,6 +224,7 @@ class CreateWizard:
             "firmware": data["firmware"],
             "machine": data["machine"],
             "cpu_model": data["cpu_model"],
+            "tuning_policy": data["tuning_policy"] or None,
             "disks": [row.spec() for row in self.disks],
             "nics": [row.spec() for row in self.nics],
             "boot": data["boot"].split(","),

@@ -5,10 +5,11 @@
 * **create extensions** (:func:`register_create_extension`): an object with
   ``clean(user, tenant, request, errors)`` (validate the extra create fields it owns, e.g.
   ``tuning_policy``; ``errors`` is ``panel.validators.Errors``),
-  ``place(user, tenant, request, hosts) -> list[Host]`` (the candidate hosts it accepts, best
-  first; placement takes the first), ``check_host(user, tenant, request, host, errors)``,
+  ``place(user, tenant, request, hosts, errors) -> list[Host]`` (the candidate hosts it
+  accepts, best first; placement takes the first), ``check_host(user, tenant, request, host, errors)``,
   ``build(request, host) -> dict`` (extra ``DomainBuild`` fields, e.g. ``{"tuning": {...}}``)
-  and ``reserve(vm, task, request)`` (runs inside the create's transaction: ledger rows);
+  ``reserve(vm, task, request)`` (runs inside the create's transaction: ledger rows) and
+  ``wizard_options(user, tenant) -> dict`` (choices the create wizard shows for its fields);
 * **released** (:func:`register_released`): ``fn(vm, reason)`` when a VM's host resources are
   free again (deleted, gone from its host, a create that failed and was rolled back);
 * **tuned** (:func:`register_tuned`): ``fn(vm, task, ok, result)`` when a ``vm.tune`` task

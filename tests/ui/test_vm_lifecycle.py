@@ -15,6 +15,8 @@ from hosts.models import Network, StoragePool, Volume
 from panel.choices import Role, TaskState
 from panel.models import Task
 from tests.ui.conftest import login, main, text
+from tuning.models import DedicatedCpu
+from tuning.profiles import ensure_builtins
 from vms.models import Disk, VirtualMachine
 
 pytestmark = pytest.mark.django_db
@@ -677,3 +679,29 @@ def test_every_new_page_renders_for_the_platform_admin(client, granted):
     urls += [reverse("ui:vm_power", args=[vm.pk, a]) for a in ("shutdown", "stop", "reset")]
     for url in urls:
         assert client.get(url).status_code == 200, url
+
+
+def test_wizard_creates_a_vm_with_a_tuning_policy_or_says_why_it_does_not_fit(client, granted):
+    ensure_builtins()
+    login(client, granted["admin"])
+    page = text(client.get(reverse("ui:vm_create")))
+    assert 'name="tuning_policy"' in page and "latency-critical (v1)" in page
+
+    # 31 dedicated vCPUs cannot fit the 28 pCPUs outside the housekeeping set: the CPU step
+    # says why, and nothing is made
+    before = Task.objects.count()
+    response = client.post(
+        reverse("ui:vm_create"), wizard_post(granted, vcpus="31", tuning_policy="throughput")
+    )
+    assert response.status_code == 400
+    page = main(response)
+    assert 'data-start-step="cpu"' in page and "throughput does not fit on" in page
+    assert Task.objects.count() == before
+
+    response = client.post(
+        reverse("ui:vm_create"),
+        wizard_post(granted, name="tuned-01", vcpus="2", max_vcpus="", tuning_policy="throughput"),
+    )
+    assert response.status_code == 302, main(response)
+    vm = VirtualMachine.objects.get(name="tuned-01")
+    assert DedicatedCpu.objects.filter(vm=vm, use="vcpu").count() == 2

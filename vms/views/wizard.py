@@ -22,7 +22,7 @@ from panel.models import Tenant
 from panel.tenancy import Action, is_platform_admin, restrict
 from panel.units import GIB
 
-from .. import selectors, services
+from .. import hooks, selectors, services
 from ..choices import CloneMode, DiskBus, DiskDevice, DiskFormat, NicModel
 from ..forms import CreateWizard, DiskRowForm, NicRowForm
 from ..models import Disk, VirtualMachine
@@ -169,7 +169,11 @@ def wizard_options(user, tenant: Tenant, host_id: int | None) -> dict:
 
     quota = quota_rows(tenant)
     quota_json = {q["key"]: {"left": q["left"], "limit": q["limit"]} for q in quota}
+    extra = {}  # what the create extensions offer (tuning: its policies)
+    for ext in hooks.create_extensions():
+        extra.update(ext.wizard_options(user, tenant))
     return {
+        **extra,
         "host": host,
         "hosts": [(None, [_host_option(h) for h in hosts])],
         "host_count": len(online),
