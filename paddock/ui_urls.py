@@ -21,6 +21,7 @@ urlpatterns = [
     # Hosts and what they hold, VMs, and their nodes of the resource tree
     path("", include("hosts.urls")),
     path("", include("vms.urls")),
+    path("", include("tuning.urls")),
     # Tasks
     path("tasks/<id:pk>/", views.task_detail, name="task"),
     path("tasks/<id:pk>/live/", views.task_live, name="task_live"),

@@ -25,6 +25,7 @@ UI_LISTS = [
     ("/tenants/", "tenants", BOTH),
     ("/users/", "users", PLATFORM),
     ("/tokens/", "tokens", BOTH),
+    ("/tuning/policies/", "policies", BOTH),
     ("/pools/{pool}/", "volumes", PLATFORM),
     ("/hosts/{host}/?tab=vms", "vms", PLATFORM),
     ("/hosts/{host}/?tab=storage", "pools", PLATFORM),
