@@ -105,9 +105,33 @@ def _word(value) -> str:
     return str(value)
 
 
+LABELS = {
+    "cpu.iothreads": "I/O threads",
+    "cpu.iothread_pin": "I/O thread pins",
+    "cpu.model": "CPU model",
+    "memory.locked": "Locked in RAM",
+    "memory.nosharepages": "No page sharing (KSM)",
+    "memory.balloon.enabled": "Balloon",
+    "memory.balloon.autodeflate": "Balloon autodeflate",
+    "memory.hard_limit_mib": "Hard limit (MiB)",
+    "memory.soft_limit_mib": "Soft limit (MiB)",
+    "disk.io": "I/O mode",
+    "disk.iothread": "Disks on an I/O thread",
+    "network.rx_queue_size": "RX queue size",
+    "network.tx_queue_size": "TX queue size",
+    "host.halt_poll_ns": "Halt polling (ns)",
+    "host.thp": "Transparent hugepages",
+    "host.ksm": "KSM",
+    "host.irq_affinity": "IRQs off dedicated pCPUs",
+}
+
+
 def _label(name: str) -> str:
-    rest = name.split(".", 1)[1]
-    return rest.replace("throttle.", "").replace(".", " ").replace("_", " ").capitalize()
+    if name in LABELS:
+        return LABELS[name]
+    if name.startswith("disk.throttle."):
+        return name.rpartition(".")[2]  # libvirt's <iotune> names
+    return name.split(".", 1)[1].replace(".", " ").replace("_", " ").capitalize()
 
 
 def _knob_field(name: str, default, disabled: bool) -> forms.Field:
@@ -488,6 +512,9 @@ def _plan_context(plan: dict) -> dict:
         "plan": plan,
         "diff": diff_lines(plan.get("diff", "")),
         "host_actions": [describe_action(a) for a in plan.get("host_actions") or []],
+        "promised_cpus": _cpuset(
+            a["cpu"] for a in (plan.get("allocations") or {}).get("cpus") or []
+        ),
         "live": [
             {"op": c.get("op", "?"), "params": describe_live(c)} for c in plan.get("live") or []
         ],
