@@ -116,10 +116,11 @@ def test_tabs_are_registered_by_weight_and_by_other_apps():
     # Apps register their tabs when their views load, which the URL conf does.
     reverse("ui:host", args=[1])
     names = [tab.name for tab in tabs_for(Host)]
-    assert names == ["summary", "vms", "storage", "networks", "tasks"]
+    assert names == ["summary", "vms", "tuning", "storage", "networks", "tasks"]
     assert [t.name for t in tabs_for(VirtualMachine)] == [
         "summary",
         "hardware",
+        "tuning",
         "snapshots",
         "tasks",
         "console",

@@ -118,3 +118,15 @@ def test_host_knobs_are_applied_on_the_sandbox_and_reverted_when_the_domain_part
     assert _read(host, "/proc/irq/24/smp_affinity_list") == "0"  # the housekeeping set
     assert VmTuning.objects.get(vm=vm).applied_at is not None
     assert list(DedicatedCpu.objects.filter(vm=vm).values_list("cpu", flat=True)) == [1]
+
+
+def test_a_shut_off_simulated_vm_is_tuned_in_its_definition_and_read_back(tuned_world):
+    host, client = tuned_world["host"], tuned_world["client"]
+    vm = VirtualMachine.objects.filter(host=host, state="shutoff", vcpus=1).order_by("name").first()
+    response = client.post(f"/api/vms/{vm.pk}/tuning/apply/", {"policy": "hostly"}, format="json")
+    assert response.status_code == 202, response.content
+    run_queued_tasks()
+    task = Task.objects.get(pk=response.json()["task"]["id"])
+    assert task.state == "succeeded", task.error
+    tuning = VmTuning.objects.get(vm=vm)
+    assert tuning.plan["domain"]["vcpupin"] == {"0": "1"} and tuning.restart_needed == []
