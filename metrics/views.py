@@ -103,6 +103,18 @@ def _value(v: float) -> str:
     return repr(float(v)) if v == v else "NaN"
 
 
+#: rooms above metrics add families to /metrics (tuning: drift, dedicated pCPUs, hugepages)
+_EXPORTERS: list = []
+
+
+def register_exporter(fn):
+    """``fn(label) -> list[str]``: exposition lines (with their HELP and TYPE), ``label``
+    escaping a label value."""
+    if fn not in _EXPORTERS:
+        _EXPORTERS.append(fn)
+    return fn
+
+
 def render(now: float | None = None) -> str:
     """The exposition text (points older than three intervals are left out)."""
     now = time.time() if now is None else now
@@ -154,6 +166,8 @@ def render(now: float | None = None) -> str:
         )
     }
     family("pool", POOL_METRICS, pool_latest, pool_labels)
+    for exporter in _EXPORTERS:
+        out.extend(exporter(_label))
     return "\n".join(out) + "\n"
 
 

@@ -5,7 +5,8 @@
 * a ``pre_delete`` receiver on VMs: a deleted VM gives back its ledger rows (the hugepage
   counters are not a cascade);
 * the ``vms.domxml`` contributor that tunes a new VM's build (``DomainBuild.tuning``);
-* ``post_migrate``: the built-in profiles exist after every migrate.
+* ``post_migrate``: the built-in profiles exist after every migrate;
+* ``metrics.views``: drift, restart-needed, dedicated pCPUs and promised hugepages on ``/metrics``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from django.db import transaction
 from django.db.models.signals import post_migrate, pre_delete
 from django.utils import timezone
 
+from metrics.views import register_exporter
 from panel import events
 from vms import domxml, hooks
 from vms.models import VirtualMachine
 
-from . import create, domain, drift, ledger, profiles, services
+from . import create, domain, drift, exporters, ledger, profiles, services
 from .models import VmTuning
 
 
@@ -80,6 +82,7 @@ def register() -> None:
     hooks.register_create_extension(create.TuningCreate())
     hooks.register_released(on_released)
     hooks.register_observed(on_observed)
+    register_exporter(exporters.lines)
     pre_delete.connect(_on_vm_deleted, sender=VirtualMachine, dispatch_uid="tuning-ledger-release")
     domxml.register_contributor(domain.contribute)
     post_migrate.connect(

@@ -19,6 +19,7 @@ import libvirt
 import pytest
 
 from hosts import services as host_services
+from metrics.views import render
 from panel.models import Task
 from tests.conftest import run_queued_tasks
 from tuning.models import DedicatedCpu, HugepageAllocation, VmTuning
@@ -131,6 +132,9 @@ def test_a_dedicated_policy_applies_verifies_drifts_and_refuses_what_cannot_fit(
     assert vcpu_affinity(guest.name) == {"0": "0"}
     listed = client.get("/api/vms/?drift=true").json()
     assert [v["id"] for v in listed["results"]] == [vm.pk]
+    drifted = [line for line in render().splitlines()
+               if line.startswith("paddock_vm_tuning_drift{") and f'vm="{guest.name}"' in line]
+    assert drifted and drifted[0].endswith(" 1")  # fmt: skip
 
     # Re-apply clears it.
     task = _task(
