@@ -336,7 +336,7 @@ def breakdown(data: dict) -> None:
     import statistics
 
     from hosts.selectors import hosts_for
-    from tuning import ledger
+    from tuning import ledger, topology
     from tuning.compiler import NoFit, compile
     from tuning.profiles import BUILTINS
     from tuning.topology import HostTopology, VmFacts
@@ -365,6 +365,8 @@ def breakdown(data: dict) -> None:
         clock("read 2,000 host rows (.only(), numa_cells deferred)",
               lambda qs=qs: list(qs.only(*needed).defer("numa_cells")))  # fmt: skip
         views = clock("ledger.views (2 queries)", lambda h=hosts: ledger.views([x.pk for x in h]))
+        clock("topology.topologies x 2,000 (kept between reports)",
+              lambda qs=qs: topology.topologies(list(qs.values_list(*topology.ROW_FIELDS))))  # fmt: skip
         topos = clock("HostTopology.from_host x 2,000",
                       lambda h=hosts: [HostTopology.from_host(x) for x in h])  # fmt: skip
 
@@ -375,7 +377,7 @@ def breakdown(data: dict) -> None:
                 except NoFit:
                     pass
 
-        clock("compile x 2,000", compile_all)
+        clock("compile x 2,000 (every host; a report compiles once per alike host)", compile_all)
     header("where the time of one fit report goes (latency-critical, median of 5)")
     for label, samples in phases.items():
         figure(label, statistics.median(samples) * 1000, "ms", 1)

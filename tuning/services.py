@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from hosts.choices import HostStatus
@@ -24,7 +24,7 @@ from panel.tenancy import tenant_ids as tenant_ids_for
 from vms.choices import Lifecycle
 from vms.models import VirtualMachine
 
-from . import advisor, ledger, profiles, proof
+from . import advisor, ledger, profiles, proof, topology
 from .compiler import NoFit, compile, ledger_free_pages
 from .knobs import clean
 from .models import (
@@ -234,68 +234,139 @@ def attach_policy(user, vm, policy) -> VmTuning:
 # --- fit --------------------------------------------------------------------------------------
 
 
-def _quota_reasons(tenant: Tenant, plan: TuningPlan, vm_id: int | None) -> list[str]:
-    reasons = []
+class _QuotaUse:
+    """What a tenant holds against its tuning quotas (read once per report, when needed)."""
+
+    def __init__(self, tenant: Tenant | None, vm_id: int | None):
+        self.tenant, self.vm_id = tenant, vm_id
+        self._cpus: int | None = None
+        self._mib: int | None = None
+
+    @property
+    def cpus(self) -> int:
+        if self._cpus is None:
+            self._cpus = (
+                DedicatedCpu.objects.filter(vm__tenant=self.tenant)
+                .exclude(vm_id=self.vm_id)
+                .count()
+            )
+        return self._cpus
+
+    @property
+    def mib(self) -> int:
+        if self._mib is None:
+            rows = (
+                HugepageAllocation.objects.filter(vm__tenant=self.tenant)
+                .exclude(vm_id=self.vm_id)
+                .values_list("pages", "pool__size_kib")
+            )
+            self._mib = sum(pages * (size // 1024) for pages, size in rows)
+        return self._mib
+
+    def reasons(self, cpus: int, mib: int) -> list[str]:
+        tenant, out = self.tenant, []
+        if tenant is None:
+            return out
+        if tenant.max_dedicated_cpus is not None and cpus:
+            if self.cpus + cpus > tenant.max_dedicated_cpus:
+                out.append(
+                    f"quota: tenant {tenant.name} may hold {tenant.max_dedicated_cpus} dedicated "
+                    f"pCPUs, holds {self.cpus}, this needs {cpus}"
+                )
+        if tenant.max_hugepages_mib is not None and mib:
+            if self.mib + mib > tenant.max_hugepages_mib:
+                out.append(
+                    f"quota: tenant {tenant.name} may back {tenant.max_hugepages_mib} MiB with "
+                    f"hugepages, uses {self.mib}, this needs {mib}"
+                )
+        return out
+
+
+def _plan_needs(plan: TuningPlan) -> tuple[int, int]:
+    """Dedicated pCPUs and hugepage MiB a plan promises (what the tuning quotas count)."""
     cpus = len(plan.allocations["cpus"])
-    if tenant.max_dedicated_cpus is not None and cpus:
-        used = DedicatedCpu.objects.filter(vm__tenant=tenant).exclude(vm_id=vm_id).count()
-        if used + cpus > tenant.max_dedicated_cpus:
-            reasons.append(
-                f"quota: tenant {tenant.name} may hold {tenant.max_dedicated_cpus} dedicated "
-                f"pCPUs, holds {used}, this needs {cpus}"
-            )
     mib = sum(a["pages"] * (a["size_kib"] // 1024) for a in plan.allocations["hugepages"])
-    if tenant.max_hugepages_mib is not None and mib:
-        used = sum(
-            a.pages * (a.pool.size_kib // 1024)
-            for a in HugepageAllocation.objects.filter(vm__tenant=tenant)
-            .exclude(vm_id=vm_id)
-            .select_related("pool")
-        )
-        if used + mib > tenant.max_hugepages_mib:
-            reasons.append(
-                f"quota: tenant {tenant.name} may back {tenant.max_hugepages_mib} MiB with "
-                f"hugepages, uses {used}, this needs {mib}"
-            )
-    return reasons
+    return cpus, mib
+
+
+def _quota_reasons(tenant: Tenant, plan: TuningPlan, vm_id: int | None) -> list[str]:
+    return _QuotaUse(tenant, vm_id).reasons(*_plan_needs(plan))
+
+
+def _ledger_key(led) -> tuple:
+    return (
+        led.held or frozenset(led.dedicated),
+        tuple(sorted((k, v["capacity"], v["allocated"]) for k, v in led.hugepages.items())),
+    )
 
 
 def fit_hosts(knobs, facts: VmFacts, hosts, tenant, *, current_host_id=None) -> list[dict]:
-    hosts = list(hosts)
-    ledgers = ledger.views([h.pk for h in hosts])
+    """One row per host: fits or not and why, with its free pCPUs and pages per node.
+
+    ``hosts`` is a query of hosts (read as plain rows: id, name, status, the cache stamp) or a
+    list of Host rows. Hosts whose topology (``HostTopology.signature``) and ledger are the
+    same get the same answer: compile runs once per distinct (topology, ledger), so a fleet of
+    alike hosts costs a few compiles, not one per host. Topologies come from
+    ``topology.topologies`` (kept between reports); the quota totals are read once."""
+    if isinstance(hosts, QuerySet):
+        rows = list(hosts.values_list(*topology.ROW_FIELDS))
+        within = hosts.order_by().values("pk")
+    else:
+        rows = [(h.pk, h.name, h.status, h.last_synced, h.updated) for h in hosts]
+        within = None
+    topos = topology.topologies(rows if within is not None else hosts)
+    ledgers = ledger.views([r[0] for r in rows], within=within, lazy=True)
+    quota = _QuotaUse(tenant, facts.vm_id)
+    memo: dict[tuple, tuple] = {}
     out = []
-    for host in hosts:
-        topo = HostTopology.from_host(host)
-        row = {"host": host.name, "host_id": host.pk, "current": host.pk == current_host_id,
-               "fits": False, "reasons": [], "restart_needed": [], "nodes": []}  # fmt: skip
-        led = ledgers[host.pk]
-        if current_host_id == host.pk and facts.vm_id:
+    for pk, name, status, _synced, _updated in rows:
+        topo = topos[pk]
+        led = ledgers[pk]
+        if current_host_id == pk and facts.vm_id:
+            led.load()
+            led.held = ""
             led.dedicated = {c: v for c, v in led.dedicated.items() if v != facts.vm_id}
-            mine = HugepageAllocation.objects.filter(vm_id=facts.vm_id, pool__host=host)
+            mine = HugepageAllocation.objects.filter(vm_id=facts.vm_id, pool__host_id=pk)
             for node, size, pages in mine.values_list("pool__node", "pool__size_kib", "pages"):
                 entry = led.hugepages.get((node, size))
                 if entry:
                     entry["allocated"] -= pages
-        if host.status != HostStatus.ONLINE:
-            row["reasons"].append(f"host {host.name} is {host.status}")
+        online = status == HostStatus.ONLINE
+        key = (topo.signature, _ledger_key(led), online)
+        hit = memo.get(key)
+        if hit is None:
+            led.load()
+            refused, needs, restart = [f"host {topo.name} is {status}"], (0, 0), []
+            if online:
+                try:
+                    plan = compile(knobs, facts, topo, led)
+                    refused, needs, restart = None, _plan_needs(plan), list(plan.restart)
+                except NoFit as exc:
+                    refused = list(exc.reasons)
+            nodes = []
+            for node in topo.nodes:
+                free = [c for c in node.cpu_ids
+                        if c not in led.dedicated and c not in topo.housekeeping]  # fmt: skip
+                pages = {str(size): ledger_free_pages(led, node, size)
+                         for size in sorted(set(node.hugepages) | {2048})}  # fmt: skip
+                nodes.append({"node": node.id, "free_cpus": free, "free_pages": pages})
+            hit = (topo.name, refused, needs, restart, nodes)
+            memo[key] = hit
+        seen_as, refused, needs, restart, nodes = hit
+        # the node lists are shared by the rows of alike hosts (read-only)
+        row = {"host": name, "host_id": pk, "current": pk == current_host_id, "fits": False,
+               "reasons": [], "restart_needed": [], "nodes": nodes}  # fmt: skip
+        if refused is not None:
+            row["reasons"] = (
+                [r.replace(f"host {seen_as} ", f"host {name} ") for r in refused]
+                if seen_as != name else list(refused)
+            )  # fmt: skip
         else:
-            try:
-                plan = compile(knobs, facts, topo, led)
-                row["reasons"] = _quota_reasons(tenant, plan, facts.vm_id) if tenant else []
-                row["fits"] = not row["reasons"]
-                row["restart_needed"] = plan.restart
-                row["dedicated"] = len(plan.allocations["cpus"])
-            except NoFit as exc:
-                row["reasons"] = exc.reasons
-        for node in topo.nodes:
-            free = [
-                c for c in node.cpu_ids if c not in led.dedicated and c not in topo.housekeeping
-            ]
-            pages = {}
-            for size in sorted(set(node.hugepages) | {2048}):
-                pages[str(size)] = ledger_free_pages(led, node, size)
-            row["nodes"].append({"node": node.id, "free_cpus": free, "free_pages": pages})
-        row["_free"] = sum(len(n["free_cpus"]) for n in row["nodes"])
+            row["reasons"] = quota.reasons(*needs)
+            row["fits"] = not row["reasons"]
+            row["restart_needed"] = list(restart)
+            row["dedicated"] = needs[0]
+        row["_free"] = sum(len(n["free_cpus"]) for n in nodes)
         out.append(row)
     dedicated = knobs["cpu"]["placement"] != "shared"
     # pack dedicated VMs (fewest free pCPUs first), spread shared ones (most free first)
@@ -310,9 +381,11 @@ def fit_vm(user, vm, policy) -> dict:
     usable(policy, vm.tenant_id)
     facts = VmFacts.from_vm(vm)
     # every host the VM may use (its own first among equals): where it could go, and why not
-    hosts = Host.objects.filter(
-        Q(pk__in=hosts_for(user, vm.tenant).values("pk")) | Q(pk=vm.host_id)
-    ).order_by("name")
+    hosts = (
+        Host.objects.filter(Q(pk__in=hosts_for(user, vm.tenant).values("pk")) | Q(pk=vm.host_id))
+        .defer(*topology.HEAVY_FIELDS)
+        .order_by("name")
+    )
     rows = fit_hosts(policy.knobs, facts, hosts, vm.tenant, current_host_id=vm.host_id)
     return {"policy": policy.name, "version": policy.version, "vm": vm.pk, "hosts": rows}
 
@@ -342,7 +415,9 @@ def fit_spec(user, tenant, *, vcpus, memory_mib, policy, disks=(), nics=(), host
     hosts = hosts_for(user, tenant)
     if host_ids is not None:
         hosts = hosts.filter(pk__in=host_ids)
-    rows = fit_hosts(policy.knobs, facts, hosts.order_by("name"), tenant)
+    rows = fit_hosts(
+        policy.knobs, facts, hosts.defer(*topology.HEAVY_FIELDS).order_by("name"), tenant
+    )
     return {"policy": policy.name, "version": policy.version, "hosts": rows}
 
 
@@ -505,5 +580,6 @@ def set_housekeeping(user, host: Host, cpus: list[int]) -> None:
     if taken:
         raise ValidationError({"housekeeping": f"pCPU {taken[0]} is dedicated to a VM."})
     host.housekeeping_cpus = sorted(set(cpus))
-    host.save(update_fields=["housekeeping_cpus"])
+    host.save(update_fields=["housekeeping_cpus", "updated"])
+    topology.forget(host.pk)
     events.host_changed(host)

@@ -13,11 +13,13 @@ from lxml import etree
 
 from hosts.driver.connection import get_connection
 from hosts.driver.guest import Guest
+from hosts.models import Host
 from panel.models import Task, Tenant
 from tests.conftest import grant_host, run_queued_tasks
 from tuning.knobs import clean
 from tuning.models import DedicatedCpu, HugepageAllocation, TuningPolicy, VmTuning
 from tuning.profiles import ensure_builtins
+from tuning.services import fit_spec
 from vms.models import VirtualMachine
 
 pytestmark = pytest.mark.django_db
@@ -102,3 +104,31 @@ def test_what_does_not_fit_is_refused_at_the_field_and_nothing_is_made(api, worl
 
     # shared VMs still go there: the policy is only for pinned ones
     assert _create(client, world, "shared-1", 2, "balanced").status_code == 202
+
+
+def test_a_fit_report_over_alike_hosts_answers_each_by_its_own_ledger(world):
+    """Alike hosts share a compile (same topology and ledger); each row still says its own."""
+    sim = world["host"]
+    twins = [
+        Host.objects.create(name=f"twin-{i}", uri=f"test:///twin-{i}.xml", status="online",
+                            numa_cells=sim.numa_cells, virt_types=sim.virt_types,
+                            cpus=sim.cpus, memory_mib=sim.memory_mib, simulated=True)
+        for i in range(3)
+    ]  # fmt: skip
+    for twin in twins:
+        grant_host(world["acme"], twin)
+    # twin-2's free whole cores are all held by a VM of its own
+    other = VirtualMachine.objects.create(host=twins[2], tenant=world["acme"], name="holder",
+                                          uuid="00000000-0000-4000-8000-000000000002")  # fmt: skip
+    free = [c for cell in sim.numa_cells for c in cell["cpus"] if c not in (0, 8, 16, 24)]
+    DedicatedCpu.objects.bulk_create(
+        DedicatedCpu(host=twins[2], cpu=c, node=0 if c % 16 < 8 else 1, vm=other) for c in free
+    )
+    report = fit_spec(world["operator"], world["acme"], vcpus=2, memory_mib=1024,
+                      policy="pinned", host_ids=[t.pk for t in twins])  # fmt: skip
+    rows = {r["host"]: r for r in report["hosts"]}
+    assert rows["twin-0"]["fits"] and rows["twin-1"]["fits"]
+    assert rows["twin-0"]["nodes"] == rows["twin-1"]["nodes"]
+    assert not rows["twin-2"]["fits"] and rows["twin-2"]["reasons"]
+    assert all(n["free_cpus"] == [] for n in rows["twin-2"]["nodes"])
+    assert report["hosts"][-1]["host"] == "twin-2"  # what fits comes first
