@@ -33,7 +33,8 @@ def _on_vm_deleted(sender, instance, **kwargs) -> None:
     ledger.release(instance)
 
 
-#: what a running guest takes only by restarting: while a restart is pending, not drift
+#: what a running guest takes only by restarting: while a restart is pending, not drift (a
+#: restart is seen as the domain's new id, a stop, or a "started" event)
 RESTART_PARTS = ("numatune", "hugepages")
 
 
@@ -52,11 +53,16 @@ def on_observed(pairs: list, event: str) -> None:
         details = drift.compare(domain, xml)
         fields = {"drift_checked_at": now}
         if row.restart_needed:
-            after_restart = [d for d in details if d["what"].startswith(RESTART_PARTS)]
-            if after_restart:  # the guest has not restarted into the plan yet: not drift
-                details = [d for d in details if not d["what"].startswith(RESTART_PARTS)]
-            else:
+            tuned_id, running_id = row.plan.get("domain_id"), domxml.domain_id(xml)
+            restarted = (
+                vm.state == "shutoff"  # it starts from the tuned definition
+                or event == "started"
+                or bool(tuned_id and running_id and running_id != tuned_id)
+            )
+            if restarted:
                 fields["restart_needed"] = []
+            else:  # the guest has not restarted into the plan yet: what waits is not drift
+                details = [d for d in details if not d["what"].startswith(RESTART_PARTS)]
         changed = bool(details) != row.drift or details != row.drift_details
         if changed:
             fields.update(drift=bool(details), drift_details=details)

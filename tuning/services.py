@@ -491,6 +491,8 @@ def on_tuned(vm, task, ok: bool, result) -> None:
     plan["restart"] = list(result.get("restart") or [])
     if result.get("xml_after"):
         plan["xml_after"] = result["xml_after"]
+    # the running guest's id when it was tuned: a restart is seen as a new id
+    plan["domain_id"] = result.get("domain_id")
     tuning, _ = VmTuning.objects.get_or_create(vm=vm)
     tuning.plan = plan
     tuning.applied_version_id = params.get("version_id")

@@ -7,6 +7,7 @@ domain from contributors (see "building" below), and decides boot order and the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
@@ -848,8 +849,10 @@ def _cpu(root, d: dict) -> None:
             if mode == "host-passthrough":
                 cpu.set("check", "none")
                 cpu.set("migratable", "on")
-    for child in cpu.findall("topology") + cpu.findall("numa"):
-        cpu.remove(child)
+    # a guest topology or NUMA cells the plan does not set are the VM's own: kept
+    if spec.get("topology") or spec.get("numa_cells"):
+        for child in cpu.findall("topology") + cpu.findall("numa"):
+            cpu.remove(child)
     topo = spec.get("topology")
     if topo:
         _tel(cpu, "topology", sockets=topo["sockets"], dies=topo.get("dies", 1),
@@ -942,6 +945,15 @@ def _balloon(root, d: dict) -> None:
         _tel(el, "stats", period=spec["period"])
 
 
+TUNED_BACKING = ("hugepages", "nosharepages", "locked")
+
+
+def domain_id(xml: str) -> str | None:
+    """The id of a running domain (a new one each time it starts), from its live XML."""
+    match = re.search(r"<domain\b[^>]*\bid=['\"](\d+)['\"]", xml[:500]) if xml else None
+    return match.group(1) if match else None
+
+
 def apply_tuning(root, domain: dict) -> None:
     """Write ``domain`` (a ``TuningPlan.domain``) into the ``<domain>`` element ``root``."""
     if not domain:
@@ -959,7 +971,16 @@ def apply_tuning(root, domain: dict) -> None:
     if "numatune" in domain:
         _put(root, "numatune", _numatune(domain))
     if "memory_backing" in domain:
-        _put(root, "memoryBacking", _memory_backing(domain))
+        # tuning owns hugepages, nosharepages and locked; the rest (source, access,
+        # allocation, discard: e.g. the shared memfd virtiofs needs) is kept as it was
+        old = root.find("memoryBacking")
+        kept = [c for c in (old if old is not None else []) if c.tag not in TUNED_BACKING]
+        el = _memory_backing(domain)
+        if kept:
+            el = el if el is not None else etree.Element("memoryBacking")
+            for child in kept:
+                el.append(child)
+        _put(root, "memoryBacking", el)
     _cpu(root, domain)
     _disks(root, domain)
     _nics(root, domain)

@@ -767,16 +767,18 @@ def _step_tune(step: plans.Step, run: plans.PlanRun) -> dict:
     run.record("domain_xml", uuid=str(c.vm.uuid), xml=before)
     c.log("Writing the tuned definition")
     Guest.define(c.conn, after)
-    applied, restart = [], []
+    applied, restart, running_id = [], [], None
     if guest.is_active:
-        live, restart = domxml.tuning_changes(guest.xml(), after, a.get("domain") or {})
+        live_xml = guest.xml()
+        running_id = domxml.domain_id(live_xml)  # a restart gives the guest a new one
+        live, restart = domxml.tuning_changes(live_xml, after, a.get("domain") or {})
         for op in live:
             line = _live_call(guest, op)
             c.log(f"Live: {line}")
             applied.append(op)
         for why in restart:
             c.log(f"Needs a restart: {why}", "warning")
-    return {"live": applied, "restart": restart, "xml_after": after}
+    return {"live": applied, "restart": restart, "xml_after": after, "domain_id": running_id}
 
 
 @plans.register_undo("domain_xml")

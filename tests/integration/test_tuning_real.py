@@ -121,7 +121,9 @@ def test_a_dedicated_policy_applies_verifies_drifts_and_refuses_what_cannot_fit(
     assert huge_free() == free_before, "the guest's memory is in the reserved hugepages"
     assert vcpu_affinity(guest.name) == {"0": "1"}
     _resync(lab)
-    assert VmTuning.objects.get(vm=vm).drift is False
+    tuning = VmTuning.objects.get(vm=vm)
+    assert tuning.drift is False
+    assert tuning.restart_needed == []  # it runs as a new domain (a new id): restarted
 
     # Drift: a pin changed on the host is flagged by the next reconcile, never undone.
     virsh("vcpupin", guest.name, "0", "0", "--live")
@@ -132,8 +134,11 @@ def test_a_dedicated_policy_applies_verifies_drifts_and_refuses_what_cannot_fit(
     assert vcpu_affinity(guest.name) == {"0": "0"}
     listed = client.get("/api/vms/?drift=true").json()
     assert [v["id"] for v in listed["results"]] == [vm.pk]
-    drifted = [line for line in render().splitlines()
-               if line.startswith("paddock_vm_tuning_drift{") and f'vm="{guest.name}"' in line]
+    drifted = [
+        line
+        for line in render().splitlines()
+        if line.startswith("paddock_vm_tuning_drift{") and f'vm="{guest.name}"' in line
+    ]
     assert drifted and drifted[0].endswith(" 1")  # fmt: skip
 
     # Re-apply clears it.

@@ -206,3 +206,31 @@ def test_disk_source_follows_the_backend_kind():
     )
     assert net.get("type") == "network"
     assert dict(net.find("source").attrib) == {"protocol": "rbd", "name": "rbd/a"}
+
+
+def test_tuning_keeps_what_is_not_its_own_in_memory_backing_and_the_guest_cpu():
+    """A virtiofs guest's shared memfd and a VM's own guest topology survive any policy."""
+    xml = (
+        "<domain type='kvm'><name>fs</name><memory unit='KiB'>1048576</memory><vcpu>2</vcpu>"
+        "<memoryBacking><source type='memfd'/><access mode='shared'/></memoryBacking>"
+        "<cpu mode='host-model'><topology sockets='1' dies='1' cores='2' threads='1'/></cpu>"
+        "<devices/></domain>"
+    )
+    balanced = {"memory_backing": None, "cpu": {"mode": "", "model": "", "topology": None,
+                                                "numa_cells": []}}  # fmt: skip
+    root = etree.fromstring(domxml.tuned_xml(xml, balanced).encode())
+    assert root.find("memoryBacking/source").get("type") == "memfd"
+    assert root.find("memoryBacking/access").get("mode") == "shared"
+    assert root.find("cpu/topology").get("cores") == "2"
+
+    huge = {"memory_backing": {"pages": [{"size_kib": 2048, "nodeset": "0"}], "locked": True,
+                               "nosharepages": False}}  # fmt: skip
+    root = etree.fromstring(domxml.tuned_xml(xml, huge).encode())
+    backing = root.find("memoryBacking")
+    assert [c.tag for c in backing] == ["hugepages", "locked", "source", "access"]
+    assert backing.find("hugepages/page").get("size") == "2048"
+
+
+def test_a_running_domain_is_known_by_its_id():
+    assert domxml.domain_id("<domain type='kvm' id='17'><name>a</name></domain>") == "17"
+    assert domxml.domain_id("<domain type='kvm'><name>a</name></domain>") is None
