@@ -19,8 +19,8 @@ from drf_spectacular.generators import EndpointEnumerator
 
 from panel.models import ApiToken, Membership, Task, Tenant
 from tests.conftest import grant_host
-from tuning.models import TuningPolicy
 from tuning.knobs import clean
+from tuning.models import TuningPolicy
 from tuning.profiles import ensure_builtins
 from vms.models import Snapshot, VirtualMachine
 
