@@ -190,6 +190,11 @@ def delete_policy(user, policy) -> None:
     policy.delete()
 
 
+def tenant_default(tenant) -> TuningPolicy | None:
+    row = TenantTuningDefault.objects.filter(tenant=tenant).select_related("policy").first()
+    return row.policy if row else None
+
+
 def set_tenant_default(user, tenant, policy) -> None:
     _require_manage(user, tenant.pk)
     if policy is None:

@@ -1055,6 +1055,8 @@ def tuning_changes(before: str, after: str, dom: dict) -> tuple[list[dict], list
         ov, nv = b.findtext(f"cputune/{tag}"), a.findtext(f"cputune/{tag}")
         if ov != nv and nv is not None:
             sched[param] = int(nv)
+        elif ov is not None and nv is None:  # the kernel's default comes back with a restart
+            restart.append(f"CPU {tag} returns to the host's default")
     if sched:
         live.append({"op": "schedinfo", "params": sched})
     if _section(before, "memtune") != _section(after, "memtune"):

@@ -255,6 +255,7 @@ NOT_LISTS = {
     "/api/tenants/{pk}/usage/", "/api/tenants/{pk}/placement/",
     "/api/vms/{pk}/console/",  # who is on the console now: the console's own store
     "/api/vms/{pk}/tuning/", "/api/hosts/{pk}/tuning/",  # one VM's / host's tuning
+    "/api/tenants/{pk}/tuning-default/",
 }  # fmt: skip
 
 

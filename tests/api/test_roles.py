@@ -212,6 +212,9 @@ MATRIX = [
     R("post", "/api/vms/{pk}/tuning/apply/", CHANGE, {"policy": "balanced"}, pk="vm"),
     R("post", "/api/tuning/fit/", S(200, 200, 200, 403, 403, 400),
       {"tenant": "{acme}", "policy": "balanced", "vcpus": 1, "memory_mib": 256}),
+    R("get", "/api/tenants/{pk}/tuning-default/", SEEN, pk="acme"),
+    R("put", "/api/tenants/{pk}/tuning-default/", S(200, 200, 403, 403, 403, 404),
+      {"policy": "latency-critical"}, pk="acme"),
     R("get", "/api/hosts/{pk}/tuning/", PLATFORM, pk="host"),
     R("put", "/api/hosts/{pk}/tuning/", PLATFORM, {"cpus": [0]}, pk="host"),
     # Tasks

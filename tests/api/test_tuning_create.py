@@ -132,3 +132,21 @@ def test_a_fit_report_over_alike_hosts_answers_each_by_its_own_ledger(world):
     assert not rows["twin-2"]["fits"] and rows["twin-2"]["reasons"]
     assert all(n["free_cpus"] == [] for n in rows["twin-2"]["nodes"])
     assert report["hosts"][-1]["host"] == "twin-2"  # what fits comes first
+
+
+def test_a_tenant_default_policy_is_set_by_its_admins_and_used_by_creates(api, world, make_member):
+    admin = make_member(world["acme"], "admin", "acme-boss")
+    url = f"/api/tenants/{world['acme'].pk}/tuning-default/"
+    client = api.as_user(admin)
+    first = client.get(url)
+    assert first.status_code == 200 and first.json()["policy"] is None, first.content
+    assert client.put(url, {"policy": "nope"}, format="json").status_code == 400
+    response = client.put(url, {"policy": "pinned"}, format="json")
+    assert response.status_code == 200 and response.json()["policy"] == "pinned"
+    # a create naming no policy gets the tenant's default: pinned and promised
+    response = _create(api.as_user(world["operator"]), world, "by-default", 2, "")
+    assert response.status_code == 202, response.content
+    vm = VirtualMachine.objects.get(name="by-default")
+    assert DedicatedCpu.objects.filter(vm=vm, use="vcpu").count() == 2
+    client = api.as_user(admin)
+    assert client.put(url, {"policy": None}, format="json").json()["policy"] is None

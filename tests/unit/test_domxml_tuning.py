@@ -234,3 +234,12 @@ def test_tuning_keeps_what_is_not_its_own_in_memory_backing_and_the_guest_cpu():
 def test_a_running_domain_is_known_by_its_id():
     assert domxml.domain_id("<domain type='kvm' id='17'><name>a</name></domain>") == "17"
     assert domxml.domain_id("<domain type='kvm'><name>a</name></domain>") is None
+
+
+def test_a_scheduler_value_a_policy_drops_waits_for_a_restart():
+    before = ("<domain type='kvm' id='3'><cputune><shares>2048</shares></cputune>"
+              "<devices/></domain>")  # fmt: skip
+    after = "<domain type='kvm'><devices/></domain>"
+    live, restart = domxml.tuning_changes(before, after, {})
+    assert not [op for op in live if op["op"] == "schedinfo"]
+    assert "CPU shares returns to the host's default" in restart

@@ -5,6 +5,7 @@ from django.urls import path
 from .views import (
     HostTuningView,
     SpecFitView,
+    TenantTuningDefaultView,
     TuningPolicyViewSet,
     VmTuningApplyView,
     VmTuningFitView,
@@ -21,4 +22,9 @@ urlpatterns = [
     path("vms/<id:pk>/tuning/apply/", VmTuningApplyView.as_view(), name="vm-tuning-apply"),
     path("tuning/fit/", SpecFitView.as_view(), name="tuning-fit"),
     path("hosts/<id:pk>/tuning/", HostTuningView.as_view(), name="host-tuning"),
+    path(
+        "tenants/<id:pk>/tuning-default/",
+        TenantTuningDefaultView.as_view(),
+        name="tenant-tuning-default",
+    ),
 ]

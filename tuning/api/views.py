@@ -177,6 +177,38 @@ class SpecFitView(APIView):
         )  # fmt: skip
 
 
+class TenantTuningDefaultView(APIView):
+    """``GET``: the policy a tenant's VMs get when nothing closer names one (null: balanced).
+    ``PUT {"policy"}``: set it (an id or a name; null: none) — the tenant's admins."""
+
+    def _tenant(self, request, pk):
+        tenant = tenants_for(request.user).filter(pk=pk).first()
+        if tenant is None:
+            raise NotFound("No such tenant.")
+        return tenant
+
+    @staticmethod
+    def _answer(tenant) -> Response:
+        default = services.tenant_default(tenant)
+        return Response({"tenant": tenant.pk, "policy": default.name if default else None,
+                         "policy_id": default.pk if default else None})  # fmt: skip
+
+    @extend_schema(responses={200: dict})
+    def get(self, request, pk):
+        return self._answer(self._tenant(request, pk))
+
+    @extend_schema(request=PolicyRefSerializer, responses={200: dict})
+    def put(self, request, pk):
+        tenant = self._tenant(request, pk)
+        if "policy" not in request.data:
+            raise ValidationError({"policy": "A policy id or name, or null."})
+        value = request.data.get("policy")
+        if (value is not None and not isinstance(value, (int, str))) or isinstance(value, bool):
+            raise ValidationError({"policy": "A policy id or name, or null."})
+        services.set_tenant_default(request.user, tenant, value)
+        return self._answer(tenant)
+
+
 class HostTuningView(APIView):
     """``GET``: every pCPU by NUMA node and core with who holds it, hugepages per node.
     ``PUT {"cpus"}``: the host's housekeeping pCPUs (platform admins)."""
