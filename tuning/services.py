@@ -62,14 +62,15 @@ def _tenant_ids(user) -> list[int]:
     return tenant_ids_for(user, Action.TENANT_VIEW)
 
 
-def _may_manage(user, tenant_id: int | None) -> bool:
+def may_manage(user, tenant_id: int | None) -> bool:
+    """Whether ``user`` manages the policies of ``tenant_id`` (None: the platform's)."""
     if tenant_id is None:
         return is_platform_admin(user)
     return can(user, Action.MEMBERSHIP_MANAGE, tenant_id)
 
 
 def _require_manage(user, tenant_id: int | None) -> None:
-    if not _may_manage(user, tenant_id):
+    if not may_manage(user, tenant_id):
         raise PermissionDenied(
             "Only platform admins manage platform policies."
             if tenant_id is None

@@ -282,7 +282,7 @@ def _owners(user) -> list[tuple[str, str]]:
 
 
 def _may_manage(user, policy: TuningPolicy) -> bool:
-    return not policy.builtin and services._may_manage(user, policy.tenant_id)
+    return not policy.builtin and services.may_manage(user, policy.tenant_id)
 
 
 # --- the policy pages --------------------------------------------------------------------------
