@@ -25,6 +25,7 @@ from hosts.views import HostView
 from panel.generic import PanelView, ViewTab, paginate, queued_message, register_tab
 from panel.selectors import tenants_for
 from panel.tenancy import Action, can, is_platform_admin
+from panel.xmlutil import format_cpuset
 from vms.models import VirtualMachine
 from vms.views.common import vm_url
 from vms.views.pages import VmView
@@ -512,7 +513,7 @@ def _plan_context(plan: dict) -> dict:
         "plan": plan,
         "diff": diff_lines(plan.get("diff", "")),
         "host_actions": [describe_action(a) for a in plan.get("host_actions") or []],
-        "promised_cpus": _cpuset(
+        "promised_cpus": format_cpuset(
             a["cpu"] for a in (plan.get("allocations") or {}).get("cpus") or []
         ),
         "live": [
@@ -662,22 +663,6 @@ def parse_cpus(text: str) -> list[int]:
     return cpus
 
 
-def _cpuset(cpus) -> str:
-    cpus = sorted(set(cpus))
-    parts, start, prev = [], None, None
-    for cpu in cpus:
-        if start is None:
-            start = prev = cpu
-        elif cpu == prev + 1:
-            prev = cpu
-        else:
-            parts.append(f"{start}-{prev}" if prev != start else str(start))
-            start = prev = cpu
-    if start is not None:
-        parts.append(f"{start}-{prev}" if prev != start else str(start))
-    return ",".join(parts)
-
-
 def _pages_rows(pages: list[dict]) -> list[dict]:
     rows = []
     for p in pages:
@@ -707,7 +692,7 @@ def _host_tuning(request: HttpRequest, host) -> dict:
     return {
         "host_tuning": data,
         "housekeeping_value": getattr(request, "housekeeping_value", None)
-        or _cpuset(data["housekeeping"]),
+        or format_cpuset(data["housekeeping"]),
         "housekeeping_error": error,
         "may_set_housekeeping": is_platform_admin(request.user),
     }
@@ -737,6 +722,6 @@ class HousekeepingView(PanelView):
         host.refresh_from_db()
         messages.success(
             request,
-            f"Housekeeping pCPUs of {host.name}: {_cpuset(host.housekeeping_cpus)}.",
+            f"Housekeeping pCPUs of {host.name}: {format_cpuset(host.housekeeping_cpus)}.",
         )
         return redirect(f"{reverse('ui:host', args=[host.pk])}?tab=tuning")
