@@ -730,7 +730,8 @@ def clone_domain_xml(
 
 # Where a new top-level element goes: before the first of these that exists.
 _BEFORE = ("os", "features", "cpu", "clock", "on_poweroff", "devices")
-_THROTTLE_ORDER = (
+#: libvirt's block I/O throttles, in the order its schema lists them in ``<iotune>``
+THROTTLE_KEYS = (
     "total_bytes_sec", "read_bytes_sec", "write_bytes_sec",
     "total_iops_sec", "read_iops_sec", "write_iops_sec",
     "total_bytes_sec_max", "read_bytes_sec_max", "write_bytes_sec_max",
@@ -894,7 +895,7 @@ def _disks(root, d: dict) -> None:
         iotune = {k: v for k, v in (spec.get("iotune") or {}).items() if v}
         if iotune:
             el = etree.Element("iotune")
-            for key in _THROTTLE_ORDER:
+            for key in THROTTLE_KEYS:
                 if iotune.get(key):
                     _tel(el, key, iotune[key])
             anchor = disk.find("target")

@@ -745,14 +745,7 @@ def _live_call(guest: Guest, op: dict) -> str:
     raise ValueError(f"Unknown live tuning change {kind!r}.")
 
 
-BLKIOTUNE_KEYS = (
-    "total_bytes_sec", "read_bytes_sec", "write_bytes_sec",
-    "total_iops_sec", "read_iops_sec", "write_iops_sec",
-    "total_bytes_sec_max", "read_bytes_sec_max", "write_bytes_sec_max",
-    "total_iops_sec_max", "read_iops_sec_max", "write_iops_sec_max",
-    "total_bytes_sec_max_length", "read_bytes_sec_max_length", "write_bytes_sec_max_length",
-    "total_iops_sec_max_length", "read_iops_sec_max_length", "write_iops_sec_max_length",
-)  # fmt: skip
+BLKIOTUNE_KEYS = domxml.THROTTLE_KEYS
 
 
 @plans.register_step(plans.DOMAIN, "tune")
