@@ -71,6 +71,60 @@ def views(host_ids: list[int], *, within=None, lazy: bool = False) -> dict[int, 
     return out
 
 
+def summaries(host_ids: list[int] | None, *, within=None) -> dict[int, tuple]:
+    """What many hosts promised, one small tuple per host that has promised anything:
+    ``(cpus, vms, pages)`` — the dedicated pCPUs and their VMs as comma-separated text in pCPU
+    order, and ``((node, size_kib, allocated), ...)``. Equal tuples are equal ledgers, so a fit
+    report compares hosts by them and builds a :class:`LedgerView` (:func:`view_of`) only for
+    the distinct ones. Two queries; on PostgreSQL one row per host. ``host_ids`` None (and no
+    ``within``): every host's."""
+    ids = within if within is not None else host_ids
+    held = DedicatedCpu.objects.order_by()
+    if ids is not None:
+        held = held.filter(host_id__in=ids)
+    cpus: dict[int, tuple[str, str]] = {}
+    if connection.vendor == "postgresql":
+        rows = held.values("host_id").annotate(
+            cpus=StringAgg(Cast("cpu", CharField()), ",", order_by="cpu"),
+            vms=StringAgg(Cast("vm_id", CharField()), ",", order_by="cpu"),
+        )
+        for host_id, text, vms in rows.values_list("host_id", "cpus", "vms"):
+            cpus[host_id] = (text, vms)
+    else:
+        pairs: dict[int, list] = {}
+        for host_id, cpu, vm_id in held.values_list("host_id", "cpu", "vm_id").order_by("cpu"):
+            pairs.setdefault(host_id, []).append((cpu, vm_id))
+        for host_id, held_by in pairs.items():
+            cpus[host_id] = (",".join(str(c) for c, _ in held_by),
+                             ",".join(str(v) for _, v in held_by))  # fmt: skip
+    pages: dict[int, list] = {}
+    rows = HugepagePool.objects.filter(allocated__gt=0).order_by("host_id", "node", "size_kib")
+    if ids is not None:
+        rows = rows.filter(host_id__in=ids)
+    for host_id, node, size, allocated in rows.values_list(
+        "host_id", "node", "size_kib", "allocated"
+    ):
+        pages.setdefault(host_id, []).append((node, size, allocated))
+    out = {}
+    for host_id in cpus.keys() | pages.keys():
+        text, vms = cpus.get(host_id, ("", ""))
+        out[host_id] = (text, vms, tuple(pages.get(host_id, ())))
+    return out
+
+
+#: the ledger of a host that promised nothing
+EMPTY = ("", "", ())
+
+
+def view_of(summary: tuple) -> LedgerView:
+    """The :class:`LedgerView` of a :func:`summaries` tuple."""
+    text, vms, pages = summary
+    view = LedgerView(held=text, held_by=vms).load()
+    for node, size, allocated in pages:
+        view.hugepages[(node, size)] = {"capacity": 0, "allocated": allocated}
+    return view
+
+
 def release(vm) -> None:
     """Give back everything promised to ``vm``."""
     with transaction.atomic():

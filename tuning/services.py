@@ -299,13 +299,6 @@ def _quota_reasons(tenant: Tenant, plan: TuningPlan, vm_id: int | None) -> list[
     return _QuotaUse(tenant, vm_id).reasons(*_plan_needs(plan))
 
 
-def _ledger_key(led) -> tuple:
-    return (
-        led.held or frozenset(led.dedicated),
-        tuple(sorted((k, v["capacity"], v["allocated"]) for k, v in led.hugepages.items())),
-    )
-
-
 def fit_hosts(knobs, facts: VmFacts, hosts, tenant, *, current_host_id=None) -> list[dict]:
     """One row per host: fits or not and why, with its free pCPUs and pages per node.
 
@@ -321,27 +314,31 @@ def fit_hosts(knobs, facts: VmFacts, hosts, tenant, *, current_host_id=None) -> 
         rows = [(h.pk, h.name, h.status, h.last_synced, h.updated) for h in hosts]
         within = None
     topos = topology.topologies(rows if within is not None else hosts)
-    ledgers = ledger.views([r[0] for r in rows], within=within, lazy=True)
+    if within is not None and not hosts.query.where:  # every host (a platform admin's report)
+        promised = ledger.summaries(None)
+    else:
+        promised = ledger.summaries([r[0] for r in rows], within=within)
     quota = _QuotaUse(tenant, facts.vm_id)
     memo: dict[tuple, tuple] = {}
     out = []
     for pk, name, status, _synced, _updated in rows:
         topo = topos[pk]
-        led = ledgers[pk]
-        if current_host_id == pk and facts.vm_id:
-            led.load()
-            led.held = ""
-            led.dedicated = {c: v for c, v in led.dedicated.items() if v != facts.vm_id}
-            mine = HugepageAllocation.objects.filter(vm_id=facts.vm_id, pool__host_id=pk)
-            for node, size, pages in mine.values_list("pool__node", "pool__size_kib", "pages"):
-                entry = led.hugepages.get((node, size))
-                if entry:
-                    entry["allocated"] -= pages
+        summary = promised.get(pk, ledger.EMPTY)
+        own = current_host_id == pk and facts.vm_id
         online = status == HostStatus.ONLINE
-        key = (topo.signature, _ledger_key(led), online)
+        # alike hosts (same topology, same promises) get one compile; the VM's own host is
+        # answered apart (its own promises are left out)
+        key = (topo.signature, summary[0], summary[2], online, pk if own else None)
         hit = memo.get(key)
         if hit is None:
-            led.load()
+            led = ledger.view_of(summary)
+            if own:
+                led.dedicated = {c: v for c, v in led.dedicated.items() if v != facts.vm_id}
+                mine = HugepageAllocation.objects.filter(vm_id=facts.vm_id, pool__host_id=pk)
+                for node, size, pages in mine.values_list("pool__node", "pool__size_kib", "pages"):
+                    entry = led.hugepages.get((node, size))
+                    if entry:
+                        entry["allocated"] -= pages
             refused, needs, restart = [f"host {topo.name} is {status}"], (0, 0), []
             if online:
                 try:
@@ -356,23 +353,24 @@ def fit_hosts(knobs, facts: VmFacts, hosts, tenant, *, current_host_id=None) -> 
                 pages = {str(size): ledger_free_pages(led, node, size)
                          for size in sorted(set(node.hugepages) | {2048})}  # fmt: skip
                 nodes.append({"node": node.id, "free_cpus": free, "free_pages": pages})
-            hit = (topo.name, refused, needs, restart, nodes)
+            hit = (topo.name, refused, needs, restart, nodes,
+                   sum(len(n["free_cpus"]) for n in nodes))  # fmt: skip
             memo[key] = hit
-        seen_as, refused, needs, restart, nodes = hit
-        # the node lists are shared by the rows of alike hosts (read-only)
+        seen_as, refused, needs, restart, nodes, free_count = hit
+        # the lists are shared by the rows of alike hosts (read-only)
         row = {"host": name, "host_id": pk, "current": pk == current_host_id, "fits": False,
-               "reasons": [], "restart_needed": [], "nodes": nodes}  # fmt: skip
+               "reasons": (), "restart_needed": (), "nodes": nodes, "_free": free_count}  # fmt: skip
         if refused is not None:
             row["reasons"] = (
                 [r.replace(f"host {seen_as} ", f"host {name} ") for r in refused]
-                if seen_as != name else list(refused)
+                if seen_as != name else refused
             )  # fmt: skip
         else:
-            row["reasons"] = quota.reasons(*needs)
-            row["fits"] = not row["reasons"]
-            row["restart_needed"] = list(restart)
+            over = quota.reasons(*needs)
+            row["reasons"] = over or ()
+            row["fits"] = not over
+            row["restart_needed"] = restart
             row["dedicated"] = needs[0]
-        row["_free"] = sum(len(n["free_cpus"]) for n in nodes)
         out.append(row)
     dedicated = knobs["cpu"]["placement"] != "shared"
     # pack dedicated VMs (fewest free pCPUs first), spread shared ones (most free first)
@@ -387,11 +385,10 @@ def fit_vm(user, vm, policy) -> dict:
     usable(policy, vm.tenant_id)
     facts = VmFacts.from_vm(vm)
     # every host the VM may use (its own first among equals): where it could go, and why not
-    hosts = (
-        Host.objects.filter(Q(pk__in=hosts_for(user, vm.tenant).values("pk")) | Q(pk=vm.host_id))
-        .defer(*topology.HEAVY_FIELDS)
-        .order_by("name")
-    )
+    allowed = hosts_for(user, vm.tenant)
+    if allowed.query.where:  # the tenant's hosts, and the one the VM is on
+        allowed = Host.objects.filter(Q(pk__in=allowed.values("pk")) | Q(pk=vm.host_id))
+    hosts = allowed.order_by("name")
     rows = fit_hosts(policy.knobs, facts, hosts, vm.tenant, current_host_id=vm.host_id)
     return {"policy": policy.name, "version": policy.version, "vm": vm.pk, "hosts": rows}
 
