@@ -314,10 +314,7 @@ def fit_hosts(knobs, facts: VmFacts, hosts, tenant, *, current_host_id=None) -> 
         rows = [(h.pk, h.name, h.status, h.last_synced, h.updated) for h in hosts]
         within = None
     topos = topology.topologies(rows if within is not None else hosts)
-    if within is not None and not hosts.query.where:  # every host (a platform admin's report)
-        promised = ledger.summaries(None)
-    else:
-        promised = ledger.summaries([r[0] for r in rows], within=within)
+    promised = ledger.all_summaries()  # every host's, kept while the ledger is unchanged
     quota = _QuotaUse(tenant, facts.vm_id)
     memo: dict[tuple, tuple] = {}
     out = []

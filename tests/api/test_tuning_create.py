@@ -16,10 +16,12 @@ from hosts.driver.guest import Guest
 from hosts.models import Host
 from panel.models import Task, Tenant
 from tests.conftest import grant_host, run_queued_tasks
+from tuning.compiler import hugepage_capacity
 from tuning.knobs import clean
-from tuning.models import DedicatedCpu, HugepageAllocation, TuningPolicy, VmTuning
+from tuning.models import DedicatedCpu, HugepageAllocation, HugepagePool, TuningPolicy, VmTuning
 from tuning.profiles import ensure_builtins
 from tuning.services import fit_spec
+from tuning.topology import HostTopology
 from vms.models import VirtualMachine
 
 pytestmark = pytest.mark.django_db
@@ -150,3 +152,27 @@ def test_a_tenant_default_policy_is_set_by_its_admins_and_used_by_creates(api, w
     assert DedicatedCpu.objects.filter(vm=vm, use="vcpu").count() == 2
     client = api.as_user(admin)
     assert client.put(url, {"policy": None}, format="json").json()["policy"] is None
+
+
+def test_a_fit_report_sees_a_changed_promise_at_once(world):
+    """The ledger kept between reports is re-read as soon as any promise changes."""
+    host = world["host"]
+
+    def fits():
+        report = fit_spec(world["operator"], world["acme"], vcpus=2, memory_mib=1024,
+                          policy="pinned", host_ids=[host.pk])  # fmt: skip
+        return report["hosts"][0]
+
+    assert fits()["fits"]
+    # every 2 MiB page of both nodes promised (only the counters change, no row is added)
+    cap = hugepage_capacity(HostTopology.from_host(host).nodes[0], 2048)  # what may be reserved
+    pools = [HugepagePool.objects.create(host=host, node=n, size_kib=2048, capacity=cap,
+                                         allocated=0) for n in (0, 1)]  # fmt: skip
+    assert fits()["fits"]
+    HugepagePool.objects.filter(pk__in=[p.pk for p in pools]).update(allocated=cap)
+    row = fits()
+    assert (not row["fits"] and "2M" in " ".join(row["reasons"])) or "page" in " ".join(
+        row["reasons"]
+    )
+    HugepagePool.objects.filter(pk__in=[p.pk for p in pools]).update(allocated=0)
+    assert fits()["fits"]
