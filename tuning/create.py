@@ -18,12 +18,13 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 
+from hosts.models import Host
 from vms.services import disk_targets
 
 from . import ledger, services
 from .compiler import NoFit, compile
 from .models import TenantTuningDefault, TuningPolicyVersion, VmTuning
-from .topology import HostTopology, VmFacts
+from .topology import HEAVY_FIELDS, HostTopology, VmFacts
 
 FIELD = "tuning_policy"
 
@@ -84,9 +85,10 @@ class TuningCreate:
         policy = request.get("_policy")
         if policy is None:
             return hosts
-        rows = services.fit_hosts(policy.knobs, _facts(request), list(hosts), tenant)
-        by_id = {h.pk: h for h in hosts}
-        fitting = [by_id[r["host_id"]] for r in rows if r["fits"]]
+        rows = services.fit_hosts(policy.knobs, _facts(request), hosts, tenant)
+        ids = [r["host_id"] for r in rows if r["fits"]]
+        found = Host.objects.defer(*HEAVY_FIELDS).in_bulk(ids)
+        fitting = [found[pk] for pk in ids if pk in found]
         if not fitting:
             why = "; ".join(f"{r['host']}: {', '.join(r['reasons'])}" for r in rows[:5])
             errors.add(FIELD, f"{policy.name} fits no host this tenant may use ({why or 'none'}).")
