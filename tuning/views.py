@@ -32,7 +32,7 @@ from vms.views.pages import VmView
 
 from . import knobs as knob_defs
 from . import services
-from .models import TuningPolicy
+from .models import TuningPolicy, VmTuning
 from .proof import INSUFFICIENT
 
 # --- the knob form -----------------------------------------------------------------------------
@@ -600,10 +600,19 @@ def _vm_tuning(request: HttpRequest, vm) -> dict:
     return context
 
 
+def _vm_tuning_badge(vm) -> str | None:
+    """ "drift" beside the tab's label while the VM drifted, "restart" while it must restart."""
+    row = VmTuning.objects.filter(vm=vm).values("drift", "restart_needed").first()
+    if row is None:
+        return None
+    return "drift" if row["drift"] else ("restart" if row["restart_needed"] else None)
+
+
 register_tab(
     VirtualMachine,
-    ViewTab("tuning", "Tuning", "numa", "tuning/tabs/vm_tuning.html", 250, context=_vm_tuning),
-)
+    ViewTab("tuning", "Tuning", "numa", "tuning/tabs/vm_tuning.html", 250, context=_vm_tuning,
+            badge=_vm_tuning_badge),
+)  # fmt: skip
 
 
 def _render_tab(view_class, request: HttpRequest, tab: str, status: int, **kwargs):

@@ -327,3 +327,15 @@ def test_a_tenant_user_has_no_host_tab_and_may_not_set_housekeeping(client, worl
     url = reverse("ui:host_tuning_housekeeping", args=[host.pk])
     assert client.post(url, {"housekeeping": "0"}).status_code == 403
     assert VirtualMachine.objects.filter(pk=world["vm"].pk).exists()
+
+
+def test_the_tuning_tab_says_drift_beside_its_label(client, admin_user, synced_host):
+    vm = VirtualMachine.objects.filter(host=synced_host).order_by("name").first()
+    client.force_login(admin_user)
+    url = f"/vms/{vm.pk}/?tab=summary"
+    page = client.get(url).content.decode()
+    assert 'data-tab="tuning">' in page and 'tab-count">drift' not in page
+    VmTuning.objects.update_or_create(vm=vm, defaults={"drift": True, "plan": {"domain": {}}})
+    page = client.get(url).content.decode()
+    tab = page[page.index('data-tab="tuning"') :][:300]
+    assert '<span class="tab-count">drift</span>' in tab
