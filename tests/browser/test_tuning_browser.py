@@ -10,6 +10,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import BROWSER, log_in, shot
 from tuning import ledger, services
+from tuning.models import VmTuning
 from tuning.profiles import ensure_builtins
 from tuning.topology import HostTopology
 from vms.models import VirtualMachine
@@ -82,3 +83,15 @@ def test_vm_tab_plan_policy_editor_and_host_pcpus(live_host, live_server, page, 
     page.goto(f"{base}/tuning/policies/")
     expect(page.locator('[data-policy="pinned"]')).to_be_visible()
     shot(page, "tuning-policies")
+
+    # a drifted VM: the tab's label says so, the tab lists the difference and offers re-apply
+    VmTuning.objects.update_or_create(
+        vm=vm,
+        defaults={"policy": pinned, "applied_version": pinned.versions.first(),
+                  "plan": {"domain": {"vcpupin": {"0": "1"}}}, "drift": True,
+                  "drift_details": [{"what": "vcpupin 0", "expected": "1", "actual": "0"}]},
+    )  # fmt: skip
+    page.goto(f"{base}/vms/{vm.pk}/?tab=tuning")
+    expect(page.locator('[data-tab="tuning"] .tab-count')).to_have_text("drift")
+    expect(page.locator("[data-drift]")).to_contain_text("vcpupin 0")
+    shot(page, "tuning-vm-drift")
