@@ -746,6 +746,8 @@ def _live_call(guest: Guest, op: dict) -> str:
 
 
 BLKIOTUNE_KEYS = domxml.THROTTLE_KEYS
+#: the scheduler values a tuning changes (``virsh schedinfo``)
+SCHED_KEYS = ("cpu_shares", "vcpu_period", "vcpu_quota")
 
 
 @plans.register_step(plans.DOMAIN, "tune")
@@ -756,8 +758,18 @@ def _step_tune(step: plans.Step, run: plans.PlanRun) -> dict:
     guest = Guest.get(c.conn, str(c.vm.uuid))
     before = guest.xml(inactive=True)
     after = domxml.tuned_xml(before, a.get("domain") or {})
+    # What the running guest has now, so a rollback puts its scheduler values and throttles
+    # back too (the previous definition alone would wait for a restart)
+    live_before = {}
+    if guest.is_active:
+        state = guest.tuning_state(live=True)
+        live_before = {
+            "schedinfo": {k: v for k, v in state["schedinfo"].items() if k in SCHED_KEYS},
+            "blkiotune": {t: {k: int(v.get(k, 0)) for k in BLKIOTUNE_KEYS}
+                          for t, v in state["blkiotune"].items()},
+        }  # fmt: skip
     # Recorded first: a worker that dies after the define leaves a definition recovery restores.
-    run.record("domain_xml", uuid=str(c.vm.uuid), xml=before)
+    run.record("domain_xml", uuid=str(c.vm.uuid), xml=before, live=live_before)
     c.log("Writing the tuned definition")
     Guest.define(c.conn, after)
     applied, restart, running_id = [], [], None
@@ -787,6 +799,11 @@ def _undo_domain_xml(obj: dict, context: _Apply) -> str | None:
         for vcpu in range(guest.vcpus(config=False)):
             guest.pin_vcpu(vcpu, previous.vcpupin.get(vcpu, ""), live=True, config=False)
         guest.pin_emulator(previous.emulatorpin, live=True, config=False)
+        live = obj.get("live") or {}
+        if live.get("schedinfo"):
+            guest.set_scheduler(live["schedinfo"], live=True, config=False)
+        for target, params in (live.get("blkiotune") or {}).items():
+            guest.set_block_iotune(target, params, live=True, config=False)
     return f"the previous definition of {obj['uuid']}"
 
 

@@ -23,6 +23,7 @@ from metrics.views import render
 from panel.models import Task
 from tests.conftest import run_queued_tasks
 from tuning.models import DedicatedCpu, HugepageAllocation, VmTuning
+from vms import jobs as vms_jobs
 from vms.models import VirtualMachine
 
 from .hugepages import pages
@@ -168,3 +169,38 @@ def test_a_dedicated_policy_applies_verifies_drifts_and_refuses_what_cannot_fit(
     assert vcpu_affinity(guest.name) == {"0": "1"}
 
     guest.dom.destroy()  # its hugepages are free again before the fixture gives them back
+
+
+def test_an_apply_that_fails_after_the_live_changes_puts_the_running_guest_back(
+    api, lab, make_tiny_guest, monkeypatch
+):
+    """Verification fails after pins, shares and a throttle went live: the rollback restores the
+    definition and what the running guest had, read back with virsh."""
+    guest = make_tiny_guest("tune-undo")
+    disk = create_raw_disk(image_dir() / f"{guest.name}-vdb.raw", 16)
+    guest.dom.attachDeviceFlags(disk_xml(disk, "vdb"), libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    guest.start()
+    _resync(lab)
+    vm = VirtualMachine.objects.get(uuid=guest.dom.UUIDString())
+    client = api.as_user(lab["admin"])
+    shares_before = re.search(r"cpu_shares\s*:\s*(\d+)", virsh("schedinfo", guest.name)).group(1)
+    xml_before = virsh("dumpxml", "--inactive", guest.name)
+    knobs = {"cpu": {"placement": "dedicated", "shares": 4096},
+             "disk": {"throttle": {"total_iops_sec": 300}}}  # fmt: skip
+    assert client.post("/api/tuning-policies/", {"name": "undo-me", "knobs": knobs},
+                       format="json").status_code == 201  # fmt: skip
+
+    monkeypatch.setattr(
+        vms_jobs, "verify_tuning",
+        lambda *a: [{"what": "vcpupin 0", "expected": "1", "actual": "0"}],
+    )  # fmt: skip
+    task = _task(client.post(f"/api/vms/{vm.pk}/tuning/apply/", {"policy": "undo-me"},
+                             format="json"))  # fmt: skip
+    assert task.state == "failed" and "did not take the tuning" in task.error
+    assert vcpu_affinity(guest.name) == {"0": "0-1"}  # unpinned again
+    assert re.search(rf"cpu_shares\s*:\s*{shares_before}\b", virsh("schedinfo", guest.name))
+    assert re.search(r"total_iops_sec\s*:\s*0\b", virsh("blkdeviotune", guest.name, "vdb"))
+    assert "<cputune>" not in virsh("dumpxml", "--inactive", guest.name)
+    assert "<cputune>" not in xml_before
+    assert not DedicatedCpu.objects.filter(vm=vm).exists()
+    guest.dom.destroy()
