@@ -42,49 +42,22 @@ def view(host, *, exclude_vm=None) -> LedgerView:
     return ledger
 
 
-def views(host_ids: list[int], *, within=None, lazy: bool = False) -> dict[int, LedgerView]:
-    """The ledgers of many hosts in two queries (for fit reports across hosts). ``within`` (a
-    query of host ids) filters in the database instead of a list of thousands of ids. On
-    PostgreSQL the dedicated pCPUs come as one text per host (``LedgerView.held``); ``lazy``
-    leaves it unparsed (call ``load()`` before reading ``dedicated``): a fit report parses only
-    the ledgers it compiles against."""
-    out = {pk: LedgerView() for pk in host_ids}
-    ids = within if within is not None else host_ids
-    held = DedicatedCpu.objects.filter(host_id__in=ids).order_by()
-    if connection.vendor == "postgresql":  # one row per host, not one per pCPU
-        rows = held.values("host_id").annotate(
-            cpus=StringAgg(Cast("cpu", CharField()), ",", order_by="cpu"),
-            vms=StringAgg(Cast("vm_id", CharField()), ",", order_by="cpu"),
-        )
-        for host_id, cpus, vms in rows.values_list("host_id", "cpus", "vms"):
-            if host_id in out:  # parsed by LedgerView.load() where it is needed
-                out[host_id].held, out[host_id].held_by = cpus, vms
-                if not lazy:
-                    out[host_id].load()
-    else:
-        for host_id, cpu, vm_id in held.values_list("host_id", "cpu", "vm_id"):
-            if host_id in out:
-                out[host_id].dedicated[cpu] = vm_id
-    rows = HugepagePool.objects.filter(host_id__in=ids, allocated__gt=0).values_list(
-        "host_id", "node", "size_kib", "allocated"
-    )
-    for host_id, node, size, allocated in rows:
-        if host_id in out:
-            out[host_id].hugepages[(node, size)] = {"capacity": 0, "allocated": allocated}
-    return out
+def views(host_ids: list[int]) -> dict[int, LedgerView]:
+    """The ledgers of many hosts in two queries (:func:`summaries`, each parsed)."""
+    promised = summaries(host_ids)
+    return {pk: view_of(promised.get(pk, EMPTY)) for pk in host_ids}
 
 
-def summaries(host_ids: list[int] | None, *, within=None) -> dict[int, tuple]:
+def summaries(host_ids: list[int] | None) -> dict[int, tuple]:
     """What many hosts promised, one small tuple per host that has promised anything:
     ``(cpus, vms, pages)`` — the dedicated pCPUs and their VMs as comma-separated text in pCPU
     order, and ``((node, size_kib, allocated), ...)``. Equal tuples are equal ledgers, so a fit
     report compares hosts by them and builds a :class:`LedgerView` (:func:`view_of`) only for
-    the distinct ones. Two queries; on PostgreSQL one row per host. ``host_ids`` None (and no
-    ``within``): every host's."""
-    ids = within if within is not None else host_ids
+    the distinct ones. Two queries; on PostgreSQL one row per host. ``host_ids`` None: every
+    host's."""
     held = DedicatedCpu.objects.order_by()
-    if ids is not None:
-        held = held.filter(host_id__in=ids)
+    if host_ids is not None:
+        held = held.filter(host_id__in=host_ids)
     cpus: dict[int, tuple[str, str]] = {}
     if connection.vendor == "postgresql":
         rows = held.values("host_id").annotate(
@@ -102,8 +75,8 @@ def summaries(host_ids: list[int] | None, *, within=None) -> dict[int, tuple]:
                              ",".join(str(v) for _, v in held_by))  # fmt: skip
     pages: dict[int, list] = {}
     rows = HugepagePool.objects.filter(allocated__gt=0).order_by("host_id", "node", "size_kib")
-    if ids is not None:
-        rows = rows.filter(host_id__in=ids)
+    if host_ids is not None:
+        rows = rows.filter(host_id__in=host_ids)
     for host_id, node, size, allocated in rows.values_list(
         "host_id", "node", "size_kib", "allocated"
     ):
@@ -156,7 +129,11 @@ def all_summaries() -> dict[int, tuple]:
 def view_of(summary: tuple) -> LedgerView:
     """The :class:`LedgerView` of a :func:`summaries` tuple."""
     text, vms, pages = summary
-    view = LedgerView(held=text, held_by=vms).load()
+    view = LedgerView()
+    if text:
+        view.dedicated = {
+            int(c): int(v) for c, v in zip(text.split(","), vms.split(","), strict=True)
+        }
     for node, size, allocated in pages:
         view.hugepages[(node, size)] = {"capacity": 0, "allocated": allocated}
     return view

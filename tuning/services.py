@@ -309,11 +309,10 @@ def fit_hosts(knobs, facts: VmFacts, hosts, tenant, *, current_host_id=None) -> 
     ``topology.topologies`` (kept between reports); the quota totals are read once."""
     if isinstance(hosts, QuerySet):
         rows = list(hosts.values_list(*topology.ROW_FIELDS))
-        within = hosts.order_by().values("pk")
-    else:
+        topos = topology.topologies(rows)
+    else:  # Host rows: topologies built from what they carry
         rows = [(h.pk, h.name, h.status, h.last_synced, h.updated) for h in hosts]
-        within = None
-    topos = topology.topologies(rows if within is not None else hosts)
+        topos = topology.topologies(hosts)
     promised = ledger.all_summaries()  # every host's, kept while the ledger is unchanged
     quota = _QuotaUse(tenant, facts.vm_id)
     memo: dict[tuple, tuple] = {}
@@ -415,9 +414,7 @@ def fit_spec(user, tenant, *, vcpus, memory_mib, policy, disks=(), nics=(), host
     hosts = hosts_for(user, tenant)
     if host_ids is not None:
         hosts = hosts.filter(pk__in=host_ids)
-    rows = fit_hosts(
-        policy.knobs, facts, hosts.defer(*topology.HEAVY_FIELDS).order_by("name"), tenant
-    )
+    rows = fit_hosts(policy.knobs, facts, hosts.order_by("name"), tenant)
     return {"policy": policy.name, "version": policy.version, "hosts": rows}
 
 

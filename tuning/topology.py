@@ -244,19 +244,6 @@ class LedgerView:
     dedicated: dict[int, int] = field(default_factory=dict)
     #: (node, page size KiB) -> {"capacity": pages the node may promise, "allocated": promised}
     hugepages: dict[tuple[int, int], dict] = field(default_factory=dict)
-    #: the dedicated pCPUs as the database aggregated them ("3,4,17" and their VMs "7,7,9"),
-    #: not parsed into ``dedicated`` until :meth:`load`: alike ledgers compare by ``held``
-    held: str = ""
-    held_by: str = ""
-
-    def load(self) -> LedgerView:
-        """Parse ``held`` into ``dedicated`` (once)."""
-        if self.held and not self.dedicated:
-            self.dedicated = {
-                int(c): int(v)
-                for c, v in zip(self.held.split(","), self.held_by.split(","), strict=True)
-            }
-        return self
 
     def free_pages(self, node: int, size_kib: int) -> int:
         pool = self.hugepages.get((node, size_kib))
