@@ -711,35 +711,35 @@ __all__ = ["observed_state", "uuidlib"]
 
 
 def _live_call(guest: Guest, op: dict) -> str:
-    """Apply one live change to the running guest (and its definition); a line for the log."""
+    """Apply one live change to the running guest; a line for the log."""
     kind = op["op"]
     # The tuned definition is written already: these change the running guest only.
-    both = {"live": True, "config": False}
+    live_only = {"live": True, "config": False}
     if kind == "vcpupin":
-        guest.pin_vcpu(op["vcpu"], op["cpuset"], **both)
+        guest.pin_vcpu(op["vcpu"], op["cpuset"], **live_only)
         return f"vCPU {op['vcpu']} pinned to {op['cpuset'] or 'every pCPU'}"
     if kind == "emulatorpin":
-        guest.pin_emulator(op["cpuset"], **both)
+        guest.pin_emulator(op["cpuset"], **live_only)
         return f"emulator threads pinned to {op['cpuset'] or 'every pCPU'}"
     if kind == "iothreadpin":
-        guest.pin_iothread(op["iothread"], op["cpuset"], **both)
+        guest.pin_iothread(op["iothread"], op["cpuset"], **live_only)
         return f"I/O thread {op['iothread']} pinned to {op['cpuset']}"
     if kind == "schedinfo":
-        guest.set_scheduler(op["params"], **both)
+        guest.set_scheduler(op["params"], **live_only)
         return f"scheduler {op['params']}"
     if kind == "blkiotune":
         params = {k: int(op["params"].get(k, 0)) for k in BLKIOTUNE_KEYS}
-        guest.set_block_iotune(op["target"], params, **both)
+        guest.set_block_iotune(op["target"], params, **live_only)
         return f"disk {op['target']} I/O limits {op['params'] or 'removed'}"
     if kind == "memstats_period":
-        guest.set_memory_stats_period(op["seconds"], **both)
+        guest.set_memory_stats_period(op["seconds"], **live_only)
         return f"balloon stats every {op['seconds']} s"
     if kind == "memtune":
         p = op["params"]
         guest.set_memory_limits(
             hard_limit_kib=(p.get("hard_limit_mib") or 0) * 1024 or None,
             soft_limit_kib=(p.get("soft_limit_mib") or 0) * 1024 or None,
-            **both,
+            **live_only,
         )
         return f"memory limits {p}"
     raise ValueError(f"Unknown live tuning change {kind!r}.")

@@ -312,7 +312,7 @@ class Guest:
         count = self._host_cpus()
         wanted = set(parse_cpuset(cpus)) if cpus else set(range(count))
         outside = sorted(c for c in wanted if c >= count)
-        if outside and self._domain.connect().getURI().startswith("test:"):
+        if outside and self._simulated:
             raise GuestError(
                 f"pCPU {outside[0]} is beyond the {count} pCPUs libvirt's test driver can pin "
                 "on: the simulated host takes pins on its first node's first cores only."
@@ -328,17 +328,25 @@ class Guest:
             return ""
         return format_cpuset(i for i, on in enumerate(cpumap) if on)
 
-    def _tune(self, call, *args, live: bool, config: bool):
-        """``call(*args, flags)``; libvirt's test driver knows no live/config flags on some
-        tuning calls: there a change to the running guest alone is made as "current" (which is
-        the running guest when it runs)."""
-        flags = _affect(live, config)
+    @property
+    def _simulated(self) -> bool:
+        return self._domain.connect().getURI().startswith("test:")
+
+    def _flagged(self, call, *args, flags: int, running_only: bool):
+        """``call(*args, flags)``. libvirt's test driver knows no live/config flags on some
+        tuning calls: there a call about the running guest alone (``running_only``) is made
+        as "current", which is the running guest while it runs."""
         try:
             return call(*args, flags)
         except GuestError as exc:
-            if "unsupported flags" not in str(exc) or config or not live or not self.is_active:
+            if "unsupported flags" not in str(exc) or not running_only or not self.is_active:
                 raise
             return call(*args, 0)
+
+    def _tune(self, call, *args, live: bool, config: bool):
+        return self._flagged(
+            call, *args, flags=_affect(live, config), running_only=live and not config
+        )
 
     def pin_vcpu(self, vcpu: int, cpus: str, *, live: bool = False, config: bool = True) -> None:
         self._tune(self._domain.pinVcpuFlags, vcpu, self._cpumap(cpus), live=live, config=config)
@@ -402,15 +410,9 @@ class Guest:
         state: dict = {"live": live}
 
         def read(call, *args):
-            # the test driver reads some of these only as "current" (the running guest here)
-            try:
-                return call(*args, flags)
-            except GuestError as exc:
-                if "unsupported flags" not in str(exc) or not live:
-                    raise
-                return call(*args, 0)
+            return self._flagged(call, *args, flags=flags, running_only=live)
 
-        if not live and dom.connect().getURI().startswith("test:"):
+        if not live and self._simulated:
             # libvirt's test driver reads no pins back from a definition: its XML says them
             state["vcpupin"] = {
                 p.get("vcpu"): _normal_cpuset(p.get("cpuset", ""))
