@@ -13,6 +13,18 @@ from hosts.actions import ActionResult, action_from_dict
 from panel import plans
 
 
+def action_steps(actions: list[dict]) -> list[plans.Step]:
+    """The steps that apply ``actions`` (``Action.to_dict()`` each) in order."""
+    steps = []
+    for i, action in enumerate(actions):
+        params = ", ".join(f"{k}={v}" for k, v in action.items() if k != "kind")
+        steps.append(
+            plans.Step(plans.HOST, "apply_action", {"action": action}, id=f"host{i}",
+                       describe=f"Host action {action.get('kind')}: {params}")
+        )  # fmt: skip
+    return steps
+
+
 @plans.register_step(plans.HOST, "apply_action")
 def apply_action(step: plans.Step, run: plans.PlanRun) -> dict:
     action = action_from_dict(step.args.get("action"))

@@ -39,7 +39,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from panel.plans import DOMAIN, HOST, Plan, Step
+from hosts.plan_steps import action_steps
+from panel.plans import DOMAIN, Plan
 
 
 @dataclass
@@ -86,16 +87,7 @@ class TuningPlan:
         failure reverts them newest first), then the domain definition and the live changes,
         then the read-back that fails the task when the host disagrees."""
         plan = Plan(restart=list(self.restart))
-        for i, action in enumerate(self.host_actions):
-            plan.steps.append(
-                Step(
-                    HOST,
-                    "apply_action",
-                    {"action": action},
-                    id=f"host{i}",
-                    describe=_describe(action),
-                )
-            )
+        plan.steps += action_steps(self.host_actions)
         plan.add(
             DOMAIN,
             "tune",
@@ -111,8 +103,3 @@ class TuningPlan:
             describe="Read the tuning back from libvirt and compare it with the plan",
         )
         return plan
-
-
-def _describe(action: dict) -> str:
-    params = ", ".join(f"{k}={v}" for k, v in action.items() if k != "kind")
-    return f"Host action {action.get('kind')}: {params}"

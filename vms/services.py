@@ -21,11 +21,12 @@ from django.db.models.functions import Coalesce
 from hosts.choices import HostStatus, PoolState
 from hosts.models import Host, Network, StoragePool, Volume
 from hosts.networks import backend_for as network_backend_for
+from hosts.plan_steps import action_steps
 from hosts.selectors import hosts_for, networks_for, pools_for
 from hosts.storage import backend_for, volume_name_for
 from panel import taskrunner
 from panel.models import Task, Tenant
-from panel.plans import DOMAIN, HOST, STORAGE, Plan, Step
+from panel.plans import DOMAIN, STORAGE, Plan
 from panel.tenancy import Action, can, is_platform_admin
 from panel.units import GIB, volume_bytes
 from panel.validators import NAME_RE, validate_tags
@@ -628,11 +629,7 @@ def create_plan(name: str, uuid: str, p: dict) -> Plan:
     plan = Plan()
     tuning = p.get("tuning") or {}
     # host prerequisites of a tuned create (hugepages reserved...), recorded and reverted first
-    for i, action in enumerate(tuning.get("host_actions") or []):
-        plan.steps.append(
-            Step(HOST, "apply_action", {"action": action}, id=f"host{i}",
-                 describe=f"Host action {action.get('kind')}")
-        )  # fmt: skip
+    plan.steps += action_steps(tuning.get("host_actions") or [])
     disks = []
     for i, (d, (target, bus)) in enumerate(zip(p["disks"], disk_targets(p["disks"]), strict=True)):
         logical = bool(d.get("logical"))
