@@ -30,23 +30,17 @@ FIELD = "tuning_policy"
 
 
 def _facts(request: dict, params: dict | None = None) -> VmFacts:
-    tenant = request["tenant"]
+    size = {"vcpus": request["vcpus"], "memory_mib": request["memory_mib"],
+            "tenant_id": request["tenant"].pk}  # fmt: skip
     if params is None:  # before the devices are final: their count is what fits
-        disks = [{"target": f"vd{chr(97 + i)}", "bus": "virtio", "device": "disk"}
-                 for i in range(request["disks"])]  # fmt: skip
-        nics = [{"mac": f"52:54:00:00:00:{i:02x}", "model": "virtio"}
-                for i in range(request["nics"])]  # fmt: skip
-    else:
-        disks = [
-            {"target": target, "bus": bus, "format": d.get("format", ""), "device": "disk"}
-            for d, (target, bus) in zip(params["disks"], disk_targets(params["disks"]), strict=True)
-        ]
-        nics = [{"mac": n["mac"], "model": n.get("model", "virtio")} for n in params["nics"]]
-    return VmFacts(
-        vm_id=None, name="new", vcpus=request["vcpus"], memory_mib=request["memory_mib"],
-        tenant_id=tenant.pk, virt_type=(params or {}).get("virt_type") or "kvm",
-        disks=disks, nics=nics,
-    )  # fmt: skip
+        return VmFacts.for_spec(**size, disks=request["disks"], nics=request["nics"])
+    disks = [
+        {"target": target, "bus": bus, "format": d.get("format", ""), "device": "disk"}
+        for d, (target, bus) in zip(params["disks"], disk_targets(params["disks"]), strict=True)
+    ]
+    nics = [{"mac": n["mac"], "model": n.get("model", "virtio")} for n in params["nics"]]
+    return VmFacts(vm_id=None, name="new", **size, virt_type=params.get("virt_type") or "kvm",
+                   disks=disks, nics=nics)  # fmt: skip
 
 
 class TuningCreate:

@@ -406,11 +406,8 @@ def fit_spec(user, tenant, *, vcpus, memory_mib, policy, disks=(), nics=(), host
         raise ValidationError(errors)
     policy = resolve_policy(user, policy)
     usable(policy, tenant.pk)
-    facts = VmFacts(
-        vm_id=None, name="new", vcpus=vcpus, memory_mib=memory_mib, tenant_id=tenant.pk,
-        disks=[{"target": f"vd{chr(97 + i)}", "bus": "virtio", "device": "disk"} for i in range(len(disks))],
-        nics=[{"mac": f"52:54:00:00:00:{i:02x}", "model": "virtio"} for i in range(len(nics))],
-    )  # fmt: skip
+    facts = VmFacts.for_spec(vcpus=vcpus, memory_mib=memory_mib, tenant_id=tenant.pk,
+                             disks=len(disks), nics=len(nics))  # fmt: skip
     hosts = hosts_for(user, tenant)
     if host_ids is not None:
         hosts = hosts.filter(pk__in=host_ids)

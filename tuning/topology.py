@@ -215,6 +215,16 @@ class VmFacts:
     #: vCPU delay %, CPU % etc. are not here: the advisor reads history itself
 
     @classmethod
+    def for_spec(cls, *, vcpus: int, memory_mib: int, tenant_id: int, disks: int, nics: int):
+        """A VM not made yet, by its size and device counts (virtio disks and NICs)."""
+        return cls(
+            vm_id=None, name="new", vcpus=vcpus, memory_mib=memory_mib, tenant_id=tenant_id,
+            disks=[{"target": f"vd{chr(97 + i)}", "bus": "virtio", "device": "disk"}
+                   for i in range(disks)],
+            nics=[{"mac": f"52:54:00:00:00:{i:02x}", "model": "virtio"} for i in range(nics)],
+        )  # fmt: skip
+
+    @classmethod
     def from_vm(cls, vm) -> VmFacts:
         """From a ``vms.VirtualMachine`` row with its disks and NICs."""
         return cls(
