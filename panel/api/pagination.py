@@ -41,6 +41,9 @@ def _ordering(queryset) -> list[str]:
 
 
 def _value(obj, path: str):
+    if isinstance(obj, dict):  # a values() row (panel.api.rows)
+        path = path.lstrip("-")
+        return obj["id" if path == "pk" else path]
     for part in path.lstrip("-").split("__"):
         obj = getattr(obj, "pk" if part == "pk" else part)
         if obj is None:

@@ -18,6 +18,7 @@ from vms.choices import PowerAction
 from vms.filtersets import VirtualMachineFilterSet
 
 from .serializers import (
+    VM_ROWS,
     CdromSerializer,
     CloneSerializer,
     DiskAttachSerializer,
@@ -28,6 +29,7 @@ from .serializers import (
     VirtualMachineCreateSerializer,
     VirtualMachineEditSerializer,
     VirtualMachineSerializer,
+    vm_rows,
 )
 
 VmTaskSerializer = inline_serializer(
@@ -57,6 +59,13 @@ class VirtualMachineViewSet(
 
     def get_queryset(self):
         return selectors.vms_for(self.request.user)
+
+    def list(self, request, *args, **kwargs):
+        # Read as rows (vms.api.serializers.vm_rows): the same shape as the serializer at a
+        # fraction of its cost per VM, which is most of a big page's time.
+        queryset = self.filter_queryset(self.get_queryset()).prefetch_related(None)
+        page = self.paginate_queryset(queryset.values(*VM_ROWS.paths))
+        return self.get_paginated_response(vm_rows(page))
 
     # -- create, edit, delete --------------------------------------------------------------
 
