@@ -75,6 +75,15 @@ class VirtualMachine(models.Model):
     class Meta:
         ordering = ["name", "id"]
         verbose_name = "virtual machine"
+        indexes = [
+            # Placement sums each host's committed memory: an index-only scan on PostgreSQL.
+            models.Index(
+                fields=["host"],
+                include=["memory_mib"],
+                condition=models.Q(gone=False),
+                name="vm_host_memory_live",
+            )
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["uuid"],
