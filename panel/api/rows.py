@@ -14,16 +14,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from django.conf import settings
 from django.db import models
+from django.utils import timezone
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 
-_DATETIME = serializers.DateTimeField()
 _DATE = serializers.DateField()
+_DATETIME = object()  # converted by RowShape with the zone looked up once per page
 
 
-def _converter(field: models.Field) -> Callable[[Any], Any] | None:
+def _converter(field: models.Field) -> Callable[[Any], Any] | object | None:
     if isinstance(field, models.DateTimeField):
-        return _DATETIME.to_representation
+        return _DATETIME
     if isinstance(field, models.DateField):
         return _DATE.to_representation
     if isinstance(field, models.UUIDField):
@@ -67,23 +70,45 @@ class RowShape:
             raise ValueError(f"declared fields without a row reader: {sorted(missing)}")
         self.paths = list(dict.fromkeys([*paths, *nested_paths]))
 
-    def one(self, row: dict) -> dict:
+    def one(self, row: dict, zone=None) -> dict:
         out = {}
         for name, path, convert in self.plan:
             if path is None:
                 out[name] = self.nested[name](row)
                 continue
             value = row[path]
-            out[name] = value if value is None or convert is None else convert(value)
+            if value is None or convert is None:
+                out[name] = value
+            elif convert is _DATETIME:
+                out[name] = _iso_datetime(value, zone or _zone())
+            else:
+                out[name] = convert(value)
         return out
 
     def many(self, rows: Iterable[dict]) -> list[dict]:
-        return [self.one(row) for row in rows]
+        zone = _zone()
+        return [self.one(row, zone) for row in rows]
+
+
+def _zone():
+    return timezone.get_current_timezone() if settings.USE_TZ else None
+
+
+def _iso_datetime(value, zone) -> str:
+    """What DRF's DateTimeField writes (ISO 8601, in the current zone, ``Z`` for UTC), without
+    its per-value zone lookups (most of a page's conversion time)."""
+    if api_settings.DATETIME_FORMAT.lower() != "iso-8601":
+        return serializers.DateTimeField().to_representation(value)
+    if zone is not None and timezone.is_aware(value):
+        value = value.astimezone(zone)
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 def group_by(rows: Iterable[dict], key: str, shape: RowShape) -> dict[Any, list[dict]]:
     """Child rows (e.g. a page's disks) in the child serializer's shape, by parent id."""
     grouped: dict[Any, list[dict]] = {}
+    zone = _zone()
     for row in rows:
-        grouped.setdefault(row[key], []).append(shape.one(row))
+        grouped.setdefault(row[key], []).append(shape.one(row, zone))
     return grouped
