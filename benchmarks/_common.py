@@ -309,3 +309,14 @@ class Server:
 if __name__ == "__main__":
     # `make bench` runs every benchmarks/*.py; this one is the helper module.
     print("benchmarks/_common.py: shared helpers, nothing to measure")
+
+
+def goal(name: str, value: float, unit: str, limit: float, digits: int = 1) -> bool:
+    """One ``GOAL name: value unit (goal < limit unit) PASS|FAIL`` line; True when it passes."""
+    passed = value < limit
+    print(
+        f"GOAL {name}: {value:.{digits}f} {unit} (goal < {limit:g} {unit}) "
+        f"{'PASS' if passed else 'FAIL'}",
+        flush=True,
+    )
+    return passed

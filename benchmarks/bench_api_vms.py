@@ -1,23 +1,30 @@
-"""Latency of ``GET /api/vms/`` against a trivial authenticated endpoint, and its query count.
+"""The REST API at scale: ``GET /api/vms/`` against a trivial endpoint, big and deep pages,
+search and placement, on the shared scale inventory (2,000 hosts, 50,000 VMs with two disks and
+one NIC each, 200,000 tasks, 600,000 log lines; ``benchmarks/_scale.py``).
 
-In a throwaway database: a superuser, one host, ten tenants and 10,000 VMs with two disks and
-one NIC each. A uvicorn server (the production ASGI app on PostgreSQL and Redis) answers
-sequential requests from one keep-alive httpx client: ``GET /api/vms/`` (default page of 50)
-and ``GET /api/auth/whoami/`` alternate, 200 of each after a warm-up, so both see the same
-machine state. The ratio vm-list/trivial is the cost of the list itself on top of
-authentication, routing and the ASGI round trip.
+A uvicorn server (the production ASGI app on PostgreSQL and Redis) answers sequential requests
+from one keep-alive httpx client, authenticated with a token:
 
-Then, in-process with Django's test client (no server, one persistent database connection),
-the latency of the same requests plus ``?limit=1000``, and the number of SQL queries one ``/api/vms/``
-request costs for ``?limit=10`` and ``?limit=1000``; a list must cost the same number of
-queries whatever its page size (the script fails otherwise).
+1. ``GET /api/vms/`` (default page of 50) and ``GET /api/auth/whoami/`` (token authentication and
+   one small JSON object) alternate, 200 of each after a warm-up, so both see the same machine
+   state. Goal: the ratio vm-list/trivial <= 3x (p50 and p95 of the same run).
+2. ``?limit=1000``, ``?offset=49000`` and a keyset page as deep (``?cursor=`` at the 49,000th VM):
+   goal p95 < 300 ms each.
+3. ``?q=vm-01234`` (a name fragment) over HTTP: goal p95 < 300 ms; the search query alone
+   (``vms.selectors.search``, in-process, one query): goal p95 < 50 ms; for a name, a UUID and a
+   MAC address.
+4. Placement (``vms.services.choose_host``) over 2,000 hosts, in-process: goal p95 < 50 ms, and
+   one SQL query per decision.
+5. SQL queries per list request, in-process: the same for ``?limit=10`` and ``?limit=1000``
+   (the script fails otherwise).
+
+Each goal prints a ``GOAL ... PASS|FAIL`` line.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -28,100 +35,24 @@ from _common import (
     Server,
     bench_environment,
     figure,
+    goal,
     header,
+    load_line,
     note,
     run_main,
     setup_django_and_migrate,
     summary_ms,
 )
+from _scale import HOSTS, VMS, seed_scale
 
-VMS = 10_000
-TENANTS = 10
-DISKS_PER_VM = 2
-NICS_PER_VM = 1
 ROUNDS = 200
 WARMUP = 20
-IN_PROCESS_ROUNDS = 50
-PASSWORD = "bench-" + uuid.uuid4().hex
-VIEWER_PASSWORD = "bench-" + uuid.uuid4().hex
-
-STATES = ("running", "running", "running", "shutoff", "shutoff", "paused")
-
-
-def populate() -> dict:
-    """Users, a host, tenants, VMs with disks and NICs; returns what the measurements need."""
-    from django.contrib.auth import get_user_model
-    from django.utils import timezone
-
-    from hosts.models import Host
-    from panel.models import Membership, Tenant
-    from vms.models import Disk, Nic, VirtualMachine
-
-    user_model = get_user_model()
-    admin = user_model.objects.create_user(
-        "bench-admin", password=PASSWORD, is_superuser=True, is_staff=True
-    )
-    host = Host.objects.create(
-        name="bench-host", uri="test:///bench/api-node.xml", simulated=True, status="online"
-    )
-    tenants = [Tenant.get_default()]
-    tenants += Tenant.objects.bulk_create(
-        [Tenant(name=f"bench-tenant-{n:02d}") for n in range(TENANTS - 1)]
-    )
-    viewer = user_model.objects.create_user("bench-viewer", password=VIEWER_PASSWORD)
-    Membership.objects.create(user=viewer, tenant=tenants[1], role="viewer")
-
-    now = timezone.now()
-    vms = [
-        VirtualMachine(
-            host=host,
-            tenant=tenants[i % len(tenants)],
-            name=f"vm-{i:05d}",
-            uuid=uuid.UUID(int=i + 1, version=4),
-            description=f"benchmark VM {i}",
-            tags=["bench", f"group-{i % 20}"],
-            state=STATES[i % len(STATES)],
-            desired_state=STATES[i % len(STATES)],
-            vcpus=1 + i % 8,
-            max_vcpus=8,
-            memory_mib=1024 * (1 + i % 16),
-            max_memory_mib=16384,
-            virt_type="kvm",
-            os_type="hvm",
-            arch="x86_64",
-            machine="pc-q35-7.2",
-            boot_devices=["hd"],
-            synced_at=now,
-        )
-        for i in range(VMS)
-    ]
-    VirtualMachine.objects.bulk_create(vms, batch_size=2000)
-    disks, nics = [], []
-    for i, vm in enumerate(vms):
-        for n in range(DISKS_PER_VM):
-            disks.append(
-                Disk(
-                    vm=vm,
-                    target="vd" + "abcdefgh"[n],
-                    bus="virtio",
-                    source_type="file",
-                    source=f"/var/lib/libvirt/images/{vm.name}-disk{n}.qcow2",
-                    format="qcow2",
-                )
-            )
-        for _ in range(NICS_PER_VM):
-            nics.append(
-                Nic(
-                    vm=vm,
-                    mac=f"52:54:00:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}",
-                    model="virtio",
-                    source_type="network",
-                    source="lan",
-                )
-            )
-    Disk.objects.bulk_create(disks, batch_size=5000)
-    Nic.objects.bulk_create(nics, batch_size=5000)
-    return {"admin": admin, "viewer": viewer}
+DEEP_ROUNDS = 40
+PLACEMENT_ROUNDS = 100
+RATIO_GOAL = 3.0
+PAGE_GOAL_MS = 300.0
+SEARCH_GOAL_MS = 50.0
+PLACEMENT_GOAL_MS = 50.0
 
 
 def get_token(client, username: str, password: str) -> str:
@@ -131,183 +62,170 @@ def get_token(client, username: str, password: str) -> str:
     return resp.json()["token"]
 
 
-def measure_http(server: Server, token: str, db: BenchDatabase) -> None:
+def deep_cursor() -> str:
+    """The cursor a client holds after walking to the 49,000th VM of the default ordering."""
+    from panel.api.pagination import _ordering, _value, encode_cursor
+    from vms.models import VirtualMachine
+
+    queryset = VirtualMachine.objects.filter(gone=False)
+    ordering = _ordering(queryset)
+    row = queryset.order_by(*ordering)[VMS - 1001]
+    return encode_cursor([_value(row, f) for f in ordering])
+
+
+def measure_http(server: Server, token: str, cursor: str) -> bool:
     import httpx
 
-    vm_list = "/api/vms/"
-    trivial = "/api/auth/whoami/"
+    vm_list, trivial = "/api/vms/", "/api/auth/whoami/"
     headers = {"Authorization": f"Token {token}"}
-    timings: dict[str, list[float]] = {vm_list: [], trivial: []}
-    body_bytes = 0
+    ok = True
     with httpx.Client(base_url=server.base_url, headers=headers, timeout=60.0) as client:
+        sizes: dict[str, int] = {}
 
-        def hit(path: str) -> float:
-            nonlocal body_bytes
+        def hit(path: str, params: dict | None = None) -> float:
             start = time.perf_counter()
-            resp = client.get(path)
+            resp = client.get(path, params=params)
             elapsed = time.perf_counter() - start
             if resp.status_code != 200:
-                raise BenchError(f"GET {path} -> {resp.status_code}: {resp.text[:300]}")
-            if path == vm_list:
-                body_bytes = len(resp.content)
+                raise BenchError(f"GET {path} {params} -> {resp.status_code}: {resp.text[:300]}")
+            sizes[f"{path}{params or ''}"] = len(resp.content)
             return elapsed
 
-        first = client.get(vm_list)
-        if first.status_code != 200:
-            raise BenchError(f"GET {vm_list} -> {first.status_code}: {first.text[:300]}")
-        page = first.json()
+        page = client.get(vm_list).json()
         if page["count"] != VMS or len(page["results"]) != 50:
-            raise BenchError(
-                f"unexpected list: count={page['count']} results={len(page['results'])}"
-            )
+            raise BenchError(f"unexpected list: {page['count']} {len(page['results'])}")
         for _ in range(WARMUP):
             hit(vm_list)
             hit(trivial)
-        sessions_before, _ = db.session_stats()
-        # Alternate which endpoint goes first so neither always follows the other.
+        timings: dict[str, list[float]] = {vm_list: [], trivial: []}
         for n in range(ROUNDS):
-            order = (vm_list, trivial) if n % 2 == 0 else (trivial, vm_list)
-            for path in order:
+            for path in (vm_list, trivial) if n % 2 == 0 else (trivial, vm_list):
                 timings[path].append(hit(path))
-        time.sleep(0.5)  # let the server's statistics reach PostgreSQL
-        sessions_after, backends = db.session_stats()
+        header(f"HTTP, sequential, keep-alive: {ROUNDS} of each after {WARMUP} warm-up")
+        figure("vms in database", VMS, "VMs")
+        figure("vm-list response size", sizes[vm_list] / 1024, "KiB", 1)
+        stats = {}
+        for label, path in (("vm-list", vm_list), ("trivial", trivial)):
+            s = stats[label] = summary_ms(timings[path])
+            figure(f"{label} p50", s["p50"], "ms")
+            figure(f"{label} p95", s["p95"], "ms")
+        for pct in ("p50", "p95"):
+            ratio = stats["vm-list"][pct] / stats["trivial"][pct]
+            ok &= goal(f"GET /api/vms/ / whoami {pct} ratio", ratio, "x", RATIO_GOAL + 0.005, 2)
 
-    header(f"HTTP latency, sequential, keep-alive, {ROUNDS} requests each after {WARMUP} warm-up")
-    figure("vms in database", VMS, "VMs")
-    figure("vm-list page size", 50, "VMs")
-    figure("vm-list response size", body_bytes / 1024, "KiB", 1)
-    stats = {}
-    for label, path in (("vm-list", vm_list), ("trivial", trivial)):
-        s = stats[label] = summary_ms(timings[path])
-        figure(f"{label} p50", s["p50"], "ms")
-        figure(f"{label} p95", s["p95"], "ms")
-        figure(f"{label} mean", s["mean"], "ms")
-        figure(f"{label} min", s["min"], "ms")
-        figure(f"{label} max", s["max"], "ms")
-    figure("ratio vm-list/trivial p50", stats["vm-list"]["p50"] / stats["trivial"]["p50"], "x")
-    figure("ratio vm-list/trivial p95", stats["vm-list"]["p95"] / stats["trivial"]["p95"], "x")
-    opened = sessions_after - sessions_before
-    figure("postgres connections opened during the measured requests", opened, "connections")
-    figure("postgres connections opened per request", opened / (2 * ROUNDS), "", 2)
-    figure("postgres backends connected after the run", backends, "backends")
+        header(f"Big, deep and searched pages over HTTP: {DEEP_ROUNDS} each")
+        cases = (
+            ("?limit=1000", {"limit": 1000}),
+            ("?offset=49000", {"offset": 49000}),
+            ("?cursor= at the 49,000th VM", {"cursor": cursor}),
+            ("?q=vm-01234", {"q": "vm-01234"}),
+        )
+        for label, params in cases:
+            for _ in range(3):
+                hit(vm_list, params)
+            samples = [hit(vm_list, params) for _ in range(DEEP_ROUNDS)]
+            s = summary_ms(samples)
+            figure(f"GET /api/vms/{label} p50", s["p50"], "ms")
+            figure(f"GET /api/vms/{label} size", sizes[f"{vm_list}{params}"] / 1024, "KiB", 1)
+            ok &= goal(f"GET /api/vms/{label} p95", s["p95"], "ms", PAGE_GOAL_MS)
+    return ok
 
 
-def measure_in_process(token: str) -> None:
-    """The same requests through Django's test client: no server, one persistent connection."""
-    from django.test import Client
+def measure_search_and_placement(admin) -> bool:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
 
-    client = Client(HTTP_AUTHORIZATION=f"Token {token}", HTTP_HOST="localhost")
-    cases = (
-        ("vm-list", "/api/vms/", IN_PROCESS_ROUNDS),
-        ("trivial", "/api/auth/whoami/", IN_PROCESS_ROUNDS),
-        ("vm-list limit=1000", "/api/vms/?limit=1000", 5),
-    )
-    header("In-process latency (Django test client, no server, one persistent DB connection)")
-    for label, path, rounds in cases:
-        for _ in range(3):
-            client.get(path)
+    from panel.models import Tenant
+    from vms import selectors, services
+    from vms.models import Nic, VirtualMachine
+
+    ok = True
+    vm = VirtualMachine.objects.get(name="vm-01234")
+    mac = Nic.objects.filter(vm=vm).values_list("mac", flat=True).first()
+    header("Search in-process (vms.selectors.search: one query)")
+    for label, query in (
+        ("name fragment", "vm-01234"),
+        ("uuid", str(vm.uuid)),
+        ("mac", mac),
+    ):
+        list(selectors.search(admin, query))
+        with CaptureQueriesContext(connection) as ctx:
+            found = list(selectors.search(admin, query))
+        if vm not in found:
+            raise BenchError(f"search {query!r} did not find {vm.name}")
         samples = []
-        for _ in range(rounds):
+        for _ in range(50):
             start = time.perf_counter()
-            resp = client.get(path)
+            list(selectors.search(admin, query))
             samples.append(time.perf_counter() - start)
-            if resp.status_code != 200:
-                raise BenchError(f"GET {path} -> {resp.status_code}")
-        s = summary_ms(samples)
-        figure(f"in-process {label} p50", s["p50"], "ms")
-        figure(f"in-process {label} p95", s["p95"], "ms")
+        figure(f"search {label} queries", len(ctx.captured_queries), "queries")
+        ok &= goal(f"search {label} p95", summary_ms(samples)["p95"], "ms", SEARCH_GOAL_MS)
+
+    header(f"Placement in-process (vms.services.choose_host over {HOSTS} hosts)")
+    tenant = Tenant.get_default()
+    with CaptureQueriesContext(connection) as ctx:
+        host = services.choose_host(admin, tenant, 2, 4096)
+    if host is None:
+        raise BenchError("choose_host found no host")
+    samples = []
+    for _ in range(PLACEMENT_ROUNDS):
+        start = time.perf_counter()
+        services.choose_host(admin, tenant, 2, 4096)
+        samples.append(time.perf_counter() - start)
+    figure("placement queries per decision", len(ctx.captured_queries), "queries")
+    figure("placement p50", summary_ms(samples)["p50"], "ms")
+    ok &= goal("placement p95", summary_ms(samples)["p95"], "ms", PLACEMENT_GOAL_MS)
+    return ok
 
 
-def count_queries(token: str, viewer_token: str) -> None:
+def count_queries(token: str) -> None:
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    def run(raw: str, path: str, expect: int) -> list[str]:
-        client = Client(HTTP_AUTHORIZATION=f"Token {raw}", HTTP_HOST="localhost")
-        client.get(path)  # warm: the token's last_used write happens at most once a minute
+    client = Client(HTTP_AUTHORIZATION=f"Token {token}", HTTP_HOST="localhost")
+    header("SQL queries per request (in-process, Django test client)")
+    counts = {}
+    for path in ("/api/vms/?limit=10", "/api/vms/", "/api/vms/?limit=1000", "/api/auth/whoami/"):
+        client.get(path)
         with CaptureQueriesContext(connection) as ctx:
             resp = client.get(path)
         if resp.status_code != 200:
             raise BenchError(f"GET {path} -> {resp.status_code}")
-        got = len(resp.json()["results"])
-        if got != expect:
-            raise BenchError(f"GET {path}: {got} results, expected {expect}")
-        return [q["sql"] for q in ctx.captured_queries]
-
-    per_tenant = VMS // TENANTS
-    cases = [
-        ("queries per request, superuser, limit=10", token, "/api/vms/?limit=10", 10),
-        ("queries per request, superuser, default page (50)", token, "/api/vms/", 50),
-        ("queries per request, superuser, limit=1000", token, "/api/vms/?limit=1000", 1000),
-        ("queries per request, tenant viewer, limit=10", viewer_token, "/api/vms/?limit=10", 10),
-        (
-            "queries per request, tenant viewer, limit=1000",
-            viewer_token,
-            "/api/vms/?limit=1000",
-            min(1000, per_tenant),
-        ),
-        ("queries per request, superuser, whoami", token, "/api/auth/whoami/", None),
-    ]
-    header("SQL queries per request (in-process, Django test client)")
-    counts = {}
-    for label, raw, path, expect in cases:
-        if expect is None:
-            client = Client(HTTP_AUTHORIZATION=f"Token {raw}", HTTP_HOST="localhost")
-            with CaptureQueriesContext(connection) as ctx:
-                client.get(path)
-            sqls = [q["sql"] for q in ctx.captured_queries]
-        else:
-            sqls = run(raw, path, expect)
-        counts[label] = sqls
-        figure(label, len(sqls), "queries")
-    for sql in counts["queries per request, superuser, limit=10"]:
-        note("limit=10 query: " + (sql if len(sql) <= 160 else sql[:157] + "..."))
-
-    small = len(counts["queries per request, superuser, limit=10"])
-    large = len(counts["queries per request, superuser, limit=1000"])
-    if small != large:
-        raise BenchError(f"/api/vms/ is not constant in queries: {small} for 10, {large} for 1000")
-    small = len(counts["queries per request, tenant viewer, limit=10"])
-    large = len(counts["queries per request, tenant viewer, limit=1000"])
-    if small != large:
-        raise BenchError(f"/api/vms/ (tenant) not constant: {small} for 10, {large} for 1000")
+        counts[path] = len(ctx.captured_queries)
+        figure(f"queries {path}", counts[path], "queries")
+    if counts["/api/vms/?limit=10"] != counts["/api/vms/?limit=1000"]:
+        raise BenchError(f"/api/vms/ is not constant in queries: {counts}")
 
 
 def main() -> None:
     with BenchDatabase() as db, bench_environment(db) as data_dir:
-        header("GET /api/vms/ benchmark")
+        header("The REST API at 2,000 hosts / 50,000 VMs")
         note(f"database {db.name} (created for this run, dropped at the end)")
-        start = time.perf_counter()
         setup_django_and_migrate()
-        figure("migrate", time.perf_counter() - start, "s")
-
         start = time.perf_counter()
-        populate()
-        figure(
-            f"populate ({VMS} VMs, {VMS * DISKS_PER_VM} disks, {VMS * NICS_PER_VM} NICs)",
-            time.perf_counter() - start,
-            "s",
-        )
+        seeded = seed_scale()
+        figure("seed", time.perf_counter() - start, "s", 1)
+        cursor = deep_cursor()
+
         from django.db import connection
 
-        with connection.cursor() as cur:
-            cur.execute("ANALYZE")
         connection.close()
-
         import httpx
 
+        note(load_line("measuring"))
         server = Server(data_dir / "uvicorn.log")
         try:
             server.start()
             with httpx.Client(base_url=server.base_url, timeout=60.0) as client:
-                token = get_token(client, "bench-admin", PASSWORD)
-                viewer_token = get_token(client, "bench-viewer", VIEWER_PASSWORD)
-            measure_http(server, token, db)
+                token = get_token(client, seeded["admin"].username, seeded["admin_password"])
+            ok = measure_http(server, token, cursor)
         finally:
             server.stop()
-        measure_in_process(token)
-        count_queries(token, viewer_token)
+        ok &= measure_search_and_placement(seeded["admin"])
+        count_queries(token)
+        note(load_line("end"))
+        print("PASS" if ok else "FAIL", flush=True)
 
 
 if __name__ == "__main__":
