@@ -5,7 +5,9 @@ lease owner and expiry; a redelivered or duplicated message for the same task fi
 queued and does nothing. The running task renews its lease; finishing is another CAS on
 ``(state=running, lease_owner=me)``, so a worker that lost its lease to recovery cannot
 overwrite the verdict. Recovery resolves expired leases through each kind's ``recover`` hook
-(which looks at the host's truth), fails the task with a message and releases its locks.
+(which looks at the host's truth): the hook rolls back and the task fails with a message, or,
+for an idempotent kind such as a delete, it finishes the work and the task succeeds; either
+way its locks are released.
 
 A failed task stores its exception's message; an app that raises its own kind of error (the
 driver's host calls) registers how to word it (``panel.registry.task_error_formatters``).
@@ -17,6 +19,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +27,7 @@ from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules
@@ -32,13 +35,27 @@ from django.utils.module_loading import autodiscover_modules
 from . import locks
 from .choices import TaskState
 from .events import task_changed, task_log
+from .failpoints import failpoint
 from .models import Task, TaskLogEntry
 from .registry import task_error_formatters
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[["TaskContext"], dict | None]
-Recover = Callable[[Task], str]
+
+
+@dataclass
+class Recovery:
+    """What a kind's ``recover`` hook did about a dead worker's task: a note for the task's
+    log and, when the hook could finish the work itself (an idempotent kind), its result."""
+
+    note: str
+    finished: bool = False
+    result: dict | None = None
+
+
+#: returns a note (the task fails with it) or a Recovery
+Recover = Callable[[Task], "str | Recovery"]
 
 
 @dataclass
@@ -129,6 +146,7 @@ def run_task(task_id: int) -> None:
 
 def dispatch(task_id: int, queue: str | None = None) -> None:
     """Hand the task's message to the broker and note when (the resend sweep reads it)."""
+    failpoint("task.dispatch")  # the row is committed, the message not sent yet
     run_task.apply_async(args=[task_id], queue=queue or settings.CELERY_TASK_DEFAULT_QUEUE)
     Task.objects.filter(pk=task_id, state=TaskState.QUEUED).update(
         sent_at=timezone.now(), sends=F("sends") + 1
@@ -145,15 +163,21 @@ class TaskContext:
         self.task = task
         self.owner = owner
 
+    # Both wait out a database restart (as finishing does): a handler's rollback logs first,
+    # and must not be skipped because the log line could not be written at once.
     def log(self, message: str, level: str = "info") -> None:
-        TaskLogEntry.objects.create(task=self.task, message=message, level=level)
+        _until_database_answers(
+            lambda: TaskLogEntry.objects.create(task=self.task, message=message, level=level)
+        )
         task_log(self.task, message, level)
 
     def progress(self, percent: int) -> None:
         percent = max(0, min(100, int(percent)))
-        Task.objects.filter(
-            pk=self.task.pk, state=TaskState.RUNNING, lease_owner=self.owner
-        ).update(progress=percent)
+        _until_database_answers(
+            lambda: Task.objects.filter(
+                pk=self.task.pk, state=TaskState.RUNNING, lease_owner=self.owner
+            ).update(progress=percent)
+        )
         self.task.progress = percent
         task_changed(self.task)
 
@@ -171,9 +195,15 @@ class _Heartbeat(threading.Thread):
         interval = max(1.0, lease_seconds() / 4)
         try:
             while not self.stop_event.wait(interval):
-                Task.objects.filter(
-                    pk=self.task_id, state=TaskState.RUNNING, lease_owner=self.owner
-                ).update(lease_expires=timezone.now() + timedelta(seconds=lease_seconds()))
+                try:
+                    Task.objects.filter(
+                        pk=self.task_id, state=TaskState.RUNNING, lease_owner=self.owner
+                    ).update(lease_expires=timezone.now() + timedelta(seconds=lease_seconds()))
+                except DatabaseError:
+                    # The database restarting is no reason to give the task up: renew again
+                    # on a new connection at the next beat (the lease outlasts a few misses).
+                    logger.warning("could not renew the lease of task %s", self.task_id)
+                    connection.close()
         finally:
             connection.close()
 
@@ -196,10 +226,14 @@ def claim(task_id: int, owner: str) -> bool:
 def execute(task_id: int, owner: str | None = None) -> bool:
     """Run a queued task to its end. Returns False when the task was not ours to run."""
     owner = owner or worker_identity()
-    if not claim(task_id, owner):
+    # A database restarting as the message arrives must not drop it (the message is gone
+    # once this returns): wait for it, as finishing does.
+    if not _until_database_answers(lambda: claim(task_id, owner)):
         logger.info("task %s is not queued any more; message ignored", task_id)
         return False
-    task = Task.objects.select_related("host", "vm", "tenant", "user").get(pk=task_id)
+    task = _until_database_answers(
+        lambda: Task.objects.select_related("host", "vm", "tenant", "user").get(pk=task_id)
+    )
     task_changed(task)
     ctx = TaskContext(task, owner)
     heartbeat = _Heartbeat(task_id, owner)
@@ -207,6 +241,12 @@ def execute(task_id: int, owner: str | None = None) -> bool:
     try:
         kind = get_kind(task.kind)
         result = kind.handler(ctx) or {}
+    except (OperationalError, InterfaceError) as exc:
+        # The database went away mid-task: what the handler did on the host is unknown here,
+        # so it is resolved as a dead worker's task is, once the database answers again.
+        logger.warning("task %s (%s) lost the database: %s", task_id, task.kind, exc)
+        why = _db_lost_message(exc)
+        _until_database_answers(lambda: _resolve(task, owner, kind, why))
     except Exception as exc:
         message = _error_message(exc)
         logger.info("task %s (%s) failed: %s", task_id, task.kind, message)
@@ -239,17 +279,43 @@ def finish(
         values["progress"] = 100
     if result is not None:
         values["result"] = result
+    done = _until_database_answers(lambda: _finish_once(task, owner, values))
+    if done:
+        for key, value in values.items():
+            setattr(task, key, value)
+        task_changed(task)
+    return bool(done)
+
+
+def _finish_once(task: Task, owner: str, values: dict) -> int:
     with transaction.atomic():
         done = Task.objects.filter(pk=task.pk, state=TaskState.RUNNING, lease_owner=owner).update(
             **values
         )
         if done:
             locks.release_all(task)
-    if done:
-        for key, value in values.items():
-            setattr(task, key, value)
-        task_changed(task)
-    return bool(done)
+    return done
+
+
+#: how long a finished task's verdict waits for the database to come back before it is dropped
+#: (the lease then runs out and recovery decides from the host's truth)
+FINISH_RETRY_SECONDS = 60.0
+
+
+def _until_database_answers(write: Callable[[], object]):
+    """Run ``write`` again on a new connection while the database is unreachable (restarting):
+    the work is done on the host, and losing its verdict would make recovery guess. Inside a
+    transaction nothing can be retried: the error goes to the caller at once."""
+    deadline = time.monotonic() + FINISH_RETRY_SECONDS
+    while True:
+        try:
+            return write()
+        except (OperationalError, InterfaceError):
+            if connection.in_atomic_block or time.monotonic() > deadline:
+                raise
+            logger.warning("the database did not answer; writing the task's end again")
+            connection.close()
+            time.sleep(1)
 
 
 # --- recovering -------------------------------------------------------------------------------
@@ -271,16 +337,9 @@ def recover_stale_tasks(*, force: bool = False) -> list[int]:
             kind = get_kind(task.kind)
         except KeyError:
             kind = None
-        note = ""
-        if kind is not None and kind.recover is not None:
-            try:
-                note = kind.recover(task)
-            except Exception as exc:
-                logger.exception("recovery of task %s failed", task.pk)
-                note = f"recovery could not inspect the host: {_error_message(exc)}"
-        message = "The worker running this task stopped before it finished."
-        if note:
-            message = f"{message} {note}"
+        outcome, message, values = _outcome(
+            task, kind, "The worker running this task stopped before it finished."
+        )
         with transaction.atomic():
             # CAS on the very lease we saw expire: a worker that renewed meanwhile keeps its task.
             claim = Task.objects.filter(
@@ -288,17 +347,61 @@ def recover_stale_tasks(*, force: bool = False) -> list[int]:
             )
             if not force:
                 claim = claim.filter(lease_expires__lt=now)
-            done = claim.update(
-                state=TaskState.FAILED, finished=now, error=message, lease_expires=None
-            )
+            done = claim.update(finished=timezone.now(), lease_expires=None, **values)
             if done:
                 locks.release_all(task)
-                TaskLogEntry.objects.create(task=task, message=message, level="error")
+                level = "warning" if outcome.finished else "error"
+                TaskLogEntry.objects.create(task=task, message=message, level=level)
         if done:
             recovered.append(task.pk)
             task.refresh_from_db()
             task_changed(task)
     return recovered
+
+
+def _outcome(task: Task, kind: TaskKind | None, why: str) -> tuple[Recovery, str, dict]:
+    """Ask the kind's ``recover`` hook about an interrupted task: (its answer, the message for
+    the log, the values that end the task)."""
+    outcome = Recovery(note="")
+    if kind is not None and kind.recover is not None:
+        try:
+            outcome = kind.recover(task)
+        except Exception as exc:
+            logger.exception("recovery of task %s failed", task.pk)
+            outcome = f"recovery could not inspect the host: {_error_message(exc)}"
+        if not isinstance(outcome, Recovery):
+            outcome = Recovery(note=outcome or "")
+    message = f"{why} {outcome.note}" if outcome.note else why
+    if outcome.finished:
+        values = {"state": TaskState.SUCCEEDED, "progress": 100, "error": ""}
+        values["result"] = outcome.result or {}
+    else:
+        values = {"state": TaskState.FAILED, "error": message}
+    return outcome, message, values
+
+
+def _db_lost_message(exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+    return f"The database connection was lost while this task ran ({first})."
+
+
+def _resolve(task: Task, owner: str, kind: TaskKind, why: str) -> bool:
+    """End our own running task the way recovery ends a dead worker's (the kind's hook looks
+    at the host's truth: rolls back, or finishes an idempotent kind)."""
+    task.refresh_from_db()
+    outcome, message, values = _outcome(task, kind, why)
+    with transaction.atomic():
+        done = Task.objects.filter(pk=task.pk, state=TaskState.RUNNING, lease_owner=owner).update(
+            finished=timezone.now(), lease_expires=None, **values
+        )
+        if done:
+            locks.release_all(task)
+            level = "warning" if outcome.finished else "error"
+            TaskLogEntry.objects.create(task=task, message=message, level=level)
+    if done:
+        task.refresh_from_db()
+        task_changed(task)
+    return bool(done)
 
 
 #: a queued task unclaimed this long after its last send is sent again (doubling each time)
