@@ -27,7 +27,7 @@ from hosts.sync import sync_pools
 from panel import plans
 from panel.failpoints import failpoint
 from panel.models import Task
-from panel.taskrunner import TaskContext, task_kind
+from panel.taskrunner import Recovery, TaskContext, task_kind
 from panel.units import GIB
 
 from . import domxml, hooks
@@ -343,25 +343,48 @@ def run_vm_clone(ctx: TaskContext) -> dict:
 # --- delete -----------------------------------------------------------------------------------
 
 
-def _recover_delete(task: Task) -> str:
-    conn = get_connection(Host.objects.get(pk=task.host_id))
-    if Guest.lookup(conn, task.params["uuid"]) is None:
-        # The domain is gone: finish the deletion, volumes included when they were asked for.
-        removed = []
-        for path in task.params.get("volumes", []):
-            try:
-                if storage.delete_volume(conn, path):
-                    removed.append(path)
-            except storage.StorageError as exc:
-                logger.warning("recovery kept %s: %s", path, exc)
-        VirtualMachine.objects.filter(pk=task.vm_id).delete()
-        done = f" Deleted {', '.join(removed)}." if removed else ""
-        return "The domain was already undefined; the VM is removed from the inventory." + done
-    VirtualMachine.objects.filter(pk=task.vm_id).update(lifecycle=Lifecycle.READY)
+def _recover_delete(task: Task) -> Recovery:
+    """Finish the delete a dead worker started (deleting is idempotent): the domain, the
+    volumes that were to go with it, the row."""
+    host = Host.objects.get(pk=task.host_id)
+    conn = get_connection(host)
     vm = VirtualMachine.objects.filter(pk=task.vm_id).first()
-    if vm is not None:
-        refresh_vm(vm, conn)
-    return "The domain still exists; the VM is kept. Delete it again."
+    volumes = task.params.get("volumes")
+    if volumes is None:  # killed before it listed them
+        volumes = _volumes_to_delete(vm, task) if vm is not None else []
+    guest = Guest.lookup(conn, task.params["uuid"])
+    if guest is not None:
+        guest.undefine()
+    removed, kept = [], []
+    for path in volumes:
+        try:
+            if storage.delete_volume(conn, path):
+                removed.append(path)
+        except storage.StorageError as exc:
+            logger.warning("recovery kept %s: %s", path, exc)
+            kept.append(path)
+    _refresh_host_storage(host, conn)
+    VirtualMachine.objects.filter(pk=task.vm_id).delete()
+    note = (
+        "Recovery finished the deletion: "
+        + ("undefined the domain" if guest is not None else "the domain was already undefined")
+        + (f"; deleted {', '.join(removed)}" if removed else "")
+        + (f"; kept {', '.join(kept)}" if kept else "")
+        + "."
+    )
+    return Recovery(
+        note=note, finished=True, result={"deleted_volumes": removed, "kept_volumes": kept}
+    )
+
+
+def _volumes_to_delete(vm: VirtualMachine, task: Task) -> list[str]:
+    if not task.params.get("delete_volumes"):
+        return []
+    return [
+        d.source
+        for d in vm.disks.all()
+        if d.device == DiskDevice.DISK and d.source and _deletable(vm, d)
+    ]
 
 
 @task_kind("vm.delete", recover=_recover_delete)
@@ -370,14 +393,9 @@ def run_vm_delete(ctx: TaskContext) -> dict:
     conn = get_connection(vm.host)
     try:
         guest = Guest.lookup(conn, str(vm.uuid))
-        volumes = []
-        if ctx.task.params.get("delete_volumes"):
-            volumes = [
-                d.source
-                for d in vm.disks.all()
-                if d.device == DiskDevice.DISK and d.source and _deletable(vm, d)
-            ]
+        volumes = _volumes_to_delete(vm, ctx.task)
         _remember(ctx.task, volumes=volumes)
+        failpoint("vm.delete.listed")
         if guest is not None:
             ctx.log("Stopping and undefining the domain")
             guest.undefine()
