@@ -5,7 +5,7 @@ from django.urls import path
 
 import panel.bounds  # noqa: F401  (registers the <id:> and <name:> path converters)
 
-from . import views
+from . import tree, views
 
 urlpatterns = [
     path("hosts/", views.HostListView.as_view(), name="host_list"),
@@ -22,6 +22,8 @@ urlpatterns = [
     path("volumes/<id:pk>/publish/", views.VolumePublishView.as_view(), name="volume_publish"),
     path("networks/<id:pk>/", views.NetworkView.as_view(), name="network"),
     # Lazily loaded nodes of the resource tree
+    path("tree/hosts/", tree.TreeHostsView.as_view(), name="tree_hosts"),
+    path("tree/hosts/<id:pk>/", tree.TreeHostView.as_view(), name="tree_host"),
     path("tree/hosts/<id:pk>/pools/", views.TreeHostPoolsView.as_view(), name="tree_host_pools"),
     path(
         "tree/hosts/<id:pk>/networks/",

@@ -478,11 +478,18 @@ class ActionView(PanelView):
 
 class TreeChildrenView(PanelView):
     """A lazily loaded node of the resource tree: the first ``TREE_LIMIT`` children of an
-    object, and a link to the full list when there are more."""
+    object, and a link to the full list when there are more.
+
+    The page's own HTML holds only the first level's nodes, each with an empty list that loads
+    from a view like this one when the node opens; so a page does not grow with the hosts and
+    VMs. A ``root`` view lists a first-level node's children (the datacenter's hosts, the
+    tenants): it has no parent object, ``get_children`` gets ``None``.
+    """
 
     methods = ("GET", "HEAD")
     template_name: str = ""
     context_children_name: str = "children"
+    root: bool = False
 
     def get_children(self, request: HttpRequest, parent) -> QuerySet:
         raise NotImplementedError
@@ -491,12 +498,16 @@ class TreeChildrenView(PanelView):
         raise NotImplementedError
 
     def handle(self, request: HttpRequest, **kwargs) -> HttpResponse:
-        parent = self.get_object(request, **kwargs)
-        self.check_permission(request, parent)
+        parent = None
+        if not self.root:
+            parent = self.get_object(request, **kwargs)
+            self.check_permission(request, parent)
         children = list(self.get_children(request, parent)[: TREE_LIMIT + 1])
         more = self.more_url(parent) if len(children) > TREE_LIMIT else ""
-        return render(
-            request,
-            self.template_name,
-            {self.context_children_name: children[:TREE_LIMIT], "more_url": more},
-        )
+        context = {self.context_children_name: children[:TREE_LIMIT], "more_url": more}
+        context.update(self.get_extra_context(request, parent, context[self.context_children_name]))
+        return render(request, self.template_name, context)
+
+    def get_extra_context(self, request: HttpRequest, parent, children: list) -> dict:
+        """More for the template (e.g. counts of the children, read in one query)."""
+        return {}

@@ -48,5 +48,6 @@ urlpatterns = [
     ),
     # Lazily loaded nodes of the resource tree
     path("tree/hosts/<id:pk>/vms/", tree.TreeHostVmsView.as_view(), name="tree_host_vms"),
+    path("tree/tenants/", tree.TreeTenantsView.as_view(), name="tree_tenants"),
     path("tree/tenants/<id:pk>/vms/", tree.TreeTenantVmsView.as_view(), name="tree_tenant_vms"),
 ]

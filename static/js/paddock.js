@@ -65,7 +65,7 @@
     best.classList.add("current");
     best.setAttribute("aria-current", "page");
     // Keep the current object in view, without stealing focus.
-    const box = tree.getBoundingClientRect();
+    const box = (tree.closest(".sidebar") || tree).getBoundingClientRect(); // what scrolls
     const r = best.getBoundingClientRect();
     if (r.top < box.top || r.bottom > box.bottom) best.scrollIntoView({ block: "center" });
   }
@@ -94,6 +94,9 @@
   function initTree() {
     const tree = document.getElementById("tree");
     if (!tree) return;
+    // The page holds the first level only: nodes it draws open (the datacenter) load their
+    // children now, like remembered and revealed ones; the rest load when opened.
+    tree.querySelectorAll(".node.open").forEach((node) => setOpen(node, true, false));
     restoreTree(tree);
     revealPath(tree);
     markCurrent(tree);
@@ -157,8 +160,11 @@
       if (target) target.focus();
     });
 
-    // Children that arrive later: re-open remembered nodes, mark the current object.
-    document.body.addEventListener("htmx:afterSwap", function (ev) {
+    // Children that arrive later: re-open remembered nodes, mark the current object. After the
+    // settle, not the swap: htmx processes the new nodes then, and a lazy list opened before
+    // would be processed again under its running request (nested lazy levels: the hosts, a
+    // host, its VMs).
+    document.body.addEventListener("htmx:afterSettle", function (ev) {
       if (!tree.contains(ev.target)) return;
       restoreTree(ev.target);
       revealPath(tree);

@@ -93,8 +93,10 @@ def test_vm_page_marks_what_live_updates_touch(client, admin_user, acme_vm, sync
     assert html.count(marker) >= 3  # header icon, header badge, summary state
     assert "data-console-status" in html
     assert "js/live.js" in html
-    # The tree's host node and the lazily loaded VM leaves carry theirs.
-    assert f'data-host-id="{synced_host.pk}" data-host-status="{synced_host.status}"' in html
+    # The tree's host node (loaded when the datacenter node opens) and the lazily loaded VM
+    # leaves carry theirs.
+    hosts = page(client, admin_user, reverse("ui:tree_hosts"))
+    assert f'data-host-id="{synced_host.pk}" data-host-status="{synced_host.status}"' in hosts
     leaves = page(client, admin_user, reverse("ui:tree_host_vms", args=[synced_host.pk]))
     assert marker in leaves
     rows = page(client, admin_user, reverse("ui:vm_list"))

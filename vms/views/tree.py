@@ -1,4 +1,5 @@
-"""The VM nodes of the resource tree: a host's VMs (admins) and a tenant's."""
+"""The VM nodes of the resource tree: a host's VMs (admins) and a tenant's; the tenants with
+their VM counts."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from django.urls import reverse
 from hosts import selectors as host_selectors
 from panel import selectors as panel_selectors
 from panel.generic import TreeChildrenView
+from panel.tenancy import is_platform_admin
 
 from .. import selectors
 
@@ -39,3 +41,21 @@ class TreeTenantVmsView(TreeVmsView):
 
     def get_queryset(self, request: HttpRequest):
         return panel_selectors.tenants_for(request.user)
+
+
+class TreeTenantsView(TreeChildrenView):
+    """The tenants the user may see, each with its VM count (one grouped query): the
+    datacenter's node for a tenant member, the "Tenants" node for a platform admin."""
+
+    root = True
+    template_name = "vms/_tree_tenants.html"
+    context_children_name = "tenants"
+
+    def get_children(self, request: HttpRequest, parent):
+        return panel_selectors.tenants_for(request.user).order_by("name")
+
+    def more_url(self, parent) -> str:
+        return reverse("ui:tenant_list")
+
+    def get_extra_context(self, request: HttpRequest, parent, children: list) -> dict:
+        return {"is_platform_admin": is_platform_admin(request.user)}
