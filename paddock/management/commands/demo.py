@@ -19,6 +19,7 @@ from django.core.management.base import BaseCommand
 
 from paddock.demo import seed
 from paddock.embedded import run
+from panel.datadir import secure_data_dir
 
 
 class Command(BaseCommand):
@@ -59,8 +60,17 @@ class Command(BaseCommand):
                      "--schedule", str(settings.DATA_DIR / "celerybeat-schedule")],
             "watcher": [py, "manage.py", "watch_hosts"],
         }  # fmt: skip
+        # Beat writes its schedule there: the folder must exist, owner-only, before anything
+        # starts (a fresh clone has none), and what the children write in it stays private.
+        secure_data_dir(settings.DATA_DIR)
+
+        def stop(_signum, _frame):
+            raise KeyboardInterrupt  # a service manager's SIGTERM stops the children too
+
+        signal.signal(signal.SIGTERM, stop)
         procs = {
-            name: subprocess.Popen(cmd, cwd=settings.BASE_DIR) for name, cmd in commands.items()
+            name: subprocess.Popen(cmd, cwd=settings.BASE_DIR, umask=0o077)
+            for name, cmd in commands.items()
         }
         for name, proc in procs.items():
             self.stdout.write(f"  started {name} (pid {proc.pid})")
