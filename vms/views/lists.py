@@ -5,14 +5,16 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from hosts import selectors as host_selectors
-from panel import selectors as panel_selectors
+from hosts.models import Host
 from panel.generic import PanelView, paginate
-from panel.tenancy import is_platform_admin
+from panel.tenancy import is_platform_admin, visible_tenants
 
 from .. import selectors
 from ..choices import VMState
 from ..filtersets import VirtualMachineFilterSet
+
+# A host or tenant filter lists at most this many choices; beyond, it takes an id.
+CHOICES_LIMIT = 100
 
 
 def vm_table_context(request: HttpRequest, fixed: dict | None = None) -> dict:
@@ -37,14 +39,22 @@ def vm_table_context(request: HttpRequest, fixed: dict | None = None) -> dict:
         "show_host": "host" not in fixed,
         "show_tenant": "tenant" not in fixed,
     }
+    # Choices of the host and tenant filters, read without counting VMs; a filter with more
+    # than CHOICES_LIMIT of them takes an id instead (named in "many_choices").
+    filters = {}
     if admin and "host" not in fixed:
-        context["host_choices"] = list(
-            host_selectors.hosts().order_by("name").values_list("pk", "name")
-        )
+        filters["host_choices"] = Host.objects.order_by("name").values_list("pk", "name")
     if "tenant" not in fixed:
-        context["tenant_choices"] = list(
-            panel_selectors.tenants_for(request.user).order_by("name").values_list("pk", "name")
+        filters["tenant_choices"] = (
+            visible_tenants(request.user).order_by("name").values_list("pk", "name")
         )
+    context["many_choices"] = []
+    for name, rows in filters.items():
+        choices = list(rows[: CHOICES_LIMIT + 1])
+        if len(choices) > CHOICES_LIMIT:
+            context["many_choices"].append(name)
+        else:
+            context[name] = choices
     return context
 
 
