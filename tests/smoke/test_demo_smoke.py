@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -39,13 +40,13 @@ def _clean_env(**extra: str) -> dict:
 
 
 class Panel:
-    def __init__(self, env: dict, port: int, log: Path):
+    def __init__(self, env: dict, port: int, log: Path, cwd: Path = ROOT):
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
         self.log = log
         self.proc = subprocess.Popen(
             [sys.executable, "manage.py", "demo", "--port", str(port)],
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,
@@ -165,5 +166,45 @@ def test_production_shape_runs_tasks_on_a_celery_worker_over_redis(tmp_path, scr
         log = panel.log.read_text()
         for name in ("web", "worker", "beat", "watcher"):
             assert f"started {name}" in log
+    finally:
+        panel.stop()
+
+
+def test_production_shape_starts_from_a_fresh_clone(tmp_path, scratch_database):
+    """`make demo` with DATABASE_URL and REDIS_URL in a checkout that has no data folder yet:
+    the folder is made owner-only before beat (which writes its schedule there) starts, all
+    four processes keep running, and a task runs on the worker."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    assert not (clone / "var").exists()
+    base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+    redis_url = base.rsplit("/", 1)[0] + "/" + os.environ.get("PADDOCK_SMOKE_REDIS_DB", "12")
+    redis.Redis.from_url(redis_url).flushdb()
+    env = _clean_env(DATABASE_URL=scratch_database, REDIS_URL=redis_url)
+    env.pop("PADDOCK_DATA_DIR", None)
+    env["PADDOCK_TEST_NODE_DIRS"] = f"{clone / 'hosts' / 'fixtures'},{tempfile.gettempdir()}"
+    # This checkout's interpreter runs the clone's code (manage.py puts its folder first).
+    panel = Panel(env, _free_port(), tmp_path / "demo.log", cwd=clone)
+    try:
+        panel.wait_ready()
+        data = clone / "var"
+        deadline = time.monotonic() + 60
+        while not list(data.glob("celerybeat-schedule*")) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert list(data.glob("celerybeat-schedule*")), panel.log.read_text()[-3000:]
+        headers = {"Authorization": f"Token {panel.token()}"}
+        hosts = httpx.get(f"{panel.base}/api/hosts/", headers=headers).json()["results"]
+        sim = next(h for h in hosts if h["name"] == "sim-01")
+        task = httpx.post(f"{panel.base}/api/hosts/{sim['id']}/sync/", headers=headers).json()
+        _wait_task(panel.base, headers, task["task"]["id"])
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        for path in data.iterdir():
+            if path.is_file():
+                assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+        assert panel.proc.poll() is None, panel.log.read_text()[-3000:]
+        log = panel.log.read_text()
+        for name in ("web", "worker", "beat", "watcher"):
+            assert f"started {name}" in log
+        assert "exited; stopping the others" not in log, log[-3000:]
     finally:
         panel.stop()
