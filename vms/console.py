@@ -47,7 +47,27 @@ CLOSE_NORMAL = 1000
 CLOSE_FORBIDDEN = 4403  # the ticket belongs to another user, or the user lost the right
 CLOSE_NOT_FOUND = 4404  # no such ticket: unknown, used, expired, or for another VM or kind
 CLOSE_UNAVAILABLE = 4409  # the VM is not running or has no such console
+CLOSE_SIMULATED = 4501  # the VM is on a simulated host (libvirt's test driver): no console
 CLOSE_BACKEND = 4502  # the host or the VM's console could not be reached
+
+# Each close code as the sentence the console shows (static/js/console.js says the same; the
+# close frame carries the refusal's own sentence as its reason, up to 123 bytes).
+CLOSE_SENTENCES = {
+    CLOSE_NORMAL: "The console ended.",
+    CLOSE_FORBIDDEN: "Your role may no longer use this console.",
+    CLOSE_NOT_FOUND: "The console ticket was refused: it expired or was used already.",
+    CLOSE_UNAVAILABLE: "The VM is not running, or has no console of this kind.",
+    CLOSE_SIMULATED: "The simulated host has no console.",
+    CLOSE_BACKEND: "The host or its console could not be reached.",
+}
+
+
+def close_reason(message: str) -> str:
+    """``message`` cut to what a websocket close frame may carry (123 bytes of UTF-8)."""
+    data = (message or "").encode()
+    if len(data) <= 123:
+        return message or ""
+    return data[:120].decode(errors="ignore").rstrip() + "…"
 
 
 class TicketRefused(Exception):

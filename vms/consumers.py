@@ -3,7 +3,8 @@
 The socket carries the console's raw bytes both ways as binary frames: RFB for VNC (what
 noVNC speaks), the serial line for the serial console (text frames from xterm.js are sent to
 the guest as UTF-8). A refused ticket is answered by closing with 4403 or 4404 before any byte
-of a console; see ``vms.console`` for the close codes.
+of a console, a VM on a simulated host with 4501; the close frame's reason is the refusal's
+sentence. See ``vms.console`` for the close codes and their sentences.
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             await self._refuse(exc.code, str(exc))
             return
         vm = self.ticket.vm
+        if vm.host.simulated:
+            # libvirt's test driver runs no guest: there is no display nor serial line to open.
+            await self._refuse(
+                console.CLOSE_SIMULATED, console.CLOSE_SENTENCES[console.CLOSE_SIMULATED]
+            )
+            return
         try:
             self.backend = await open_console(self.kind, vm.host, vm.uuid)
         except ConsoleUnavailable as exc:
@@ -87,7 +94,10 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         logger.info("%s console refused (%s): %s", self.kind, code, reason)
         self._closing = True
         await self.accept(self.subprotocol)
-        await self.close(code=code)
+        # The reason a browser reads: the refusal's sentence; a backend failure's details stay
+        # in the log (they name the host's insides).
+        said = console.CLOSE_SENTENCES[code] if code == console.CLOSE_BACKEND else reason
+        await self.close(code=code, reason=console.close_reason(said))
 
     async def _pump_backend(self) -> None:
         code = console.CLOSE_NORMAL

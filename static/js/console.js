@@ -4,15 +4,26 @@
  * /ws/console/{id}/{kind}/{ticket}/. Loaded as a module by the Console tab and the pop-out
  * window; the libraries are imported only when needed. */
 
+/* Every close code as a sentence (vms/console.py CLOSE_SENTENCES says the same); a refusal's
+ * close frame may carry a more precise sentence as its reason, which wins. */
 const CLOSE_REASONS = {
   1000: "The console ended.",
+  1001: "Paddock is restarting; reconnect in a moment.",
   1006: "The connection to Paddock was lost.",
+  1011: "Paddock hit an error serving the console.",
   4403: "Your role may no longer use this console.",
-  4404: "The console ticket was refused (expired or already used).",
-  4409: "The VM is not running, or has no such console.",
+  4404: "The console ticket was refused: it expired or was used already.",
+  4409: "The VM is not running, or has no console of this kind.",
+  4501: "The simulated host has no console.",
   4502: "The host or its console could not be reached.",
 };
+const SIMULATED = CLOSE_REASONS[4501];
 const CONNECTABLE = ["running", "paused"];
+
+export function closeSentence(code, reason) {
+  if (reason) return reason;
+  return CLOSE_REASONS[code] || "The console closed unexpectedly (code " + code + ").";
+}
 
 function wsUrl(path) {
   return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
@@ -163,6 +174,10 @@ class VmConsole {
 
   async connect() {
     this.disconnect();
+    if (this.root.dataset.simulated) {
+      this.showSimulated();
+      return;
+    }
     if (!this.running) {
       this.showOff();
       return;
@@ -200,8 +215,20 @@ class VmConsole {
       this.showOff();
       return;
     }
-    this.say(CLOSE_REASONS[code] || "The console closed (code " + code + ").", code === 1000 ? "muted" : "error");
-    this.showReconnect(true);
+    this.say(closeSentence(code, session.reason), code === 1000 ? "muted" : "error");
+    this.showReconnect(code !== 4501);
+  }
+
+  /* A VM on a simulated host: nothing to connect to, said before anything is asked. */
+  showSimulated() {
+    this.disconnect();
+    this.screen.hidden = true;
+    if (this.off) this.off.hidden = true;
+    const note = this.root.querySelector("[data-console-simulated]");
+    if (note) note.hidden = false;
+    this.root.dataset.consoleState = "simulated";
+    this.say(SIMULATED, "muted");
+    this.showReconnect(false);
   }
 
   opened() {
@@ -222,6 +249,7 @@ class VmConsole {
     let code = 1006;
     ws.addEventListener("close", (e) => {
       code = e.code;
+      session.reason = e.reason;
     });
     const rfb = new RFB(this.screen, ws, { wsProtocols: ["binary"], shared: true });
     session.rfb = rfb;
@@ -289,7 +317,8 @@ class VmConsole {
     };
     ws.onmessage = (e) => term.write(typeof e.data === "string" ? e.data : new Uint8Array(e.data));
     ws.onclose = (e) => {
-      if (this.session === session) term.write("\r\n\x1b[2m[console closed: " + e.code + "]\x1b[0m\r\n");
+      session.reason = e.reason;
+      if (this.session === session) term.write("\r\n\x1b[2m[" + closeSentence(e.code, e.reason) + "]\x1b[0m\r\n");
       this.closed(session, e.code);
     };
     term.onData((data) => ws.readyState === WebSocket.OPEN && ws.send(data));

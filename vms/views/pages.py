@@ -122,6 +122,8 @@ for _tab in (
         500,
         context=_console,
         visible=_may_console,
+        # Said on the tab itself, before it is opened: libvirt's test driver runs no guest.
+        badge=lambda vm: "none on a simulated host" if vm.host.simulated else None,
     ),
 ):
     register_tab(VirtualMachine, _tab)
