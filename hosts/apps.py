@@ -9,7 +9,7 @@ class HostsConfig(AppConfig):
         # What the core must know of hosts (panel imports no app): see panel.registry.
         from panel import registry
 
-        from . import plan_steps, registrations  # noqa: F401 - plan_steps registers steps
+        from . import plan_steps, registrations, services  # noqa: F401 - plan_steps registers steps
 
         registry.register_lockable(*registrations.LOCKABLE)
         registry.task_error_formatters.register("libvirt", registrations.task_error_message)
@@ -17,3 +17,4 @@ class HostsConfig(AppConfig):
         registry.subscriptions.register("hosts", registrations.visible_hosts)
         registry.tree_sections.register("hosts", registrations.tree_hosts)
         registry.tenant_reports.register("placement", registrations.tenant_placement)
+        registry.register_task_titles(services.TASK_TITLES)

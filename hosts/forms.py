@@ -29,6 +29,12 @@ class HostAddForm(forms.Form):
     )
     description = forms.CharField(max_length=200, required=False)
     tags = TagsField()
+    # Offered once the connection failed (the view shows it then): keep the host, offline.
+    offline = forms.BooleanField(
+        required=False,
+        label="Add it anyway, offline",
+        help_text="Paddock keeps the host with the connection error and syncs it once it answers.",
+    )
 
 
 class HostEditForm(forms.Form):

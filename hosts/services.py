@@ -16,9 +16,20 @@ from panel.units import GIB, volume_bytes
 from panel.validators import validate_name, validate_tags
 
 from . import storage
-from .driver.connection import InvalidURI, drop_connection, get_connection, parse_uri
+from .choices import HostStatus
+from .driver.connection import (
+    InvalidURI,
+    close_connection,
+    drop_connection,
+    get_connection,
+    open_connection,
+    parse_uri,
+    scan_host_key,
+)
+from .driver.errors import DriverError, HostConnectError, libvirt_error_message
 from .models import Host, StoragePool, Volume
 from .storage import backend_for
+from .storage.backends import space_problem
 from .sync import sync_pools
 from .volxml import VOLUME_NAME_RE
 
@@ -42,11 +53,35 @@ def _clean_ssh_key(key: str) -> str:
     return f"{fields[0]} {fields[1]}"
 
 
+def connection_problem(host: Host) -> str | None:
+    """Why Paddock cannot open a libvirt connection to ``host`` (an unsaved row will do), in
+    libvirt's words; None when it opens. A qemu+ssh host without a key gets the key it offers
+    now (``host.ssh_host_key`` is set to it: the key the connection was checked with)."""
+    parsed = parse_uri(host.uri)
+    try:
+        if parsed.kind == "ssh" and not host.ssh_host_key:
+            host.ssh_host_key = scan_host_key(parsed.address, parsed.port)
+        conn = open_connection(host)
+    except (HostConnectError, DriverError) as exc:
+        return libvirt_error_message(exc) or str(exc) or exc.__class__.__name__
+    close_connection(conn)
+    return None
+
+
+OFFLINE_HINT = "Add it anyway, offline, and sync it once it answers."
+
+
 def host_create(
     *, user, name: str, uri: str, description: str = "", tags: list | None = None,
-    ssh_host_key: str = "",
+    ssh_host_key: str = "", offline: bool = False,
 ) -> tuple[Host, Task]:  # fmt: skip
-    """Add a host and queue its first sync (which pins its SSH key if none was given)."""
+    """Add a host and queue its first sync (which pins its SSH key if none was given).
+
+    The connection is tried first: a host that does not answer is refused with libvirt's
+    error on ``uri``, unless ``offline`` is asked for; then it is added offline with that
+    error, and its first sync is queued all the same (it tries again, and pins the SSH key
+    when the host answers; its Sync button, or ``POST /api/hosts/{id}/sync/``, later on).
+    """
     _require_admin(user)
     errors = {}
     try:
@@ -78,18 +113,27 @@ def host_create(
         errors.update(exc.message_dict)
     if errors:
         raise ValidationError(errors)
-    with transaction.atomic():
-        host = Host.objects.create(
-            name=name,
-            uri=parsed.raw,
-            description=description,
-            tags=tags or [],
-            simulated=parsed.simulated,
-            ssh_address=parsed.address,
-            ssh_port=parsed.port,
-            ssh_user=parsed.user,
-            ssh_host_key=key,
+    host = Host(
+        name=name,
+        uri=parsed.raw,
+        description=description,
+        tags=tags or [],
+        simulated=parsed.simulated,
+        ssh_address=parsed.address,
+        ssh_port=parsed.port,
+        ssh_user=parsed.user,
+        ssh_host_key=key,
+    )
+    problem = connection_problem(host)
+    if problem and not offline:
+        raise ValidationError(
+            {"uri": [f"Paddock could not connect to {parsed.raw}: {problem}", OFFLINE_HINT]}
         )
+    if problem:
+        host.status = HostStatus.OFFLINE
+        host.last_error = problem
+    with transaction.atomic():
+        host.save()
         # Workers subscribe to the new host's queue before its first task is published.
         transaction.on_commit(lambda: consume_host_queue(host.pk))
         task = taskrunner.create_task(
@@ -178,10 +222,12 @@ def volume_create(*, user, pool: StoragePool, name: str, size_gib, format: str =
     elif format not in ("raw", "qcow2"):
         raise ValidationError({"format": "raw or qcow2."})
     size = volume_bytes(size_gib)
-    if (format != "qcow2") and size > pool.available:
-        raise ValidationError(
-            {"size_gib": f"Pool {pool.name} has {pool.available / GIB:.1f} GiB free."}
-        )
+    if backend_for(pool).grows_on_demand(format):
+        problem = space_problem(pool, thin_bytes=size)
+    else:
+        problem = space_problem(pool, full_bytes=size)
+    if problem:
+        raise ValidationError({"size_gib": problem})
     with transaction.atomic():
         return taskrunner.create_task(
             kind="volume.create",
@@ -295,3 +341,25 @@ def volume_upload(*, user, pool: StoragePool, name: str, size: int, chunks, form
     taskrunner.finish(task, owner, TaskState.SUCCEEDED, result={"path": vol["path"]})
     task.finished = timezone.now()
     return Volume.objects.get(pool=pool, name=name), task
+
+
+# --- task titles ------------------------------------------------------------------------------
+# What each host and volume task does, verb and object (``panel.registry.task_titles``,
+# registered in ``HostsConfig.ready()``). Volume targets read "volume NAME in POOL".
+
+
+def _volume_title(verb: str, preposition: str = "in"):
+    def title(task: Task) -> str:
+        name, _sep, pool = task.object_name.partition(" in ")
+        return f"{verb} {name} {preposition} {pool}" if pool else f"{verb} {name}"
+
+    return title
+
+
+TASK_TITLES = {
+    SYNC_KIND: lambda t: f"Sync host {t.object_name}",
+    "volume.create": _volume_title("Create volume"),
+    "volume.delete": _volume_title("Delete volume"),
+    "volume.grow": _volume_title("Grow volume"),
+    "volume.upload": _volume_title("Upload", "to"),
+}

@@ -43,6 +43,7 @@ from panel.models import Tenant
 from panel.units import GIB
 
 from . import selectors, services
+from .choices import HostStatus
 from .filtersets import HostFilterSet, NetworkFilterSet, StoragePoolFilterSet, VolumeFilterSet
 from .forms import (
     HostAddForm,
@@ -84,18 +85,30 @@ class HostListView(HostPage, ObjectListView):
 def host_add(request: HttpRequest) -> HttpResponse:
     require_platform_admin(request)
     form = HostAddForm(request.POST or None)
+    # The "add it anyway, offline" box shows once the connection failed (and stays shown).
+    offer_offline = bool(request.POST.get("offline"))
     if request.method == "POST" and form.is_valid():
         try:
             host, task = services.host_create(user=request.user, **form.cleaned_data)
         except ValidationError as exc:
             apply_service_errors(form, exc)
+            offer_offline = offer_offline or services.OFFLINE_HINT in exc.messages
         else:
-            messages.success(request, f"Host {host.name} added; its first sync is task #{task.pk}.")
+            if host.status == HostStatus.OFFLINE:
+                messages.warning(
+                    request,
+                    f"Host {host.name} added offline: {host.last_error} Its first sync "
+                    f"(task #{task.pk}) tries again.",
+                )
+            else:
+                messages.success(
+                    request, f"Host {host.name} added; its first sync is task #{task.pk}."
+                )
             return redirect(host)
     return render(
         request,
         "hosts/host_add.html",
-        {"form": form, "active_tab": "hosts"},
+        {"form": form, "active_tab": "hosts", "offer_offline": offer_offline},
         status=400 if form.errors else 200,
     )
 

@@ -10,6 +10,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from . import registry
 from .choices import FINAL_TASK_STATES, Role, TaskState
 from .validators import validate_name
 
@@ -191,6 +192,26 @@ class Task(models.Model):
     @property
     def is_final(self) -> bool:
         return self.state in FINAL_TASK_STATES
+
+    @property
+    def object_name(self) -> str:
+        """The name of what the task acts on: ``target`` without its kind word ("vm web-01"
+        -> "web-01")."""
+        _kind, _sep, rest = (self.target or "").partition(" ")
+        return rest or self.target or ""
+
+    @property
+    def title(self) -> str:
+        """What the task does, verb and object ("Stop web-01"): the app's registered title for
+        its kind (``panel.registry.task_titles``), else its kind's words and its target."""
+        titled = registry.task_titles.get(self.kind)
+        if titled is not None:
+            try:
+                return titled(self)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                pass  # a task row older than its title's params: the plain words below
+        words = self.kind.replace(".", " ").replace("_", " ").capitalize()
+        return f"{words} {self.target}".strip() if self.target else words
 
 
 class TaskLogEntry(models.Model):

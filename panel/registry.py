@@ -22,6 +22,10 @@ them here from its ``AppConfig.ready()``, and the core reads the registry when i
     template reads (``panel.templatetags.paddock``);
 ``state_labels``
     ``{value: label}`` of an app's states, by kind (``"vm"``), for the state badges;
+``task_titles``
+    ``fn(task) -> str`` by task kind: what the task does, verb and object ("Stop web-01",
+    "Snapshot web-01: before-upgrade"), for the task bar, task pages and the API
+    (``Task.title``); a kind without one reads as its words and target;
 ``tenant_reports``
     ``fn(tenant) -> dict`` by report name: ``"usage"`` (what a tenant uses, for
     ``GET /api/tenants/{id}/usage/``) and ``"placement"`` (the hosts, pools and networks it may
@@ -98,12 +102,19 @@ subscriptions: Registry[Callable] = Registry("event subscriptions")
 tree_sections: Registry[Callable] = Registry("resource tree sections")
 state_labels: Registry[dict[str, str]] = Registry("state labels")
 tenant_reports: Registry[Callable] = Registry("tenant reports")
+task_titles: Registry[Callable] = Registry("task titles")
 
 
 def register_lockable(*models: type) -> None:
     """Models whose ``lock`` a task takes; released together when the task ends."""
     for model in models:
         lockable_models.register(model._meta.label, model)
+
+
+def register_task_titles(titles: dict[str, Callable]) -> None:
+    """Titles of an app's task kinds: ``{kind: fn(task) -> str}``."""
+    for kind, fn in titles.items():
+        task_titles.register(kind, fn)
 
 
 def register_conflict(*exceptions: type[Exception]) -> None:

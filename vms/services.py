@@ -24,6 +24,7 @@ from hosts.networks import backend_for as network_backend_for
 from hosts.plan_steps import action_steps
 from hosts.selectors import hosts_for, networks_for, pools_for
 from hosts.storage import backend_for, volume_name_for
+from hosts.storage.backends import space_problem
 from panel import taskrunner
 from panel.models import Task, Tenant
 from panel.plans import DOMAIN, STORAGE, Plan
@@ -86,8 +87,11 @@ class Errors:
     def __init__(self):
         self.errors: dict[str, list[str]] = {}
 
-    def add(self, field: str, message: str) -> None:
-        self.errors.setdefault(field, []).append(message)
+    def add(self, field: str, message: str, part: str = "") -> None:
+        """``message`` on ``field``; ``part`` names the field inside a row (``disks[0]``'s
+        ``size_gib``) as the error's code, for a form that shows it at that field."""
+        error = ValidationError(message, code=part) if part else message
+        self.errors.setdefault(field, []).append(error)
 
     def raise_if_any(self) -> None:
         if self.errors:
@@ -273,12 +277,20 @@ class _DiskPlan:
 
 def _plan_disks(user, tenant, host, disks, errors: Errors) -> list[_DiskPlan]:
     plans: list[_DiskPlan] = []
-    need_per_pool: dict[int, float] = {}
+    # per pool: bytes needed in full now, bytes promised to volumes growing on demand, rows
+    need_per_pool: dict[int, list] = {}
+
+    def need(pool_id: int, index: int, *, full: int = 0, thin: int = 0) -> None:
+        entry = need_per_pool.setdefault(pool_id, [0, 0, []])
+        entry[0] += full
+        entry[1] += thin
+        entry[2].append(index)
+
     for i, disk in enumerate(disks or []):
         field = f"disks[{i}]"
         bus = disk.get("bus") or DiskBus.VIRTIO
         if bus not in DiskBus.values:
-            errors.add(field, f"Unknown bus {bus!r}: use {', '.join(DiskBus.values)}.")
+            errors.add(field, f"Unknown bus {bus!r}: use {', '.join(DiskBus.values)}.", "bus")
         if disk.get("source_volume"):
             # Another tenant's volume is as unknown as a missing one: the same answer for both.
             vol = (
@@ -288,7 +300,7 @@ def _plan_disks(user, tenant, host, disks, errors: Errors) -> list[_DiskPlan]:
             )
             mode = disk.get("clone") or CloneMode.LINKED
             if vol is None:
-                errors.add(field, "Unknown source volume on this host.")
+                errors.add(field, "Unknown source volume on this host.", "volume")
                 continue
             if mode not in CloneMode.values:
                 errors.add(field, "clone must be 'linked' or 'full'.")
@@ -301,9 +313,11 @@ def _plan_disks(user, tenant, host, disks, errors: Errors) -> list[_DiskPlan]:
                 )
                 continue
             gib = vol.capacity / GIB
-            # A linked clone starts empty; a full copy needs the source's allocation.
-            need = 0.2 if mode == CloneMode.LINKED else max(vol.allocation, 1) / GIB
-            need_per_pool[vol.pool_id] = need_per_pool.get(vol.pool_id, 0) + need
+            # A linked clone is an overlay that grows on demand; a full copy is written whole.
+            if mode == CloneMode.LINKED:
+                need(vol.pool_id, i, thin=vol.capacity)
+            else:
+                need(vol.pool_id, i, full=max(vol.allocation, 1))
             plans.append(
                 _DiskPlan(
                     params={
@@ -325,31 +339,30 @@ def _plan_disks(user, tenant, host, disks, errors: Errors) -> list[_DiskPlan]:
         # A pool the tenant may not use reads exactly like one that does not exist.
         pool = _resolve(pools_for(user, tenant, host), disk.get("pool"))
         if pool is None:
-            errors.add(field, f"Unknown pool {disk.get('pool')!r} on this host.")
+            errors.add(field, f"Unknown pool {disk.get('pool')!r} on this host.", "pool")
             continue
         if pool.state != PoolState.ACTIVE:
-            errors.add(field, f"Pool {pool.name} is {pool.state}.")
+            errors.add(field, f"Pool {pool.name} is {pool.state}.", "pool")
             continue
         backend = backend_for(pool)
         fmt = disk.get("format") or backend.default_format
         if fmt not in DiskFormat.values:
-            errors.add(field, "format must be raw or qcow2.")
+            errors.add(field, "Format: raw or qcow2.", "format")
             continue
         problem = backend.format_problem(fmt, pool.name)
         if problem:
-            errors.add(field, problem)
+            errors.add(field, problem, "format")
             continue
         try:
             size_bytes = volume_bytes(disk.get("size_gib"))
         except ValidationError as exc:
-            errors.add(field, f"Disk size: {exc.message_dict['size_gib'][0]}")
+            errors.add(field, f"Disk size: {exc.message_dict['size_gib'][0]}", "size_gib")
             continue
         size = size_bytes / GIB
-        # qcow2 grows on demand; raw files in file pools are sparse too, but LVM is not.
-        need = size if backend.reserves_full_size else min(size, 1.0)
-        need_per_pool[pool.pk] = need_per_pool.get(pool.pk, 0) + (
-            size if fmt == DiskFormat.RAW else need
-        )
+        if backend.grows_on_demand(fmt):
+            need(pool.pk, i, thin=size_bytes)
+        else:
+            need(pool.pk, i, full=size_bytes)
         plans.append(
             _DiskPlan(
                 params={
@@ -365,14 +378,16 @@ def _plan_disks(user, tenant, host, disks, errors: Errors) -> list[_DiskPlan]:
                 pool_id=pool.pk,
             )
         )
-    for pool_id, need in need_per_pool.items():
-        pool = StoragePool.objects.get(pk=pool_id)
-        if need * GIB > pool.available:
-            errors.add(
-                "disks",
-                f"Pool {pool.name} has {pool.available / GIB:.1f} GiB free; "
-                f"these disks need {need:.1f} GiB.",
-            )
+    # The overcommit rule (hosts.storage.backends.space_problem); the error sits on the disk
+    # when it is the pool's only new one, on the disks together otherwise.
+    pools = StoragePool.objects.select_related("host").in_bulk(list(need_per_pool))
+    for pool_id, (full, thin, rows) in need_per_pool.items():
+        problem = space_problem(pools[pool_id], full_bytes=full, thin_bytes=thin)
+        if problem:
+            if len(rows) == 1:
+                errors.add(f"disks[{rows[0]}]", problem, "size_gib")
+            else:
+                errors.add("disks", problem)
     return plans
 
 
@@ -1175,3 +1190,47 @@ def vm_delete(*, user, vm: VirtualMachine, delete_volumes: bool = False) -> Task
         )
         VirtualMachine.objects.filter(pk=vm.pk).update(lifecycle=Lifecycle.DELETING)
     return task
+
+
+# --- task titles ------------------------------------------------------------------------------
+# What each VM task does, verb and object, as the task bar, task pages and the API name it
+# (``panel.registry.task_titles``; registered in ``VmsConfig.ready()``).
+
+
+def _clone_title(task: Task) -> str:
+    new, _sep, source = task.object_name.partition(" (clone of ")
+    return f"Clone {source.rstrip(')')} to {new}" if source else f"Clone to {new}"
+
+
+def _edit_title(task: Task) -> str:
+    what = [w for key, w in (("name", "rename"), ("vcpus", "vCPUs"), ("memory_mib", "memory"),
+                             ("autostart", "autostart")) if key in task.params]  # fmt: skip
+    return f"Change {', '.join(what) or 'the settings'} of {task.object_name}"
+
+
+def _cdrom_title(task: Task) -> str:
+    path = task.params.get("path") or ""
+    if not path:
+        return f"Eject the CD-ROM of {task.object_name}"
+    return f"Insert {path.rsplit('/', 1)[-1]} into {task.object_name}"
+
+
+TASK_TITLES = {
+    "vm.create": lambda t: f"Create VM {t.object_name}",
+    "vm.clone": _clone_title,
+    "vm.delete": lambda t: f"Delete VM {t.object_name}",
+    "vm.power": lambda t: f"{PowerAction(t.params['action']).label} {t.object_name}",
+    "vm.edit": _edit_title,
+    "vm.disk_attach": lambda t: f"Add a disk to {t.object_name}",
+    "vm.disk_detach": lambda t: f"Remove disk {t.params['target']} from {t.object_name}",
+    "vm.disk_grow": lambda t: (
+        f"Grow disk {t.params['target']} of {t.object_name} to {t.params['size_bytes'] / GIB:g} GiB"
+    ),
+    "vm.cdrom": _cdrom_title,
+    "vm.nic_attach": lambda t: f"Add a network device to {t.object_name}",
+    "vm.nic_detach": lambda t: f"Remove NIC {t.params['mac']} from {t.object_name}",
+    "vm.snapshot_create": lambda t: f"Snapshot {t.object_name}: {t.params['name']}",
+    "vm.snapshot_revert": lambda t: f"Revert {t.object_name} to {t.params['name']}",
+    "vm.snapshot_delete": lambda t: f"Delete snapshot {t.params['name']} of {t.object_name}",
+    "vm.tune": lambda t: f"Tune {t.object_name}",
+}

@@ -41,6 +41,12 @@ class HostCreateSerializer(serializers.Serializer):
         required=False, allow_blank=True,
         help_text="Expected SSH host key ('ssh-ed25519 AAAA…'); read and pinned at the first sync when empty.",
     )  # fmt: skip
+    offline = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Add the host even when Paddock cannot connect to it now: it is added offline "
+        "with the connection error (its first sync still tries again). Without it, that error "
+        "is a 400 on uri.",
+    )  # fmt: skip
 
 
 class HostUpdateSerializer(serializers.Serializer):

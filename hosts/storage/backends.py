@@ -12,7 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from django.conf import settings
+
 from hosts.choices import PoolType
+from panel.units import GIB
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,11 @@ class StorageBackend:
         return self.unsupported_format(fmt)
 
     volume_noun: ClassVar[str] = "volumes"
+
+    def grows_on_demand(self, fmt: str | None) -> bool:
+        """A new volume of format ``fmt`` here takes only what the guest writes (qcow2 in a
+        thin pool); any other must have its full size free when it is made."""
+        return self.thin and (fmt or self.default_format) == "qcow2"
 
     def abilities(self) -> dict:
         """What the create wizard's script needs to know of a pool, JSON-ready."""
@@ -137,6 +145,44 @@ class UnmanagedBackend(StorageBackend):
     @property
     def label(self) -> str:  # type: ignore[override]
         return self.type_name or "unknown"
+
+
+# --- the overcommit rule ------------------------------------------------------------------
+#
+# One rule for every new volume (the create wizard, the API, disk add, the pool's new volume):
+# a full-size volume (raw, LVM, a full copy) must fit in the pool's free space now; a volume
+# that grows on demand (qcow2 in a thin pool) may promise up to ``PADDOCK["THIN_OVERCOMMIT"]``
+# times the free space (1.0 by default: no overcommit unless the operator asks for it). The
+# simulated host never overcommits: libvirt's test driver reserves a volume's full size.
+
+
+def _gib(size_bytes: float) -> str:
+    return f"{size_bytes / GIB:.1f}".removesuffix(".0")
+
+
+def thin_overcommit(pool) -> float:
+    """How many times its free space a pool may promise to volumes that grow on demand."""
+    host = getattr(pool, "host", None)
+    if host is not None and getattr(host, "simulated", False):
+        return 1.0
+    ratio = float(getattr(settings, "PADDOCK", {}).get("THIN_OVERCOMMIT", 1.0) or 1.0)
+    return max(ratio, 1.0)
+
+
+def space_problem(pool, *, full_bytes: int = 0, thin_bytes: int = 0) -> str | None:
+    """Why new volumes of ``full_bytes`` (full size now) and ``thin_bytes`` (growing on demand)
+    do not fit in ``pool`` under the overcommit rule, naming the numbers; None when they fit."""
+    ratio = thin_overcommit(pool)
+    if full_bytes + thin_bytes / ratio <= pool.available:
+        return None
+    asked = full_bytes + thin_bytes
+    message = f"{_gib(asked)} GiB asked, {_gib(pool.available)} GiB free on pool {pool.name}."
+    if thin_bytes and ratio > 1:
+        message += (
+            f" Volumes that grow on demand may promise {ratio:g}x its free space "
+            f"({_gib(pool.available * ratio)} GiB); full-size ones must fit in it."
+        )
+    return message
 
 
 _BACKENDS: dict[str, StorageBackend] = {}

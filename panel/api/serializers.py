@@ -52,11 +52,14 @@ class TaskSerializer(serializers.ModelSerializer):
     tenant = BriefSerializer(read_only=True, allow_null=True)
     user = BriefUserSerializer(read_only=True, allow_null=True)
     log = serializers.SerializerMethodField()
+    title = serializers.CharField(
+        read_only=True, help_text="What the task does, verb and object: 'Stop web-01'."
+    )
 
     class Meta:
         model = Task
         fields = [
-            "id", "kind", "state", "progress", "target", "vm", "host", "destination_host", "user",
+            "id", "kind", "title", "state", "progress", "target", "vm", "host", "destination_host", "user",
             "tenant", "created", "started", "finished", "error", "result", "log",
         ]  # fmt: skip
         read_only_fields = fields

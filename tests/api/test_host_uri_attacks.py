@@ -54,6 +54,16 @@ def test_libvirt_error_never_stores_file_contents(api, admin_user, tmp_path):
     response = client.post(
         "/api/hosts/", {"name": "bogus", "uri": f"test://{bogus}"}, format="json"
     )
+    # The connection is tried first: refused, in libvirt's words without the file's lines.
+    assert response.status_code == 400
+    refused = " ".join(response.json()["uri"])
+    assert "Start tag expected" in refused and "SECRETHASH" not in refused
+    assert not Host.objects.filter(name="bogus").exists()
+    response = client.post(
+        "/api/hosts/",
+        {"name": "bogus", "uri": f"test://{bogus}", "offline": True},
+        format="json",
+    )
     assert response.status_code == 201
     run_queued_tasks()
     host = Host.objects.get(name="bogus")

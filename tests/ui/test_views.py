@@ -422,9 +422,9 @@ def test_task_list_filters_by_state_and_kind(client, admin_user, synced_host):
     login(client, admin_user)
     page = main(client.get(reverse("ui:task_list") + "?state=failed"))
     assert "Vm start" in page and "boom" in page
-    assert not re.search(r"#\d+ Host sync", page)
+    assert not re.search(r"#\d+ Sync host", page)
     page = main(client.get(reverse("ui:task_list") + "?kind=host.sync"))
-    assert re.search(r"#\d+ Host sync", page) and "boom" not in page
+    assert re.search(r"#\d+ Sync host sim-01", page) and "boom" not in page
 
 
 # --- tenancy -------------------------------------------------------------------------------
