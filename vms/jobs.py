@@ -132,9 +132,19 @@ def _save_plan(task: Task):
 def _step_create_volume(step: plans.Step, run: plans.PlanRun) -> dict:
     a, c = step.args, run.context
     c.log(f"Creating {a['size_bytes'] / GIB:g} GiB {a['format']} volume {a['name']} in {a['pool']}")
+    made = _record_volume_first(run, a)
     vol = storage.create_volume(c.conn, a["pool"], a["name"], a["size_bytes"], a["format"])
-    run.record("volume", path=vol["path"])
+    made["path"] = vol["path"]  # saved with the step
     return {"path": vol["path"]}
+
+
+def _record_volume_first(run: plans.PlanRun, a: dict) -> dict:
+    """Record the volume a step is about to make, by pool and name, before the call: a worker
+    killed inside it leaves libvirtd to finish the volume, and recovery must still find it.
+    A volume of that name made by someone else is not recorded (the create refuses it)."""
+    if storage.volume_exists(run.context.conn, a["pool"], a["name"]):
+        return {}
+    return run.record("volume", pool=a["pool"], name=a["name"])
 
 
 @plans.register_step(plans.STORAGE, "clone_volume")
@@ -144,8 +154,9 @@ def _step_clone_volume(step: plans.Step, run: plans.PlanRun) -> dict:
         c.log(f"Copying {a['target']} ({a['mode']}) to {a['name']}")
     else:
         c.log(f"Cloning {a['source_path']} ({a['mode']}) as {a['name']} in {a['pool']}")
+    made = _record_volume_first(run, a)
     vol = storage.clone_volume(c.conn, a["pool"], a["source_path"], a["name"], a["mode"])
-    run.record("volume", path=vol["path"])
+    made["path"] = vol["path"]  # saved with the step
     return {"path": vol["path"]}
 
 
@@ -220,10 +231,16 @@ def _undo_domain(obj: dict, context: _Apply) -> str | None:
 @plans.register_undo("volume")
 def _undo_volume(obj: dict, context: _Apply) -> str | None:
     try:
-        if storage.delete_volume(context.conn, obj["path"]):
-            return obj["path"]
+        path = obj.get("path")
+        if path is None:  # recorded before a call that never reported back
+            found = storage.lookup_volume(context.conn, obj["pool"], obj["name"], missing_ok=True)
+            if found is None:
+                return None
+            path = found["path"]
+        if storage.delete_volume(context.conn, path):
+            return path
     except storage.StorageError as exc:
-        logger.warning("rollback could not delete %s: %s", obj["path"], exc)
+        logger.warning("rollback could not delete %s: %s", obj.get("path", obj.get("name")), exc)
     return None
 
 
