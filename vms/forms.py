@@ -64,13 +64,14 @@ class VmCreateForm(forms.Form):
     cpu_model = forms.CharField(required=False, max_length=64, label="CPU type")
     tuning_policy = forms.CharField(required=False, max_length=63, label="Tuning policy")
     # Memory
+    # Any whole MiB from 64 up (QEMU sizes guest memory in KiB; libvirt keeps whole MiB as given).
     memory_mib = forms.IntegerField(
-        initial=2048, label="Memory (MiB)", widget=_number({"min": 64, "step": 64})
+        initial=2048, label="Memory (MiB)", widget=_number({"min": 64, "step": 1})
     )
     max_memory_mib = forms.IntegerField(
         required=False,
         label="Maximum memory (MiB)",
-        widget=_number({"min": 64, "step": 64}),
+        widget=_number({"min": 64, "step": 1}),
         help_text="The balloon can give a running VM up to this much. Empty: same as memory.",
     )
     # Confirm
@@ -239,13 +240,17 @@ class CreateWizard:
         if not hasattr(exc, "error_dict"):
             self.add_step_error("confirm", exc.messages)
             return
-        for key, messages in exc.message_dict.items():
+        for key, errors in exc.error_dict.items():
+            messages = list(dict.fromkeys(m for e in errors for m in e.messages))  # once each
             row = self._ROW_ERROR.match(key)
             if row:
                 rows = self.disks if row.group(1) == "disks" else self.nics
                 index = int(row.group(2))
                 if index < len(rows):
-                    rows[index].add_error(None, messages)
+                    # At the row's field the service names (the error's code), else the row.
+                    for error in errors:
+                        part = error.code if error.code in rows[index].fields else None
+                        rows[index].add_error(part, error.messages)
                     continue
                 key = row.group(1)
             if key in self.form.fields:
@@ -317,7 +322,7 @@ class VmResourcesForm(forms.Form):
 
     name = forms.CharField(max_length=63, widget=forms.TextInput(attrs={"autocomplete": "off"}))
     vcpus = forms.IntegerField(label="vCPUs", widget=_number({"min": 1}))
-    memory_mib = forms.IntegerField(label="Memory (MiB)", widget=_number({"min": 64, "step": 64}))
+    memory_mib = forms.IntegerField(label="Memory (MiB)", widget=_number({"min": 64, "step": 1}))
     autostart = forms.BooleanField(required=False, label="Start at host boot")
 
 

@@ -19,13 +19,13 @@ Adding a VM action is four pieces, one per room:
 
 from __future__ import annotations
 
-from django.http import Http404, HttpRequest
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
 from hosts.choices import PoolState
 from hosts.selectors import networks_for, pools_for
-from panel.generic import post_or_none, queued_message
+from panel.generic import is_htmx, post_or_none, queued_message
 from panel.tenancy import Action
 from panel.units import GIB
 
@@ -182,12 +182,25 @@ class VmDeleteView(VmActionView):
         }
 
     def perform(self, data):
-        vm = self.vm
-        task = services.vm_delete(
-            user=self.request.user, vm=vm, delete_volumes=data["delete_volumes"]
+        self.task = services.vm_delete(
+            user=self.request.user, vm=self.vm, delete_volumes=data["delete_volumes"]
         )
-        url = f"{reverse('ui:tenant', args=[vm.tenant_id])}?tab=vms"
-        return url, queued_message(f"Deletion of {vm.name}", task)
+        if is_htmx(self.request):
+            return None, ""  # the dialog says it (finish)
+        return None, queued_message(f"Deletion of {self.vm.name}", self.task)
+
+    def finish(self, url: str) -> HttpResponse:
+        """The page stays until the delete ends: the dialog follows the task (static/js/
+        actions.js), goes on to the tenant's VMs when it worked and says why when it failed.
+        Without the dialog's script, the task's page says how it ends."""
+        if not is_htmx(self.request):
+            return redirect("ui:task", self.task.pk)
+        vms_url = f"{reverse('ui:tenant', args=[self.vm.tenant_id])}?tab=vms"
+        return render(
+            self.request,
+            "vms/_delete_follow.html",
+            {"vm": self.vm, "task": self.task, "done_url": vms_url},
+        )
 
 
 # --- hardware --------------------------------------------------------------------------------
