@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 SERVICE_ENV := DATABASE_URL=postgres://paddock:paddock@127.0.0.1:5432/paddock \
 	REDIS_URL=redis://127.0.0.1:6379/15
 
-.PHONY: venv demo test test-fast fuzz bench lint format clean
+.PHONY: venv demo test test-fast fuzz bench chaos lint format clean
 
 venv: $(VENV)/.installed
 
@@ -53,6 +53,13 @@ bench: venv
 		echo "== $$f"; \
 		$(SERVICE_ENV) PYTHONPATH=$(CURDIR) $(BIN)/python $$f; \
 	done
+
+# Faults on the production shape (kill -9 web/worker/beat/watcher, Redis restarted empty,
+# PostgreSQL restarted) against a private PostgreSQL cluster and redis-server it starts itself
+# and the real libvirtd; CHAOS_TRIALS per fault (10), CHAOS_FAULTS to pick some. See docs/faults.md.
+chaos: venv
+	scripts/setup-system.sh test
+	$(BIN)/python scripts/chaos.py
 
 lint:
 	$(BIN)/ruff check .
