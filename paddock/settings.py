@@ -278,7 +278,12 @@ EMBEDDED = not REDIS_URL
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # Redis pub/sub: an event reaches each web process once, and the process hands it to
+            # its own clients (the list-based layer pops one Redis message per client: 500
+            # round trips for one event on a VM with 500 viewers). docs/events.md, "Fan-out".
+            "BACKEND": os.environ.get(
+                "PADDOCK_CHANNEL_LAYER", "channels_redis.pubsub.RedisPubSubChannelLayer"
+            ),
             # redis-py 8 times out idle socket reads after 5 s, shorter than channels-redis's
             # blocking receive: without a longer timeout an idle websocket consumer crashes.
             "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}]},

@@ -14,6 +14,7 @@ user may see, so nothing is filtered after delivery.
 
 from __future__ import annotations
 
+import json
 import logging
 
 from asgiref.sync import async_to_sync
@@ -26,11 +27,18 @@ logger = logging.getLogger(__name__)
 MESSAGE_TYPE = "paddock.event"
 
 
+def layer_message(event: dict) -> dict:
+    """The channel-layer message of ``event``: the event and its JSON text, encoded once here
+    rather than once per connected client (``EventsConsumer.paddock_event`` sends the text)."""
+    return {"type": MESSAGE_TYPE, "event": event, "text": json.dumps(event)}
+
+
 async def publish(layer, groups: list[str], message: dict) -> None:
     """Send ``message`` to each group: one ``group_send`` per group."""
+    packed = layer_message(message)
     for group in groups:
         try:
-            await layer.group_send(group, {"type": MESSAGE_TYPE, "event": message})
+            await layer.group_send(group, packed)
         except Exception:
             logger.warning("could not publish %s to %s", message.get("type"), group, exc_info=True)
 
