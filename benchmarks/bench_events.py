@@ -46,7 +46,9 @@ from _common import (
     Server,
     bench_environment,
     figure,
+    goal,
     header,
+    load_line,
     note,
     percentile,
     run_main,
@@ -339,6 +341,12 @@ def main() -> None:
             header(f"(a) event-to-websocket latency, {CHANGES} out-of-band start/destroy")
             samples = asyncio.run(measure_latency(url, raw, vm.pk, dom))
             report("latency", samples)
+            ok = goal(
+                "out-of-band change -> vm.updated, 1 client, p95",
+                summary_ms(samples)["p95"],
+                "ms",
+                250,
+            )
 
             header(f"(b) fan-out: {CLIENTS} websocket clients, {UPDATES} suspend/resume updates")
             dom.create()
@@ -347,6 +355,12 @@ def main() -> None:
             figure(f"connecting {CLIENTS} clients", result["connect_s"], "s")
             if result["deliveries"]:
                 report("delivery", result["deliveries"])
+                ok &= goal(
+                    f"fan-out to {CLIENTS} clients, delivery p95",
+                    summary_ms(result["deliveries"])["p95"],
+                    "ms",
+                    250,
+                )
                 figure(
                     "last client per update p50",
                     percentile(result["last_client"], 50) * 1000,
@@ -367,6 +381,9 @@ def main() -> None:
             )
             figure("messages delivered", len(result["deliveries"]))
             figure("messages lost", result["lost"])
+            ok &= goal("messages lost", result["lost"], "messages", 1, 0)
+            note(load_line("after the fan-out"))
+            print("PASS" if ok else "FAIL", flush=True)
             if result["lost"]:
                 raise BenchError(f"{result['lost']} messages lost")
         finally:
