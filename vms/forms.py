@@ -66,7 +66,11 @@ class VmCreateForm(forms.Form):
     # Memory
     # Any whole MiB from 64 up (QEMU sizes guest memory in KiB; libvirt keeps whole MiB as given).
     memory_mib = forms.IntegerField(
-        initial=2048, label="Memory (MiB)", widget=_number({"min": 64, "step": 1})
+        initial=2048,
+        label="Memory (MiB)",
+        widget=_number({"min": 64, "step": 1}),
+        help_text="Any whole MiB from 64 up, e.g. 1000: libvirt runs a guest's memory in whole "
+        "MiB, so nothing is rounded.",
     )
     max_memory_mib = forms.IntegerField(
         required=False,
