@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+import redis
 from celery import shared_task
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
@@ -415,7 +416,26 @@ def resend_interval(sends: int) -> float:
     return min(RESEND_MAX_INTERVAL_SECONDS, RESEND_AFTER_SECONDS * 2 ** max(0, sends - 1))
 
 
-def resend_lost_tasks(now=None) -> list[int]:
+#: a key the sweep keeps in a Redis broker: gone means the broker lost what it held
+BROKER_MARK = "paddock:broker-mark"
+
+
+def broker_was_emptied(url: str | None = None) -> bool:
+    """Whether a Redis broker lost its contents since the last sweep (restarted empty, or
+    flushed): the mark the sweep keeps there is gone. Sets the mark again. False for other
+    brokers, and when Redis does not answer (its messages are then no worse off)."""
+    url = url or settings.CELERY_BROKER_URL
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return False
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
+        with client:
+            return bool(client.set(BROKER_MARK, "1", nx=True))
+    except redis.RedisError:
+        return False
+
+
+def resend_lost_tasks(now=None, *, everything: bool = False) -> list[int]:
     """Send again the queued tasks whose message may be lost. Returns their ids.
 
     A task is the database row, the broker message only a wake-up call: the row is committed
@@ -424,19 +444,26 @@ def resend_lost_tasks(now=None) -> list[int]:
     ``queued`` a while after its last send (or never sent) is sent again. A duplicate message
     does nothing: the claim is a compare-and-swap on ``queued``. Cancelled, running and
     finished tasks are never sent. The wait doubles with each send, so a task queued behind a
-    long one on its host's queue does not flood the broker.
+    long one on its host's queue does not flood the broker; but when the broker was emptied
+    (``broker_was_emptied``), or ``everything`` is asked (a worker starting, whose predecessor
+    may have died holding messages), every queued task is sent at once, whatever its wait.
     """
     now = now or timezone.now()
+    everything = broker_was_emptied() or everything
     first = now - timedelta(seconds=RESEND_AFTER_SECONDS)
-    candidates = (
-        Task.objects.filter(state=TaskState.QUEUED)
-        .filter(Q(sent_at__isnull=True, created__lt=first) | Q(sent_at__lt=first))
-        .order_by("id")
-        .values_list("pk", "host_id", "sent_at", "sends")[:RESEND_BATCH]
-    )
+    candidates = Task.objects.filter(state=TaskState.QUEUED)
+    if not everything:
+        candidates = candidates.filter(
+            Q(sent_at__isnull=True, created__lt=first) | Q(sent_at__lt=first)
+        )
+    candidates = candidates.order_by("id").values_list("pk", "host_id", "sent_at", "sends")
     resent = []
-    for task_id, host_id, sent_at, sends in candidates:
-        if sent_at is not None and (now - sent_at).total_seconds() < resend_interval(sends):
+    for task_id, host_id, sent_at, sends in candidates[:RESEND_BATCH]:
+        if (
+            not everything
+            and sent_at is not None
+            and (now - sent_at).total_seconds() < resend_interval(sends)
+        ):
             continue
         dispatch(task_id, queue_for(host_id))
         resent.append(task_id)

@@ -37,8 +37,12 @@ def resend_lost_tasks() -> None:
 
 @worker_ready.connect
 def _on_worker_ready(**_kwargs) -> None:
-    """A starting worker first resolves what dead workers left running."""
+    """A starting worker first resolves what dead workers left running, and sends every queued
+    task again: a worker killed before it started the messages it had taken leaves them
+    unacknowledged in the broker (for its visibility timeout, an hour), however short their
+    resend wait."""
     taskrunner.recover_stale_tasks()
+    taskrunner.resend_lost_tasks(everything=True)
 
 
 def registered_queues() -> list[str]:

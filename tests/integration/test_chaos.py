@@ -17,7 +17,9 @@ from pathlib import Path
 
 import libvirt
 import pytest
+import redis
 
+from panel import taskrunner
 from tests.integration.test_worker_crash import (  # noqa: F401 (fixtures)
     _create_body,
     _volumes,
@@ -101,3 +103,16 @@ def test_worker_killed_before_undefining_a_delete_is_finished_by_recovery(api, l
     again = client.post("/api/vms/", _create_body(lab, name), format="json")
     assert again.status_code == 202, again.content
     assert _wait_task(again.json()["task"]["id"], {"succeeded", "failed"}).state == "succeeded"
+
+
+def test_a_redis_broker_emptied_is_noticed_once():
+    base = os.environ.get("REDIS_URL")
+    if not base:
+        pytest.fail("needs REDIS_URL (make test sets it)")
+    url = base.rsplit("/", 1)[0] + "/" + os.environ.get("PADDOCK_CRASH_TEST_REDIS_DB", "13")
+    client = redis.Redis.from_url(url)
+    client.flushdb()  # what a restart without persistence leaves
+    assert taskrunner.broker_was_emptied(url) is True
+    assert taskrunner.broker_was_emptied(url) is False  # the mark is back
+    client.flushdb()
+    assert taskrunner.broker_was_emptied(url) is True

@@ -11,7 +11,7 @@ from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from hosts.models import Host
-from panel import taskrunner
+from panel import taskrunner, tasks
 from panel.choices import TaskState
 from panel.models import Task
 
@@ -167,3 +167,36 @@ def test_heartbeat_keeps_renewing_after_a_failed_renewal(host, monkeypatch):
         beat.stop()
         beat.join(5)
     assert beat.is_alive() is False and failures == [1]
+
+
+@pytest.fixture
+def sent(monkeypatch) -> list[int]:
+    """Task ids handed to the broker (nothing reaches a broker)."""
+    out: list[int] = []
+    monkeypatch.setattr(taskrunner.run_task, "apply_async", lambda args, queue: out.append(args[0]))
+    return out
+
+
+@pytest.mark.django_db
+def test_an_emptied_broker_has_every_queued_task_sent_at_once(host, sent, monkeypatch):
+    waiting = Task.objects.create(kind="test.idempotent", host=host)
+    Task.objects.filter(pk=waiting.pk).update(sent_at=timezone.now(), sends=6)  # a long wait
+    Task.objects.create(kind="test.idempotent", host=host, state=TaskState.CANCELLED)
+    monkeypatch.setattr(taskrunner, "broker_was_emptied", lambda url=None: False)
+    assert taskrunner.resend_lost_tasks() == []
+    monkeypatch.setattr(taskrunner, "broker_was_emptied", lambda url=None: True)
+    assert taskrunner.resend_lost_tasks() == [waiting.pk]
+    assert sent == [waiting.pk]  # never the cancelled one
+
+
+@pytest.mark.django_db
+def test_a_starting_worker_sends_every_queued_task_again(host, sent):
+    waiting = Task.objects.create(kind="test.idempotent", host=host)
+    Task.objects.filter(pk=waiting.pk).update(sent_at=timezone.now(), sends=3)
+    tasks._on_worker_ready()
+    assert sent == [waiting.pk]
+
+
+def test_a_broker_that_is_not_redis_is_never_taken_for_emptied():
+    assert taskrunner.broker_was_emptied("memory://") is False
+    assert taskrunner.broker_was_emptied("redis://127.0.0.1:1/0") is False  # nothing answers
