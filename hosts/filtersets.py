@@ -22,7 +22,7 @@ class GoneFilterMixin(PaddockFilterSet):
 class HostFilterSet(PaddockFilterSet):
     name = django_filters.CharFilter(lookup_expr="iexact")
     q = django_filters.CharFilter(field_name="name", lookup_expr="icontains")
-    status = django_filters.MultipleChoiceFilter(choices=HostStatus.choices)
+    status = django_filters.MultipleChoiceFilter(choices=HostStatus.choices, distinct=False)
 
     class Meta:
         model = Host
@@ -32,8 +32,8 @@ class HostFilterSet(PaddockFilterSet):
 class StoragePoolFilterSet(GoneFilterMixin):
     host = IdFilter(field_name="host_id")
     name = django_filters.CharFilter(lookup_expr="iexact")
-    pool_type = django_filters.MultipleChoiceFilter(choices=PoolType.choices)
-    state = django_filters.MultipleChoiceFilter(choices=PoolState.choices)
+    pool_type = django_filters.MultipleChoiceFilter(choices=PoolType.choices, distinct=False)
+    state = django_filters.MultipleChoiceFilter(choices=PoolState.choices, distinct=False)
 
     class Meta:
         model = StoragePool

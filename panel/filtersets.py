@@ -46,7 +46,7 @@ class TaskFilterSet(PaddockFilterSet):
     vm = IdFilter(field_name="vm_id")
     host = IdFilter(field_name="host_id")
     tenant = IdFilter(field_name="tenant_id")
-    state = django_filters.MultipleChoiceFilter(choices=TaskState.choices)
+    state = django_filters.MultipleChoiceFilter(choices=TaskState.choices, distinct=False)
     kind = django_filters.CharFilter()
 
     class Meta:

@@ -16,7 +16,7 @@ class VirtualMachineFilterSet(GoneFilterMixin):
     tenant = django_filters.CharFilter(method="filter_tenant", help_text="Tenant id or name")
     name = django_filters.CharFilter(lookup_expr="iexact")
     q = django_filters.CharFilter(method="filter_q", help_text="Name fragment, UUID or MAC")
-    state = django_filters.MultipleChoiceFilter(choices=VMState.choices)
+    state = django_filters.MultipleChoiceFilter(choices=VMState.choices, distinct=False)
     is_template = django_filters.BooleanFilter()
     # Tuning's drift flag (``tuning.VmTuning``, related name ``tuning``): a lookup by name, so
     # the filter needs no import of the room above.
