@@ -4,7 +4,10 @@ The safety net under the event watchers (``hosts.watcher``): a host busy with a 
 skipped this round; one that does not answer is marked offline with libvirt's message and
 retried next round. What a round changed (a VM's state, a VM that appeared or vanished, the
 host's status) is published as ``vm.updated`` / ``host.updated``, so browsers see drift repairs
-as they see events.
+as they see events. A watcher process that serves one shard of the hosts (``hosts.shards``,
+``watch_hosts --shard i/n``) reconciles that shard's hosts only, and leaves out the hosts its
+watchers are still trying to reach (``skip``): they retry with backoff and reconcile as soon
+as they connect, so the round does not wait for an unreachable host twice.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from django.db import close_old_connections
 
@@ -21,6 +25,7 @@ from . import hooks
 from .choices import HostStatus
 from .driver.connection import HostConnectError, drop_connection
 from .models import Host
+from .shards import ALL, Shard
 from .sync import mark_unreachable, sync_host
 
 logger = logging.getLogger(__name__)
@@ -48,9 +53,11 @@ def reconcile_host(host: Host, publish: bool = True) -> dict | None:
     return summary
 
 
-def reconcile_all() -> int:
+def reconcile_all(shard: Shard = ALL, skip: Callable[[int], bool] | None = None) -> int:
     count = 0
-    for host in Host.objects.all().order_by("pk"):
+    for host in shard.hosts(Host.objects.all()).order_by("pk"):
+        if skip is not None and skip(host.pk):
+            continue
         try:
             if reconcile_host(host) is not None:
                 count += 1
@@ -59,10 +66,15 @@ def reconcile_all() -> int:
     return count
 
 
-def run_forever(interval: float, stop: threading.Event | None = None) -> None:
+def run_forever(
+    interval: float,
+    stop: threading.Event | None = None,
+    shard: Shard = ALL,
+    skip: Callable[[int], bool] | None = None,
+) -> None:
     stop = stop or threading.Event()
     while not stop.is_set():
         close_old_connections()
         started = time.monotonic()
-        reconcile_all()
+        reconcile_all(shard, skip)
         stop.wait(max(1.0, interval - (time.monotonic() - started)))

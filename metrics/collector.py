@@ -36,6 +36,7 @@ from hosts.choices import HostStatus
 from hosts.driver import stats
 from hosts.driver.connection import HostConnectError, get_connection, parse_uri
 from hosts.models import Host, StoragePool
+from hosts.shards import ALL, Shard
 from vms.models import VirtualMachine
 
 from .simulator import simulate_host
@@ -200,12 +201,13 @@ def _publish(rnd: Round) -> None:
         logger.warning("could not publish metrics of host %s", rnd.host_id, exc_info=True)
 
 
-def collect_all(now: float | None = None) -> int:
-    """One round on every online host; returns the hosts collected. Hosts the reconcile loop
-    marked offline are left to it: waiting here for their connect timeout would delay every
-    other host's round."""
+def collect_all(now: float | None = None, shard: Shard = ALL) -> int:
+    """One round on every online host (of ``shard``, the watcher process's share); returns
+    the hosts collected. Hosts the reconcile loop marked offline are left to it: waiting here
+    for their connect timeout would delay every other host's round."""
     count = 0
-    for host in Host.objects.filter(status=HostStatus.ONLINE).order_by("pk"):
+    online = Host.objects.filter(status=HostStatus.ONLINE)
+    for host in shard.hosts(online).order_by("pk"):
         try:
             collect_host(host, now=now)
             count += 1
@@ -239,16 +241,16 @@ def interval() -> float:
     return max(1.0, float(value))
 
 
-def run_forever(interval: float, stop: threading.Event | None = None) -> None:
-    """Collect every online host every ``interval`` seconds until ``stop`` is set; checkpoint the
-    rollups when due and drop the rings of deleted objects once an hour."""
+def run_forever(interval: float, stop: threading.Event | None = None, shard: Shard = ALL) -> None:
+    """Collect every online host (of ``shard``) every ``interval`` seconds until ``stop`` is
+    set; checkpoint the rollups when due and drop the rings of deleted objects once an hour."""
     stop = stop or threading.Event()
     last_prune = time.monotonic()
     while not stop.is_set():
         close_old_connections()
         started = time.monotonic()
         try:
-            collect_all()
+            collect_all(shard=shard)
             get_store().checkpoint()
             if started - last_prune > 3600:
                 prune_orphans()

@@ -1,6 +1,7 @@
 """Event subscriptions for the host watchers: libvirt's callbacks as plain Python calls.
 
-:func:`open_watch_connection` opens a connection of its own with keepalive;
+:func:`open_watch_connection` opens a connection of its own, under the host call deadline
+(``hosts.driver.connection.open_connection``: its calls have deadlines too), with keepalive;
 :func:`subscribe` registers callbacks for the domain events the inventory follows (lifecycle,
 reboot, device added/removed, job completed), storage pool and network lifecycle, and, on a
 connection of its own, the close callback. The callbacks get plain data: a domain's UUID and
@@ -15,7 +16,15 @@ from collections.abc import Callable
 
 import libvirt
 
-from .connection import HostConnectError, libvirt_error_message
+from .connection import (
+    DriverError,
+    Guarded,
+    HostCallTimeout,
+    HostConnectError,
+    close_connection,
+    libvirt_error_message,
+    open_connection,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,20 +57,23 @@ ObjectCallback = Callable[[], None]
 CloseCallback = Callable[[str], None]  # a message saying why
 
 
-def open_watch_connection(uri: str) -> libvirt.virConnect:
-    """A connection of the watcher's own, with keepalive where the transport has it."""
-    try:
-        conn = libvirt.open(uri)
-    except libvirt.libvirtError as exc:
-        raise HostConnectError(libvirt_error_message(exc)) from None
+def open_watch_connection(host) -> Guarded:
+    """A connection of the watcher's own to ``host``, opened under the call deadline (an
+    unreachable host costs at most that long), with keepalive where the transport has it.
+    Raises :class:`HostConnectError` (:class:`HostCallTimeout` when the open outlived its
+    deadline) with libvirt's message."""
+    conn = open_connection(host)
     try:
         conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
-    except libvirt.libvirtError:
-        logger.debug("keepalive not supported for %s", uri)
+    except HostCallTimeout:
+        close_connection(conn)
+        raise
+    except DriverError:
+        logger.debug("keepalive not supported for %s", getattr(host, "name", host))
     return conn
 
 
-def connection_alive(conn: libvirt.virConnect | None) -> bool:
+def connection_alive(conn) -> bool:
     if conn is None:
         return False
     try:
@@ -73,7 +85,7 @@ def connection_alive(conn: libvirt.virConnect | None) -> bool:
 class Subscription:
     """Callbacks registered on one connection; :meth:`cancel` takes them off again."""
 
-    def __init__(self, conn: libvirt.virConnect, own: bool) -> None:
+    def __init__(self, conn, own: bool) -> None:
         self.conn = conn
         self.own = own
         self._ids: list[tuple[str, int]] = []
@@ -102,13 +114,13 @@ class Subscription:
                 pass
         if close:
             try:
-                conn.close()
+                close_connection(conn)  # under a short deadline: a silent host cannot hold us
             except Exception:
-                pass
+                pass  # closed already
 
 
 def subscribe(
-    conn: libvirt.virConnect,
+    conn,
     *,
     own: bool,
     on_domain: DomainCallback,
@@ -164,7 +176,10 @@ def subscribe(
 
             conn.registerCloseCallback(closed, None)
             sub._close_registered = True
-    except libvirt.libvirtError as exc:
+    except HostConnectError:  # a call outlived its deadline (HostCallTimeout)
+        sub.cancel()
+        raise
+    except libvirt.libvirtError as exc:  # DriverError through a guarded connection
         sub.cancel()
         raise HostConnectError(libvirt_error_message(exc)) from None
     return sub
