@@ -323,6 +323,13 @@ PADDOCK = {
     "CONNECT_TIMEOUT": int(os.environ.get("PADDOCK_CONNECT_TIMEOUT", "15")),
     # Seconds between the watcher's reconcile rounds (what an event may have missed).
     "RECONCILE_SECONDS": float(os.environ.get("PADDOCK_RECONCILE_SECONDS", "30")),
+    # A watcher process's fixed threads, whatever its number of hosts: openers open host
+    # connections (each under the call deadline), appliers do the database work of the events
+    # (one database connection each while busy). With the reconcile loop, the metrics
+    # collector and the rescan, a watcher process needs WATCHER_APPLIERS + 3 database
+    # connections: PADDOCK_DB_POOL_MAX must be at least that (docs/events.md).
+    "WATCHER_OPENERS": int(os.environ.get("PADDOCK_WATCHER_OPENERS", "8")),
+    "WATCHER_APPLIERS": int(os.environ.get("PADDOCK_WATCHER_APPLIERS", "4")),
     # Seconds between metric collections; how often the minute/hour/day rings are saved to
     # the database (0: only at shutdown).
     "METRICS_INTERVAL": float(os.environ.get("PADDOCK_METRICS_INTERVAL", "10")),
