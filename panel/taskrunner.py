@@ -458,7 +458,8 @@ def resend_lost_tasks(now=None, *, everything: bool = False) -> list[int]:
         )
     candidates = candidates.order_by("id").values_list("pk", "host_id", "sent_at", "sends")
     resent = []
-    for task_id, host_id, sent_at, sends in candidates[:RESEND_BATCH]:
+    # Lost for certain: all of them now; otherwise a batch a sweep.
+    for task_id, host_id, sent_at, sends in candidates if everything else candidates[:RESEND_BATCH]:
         if (
             not everything
             and sent_at is not None
