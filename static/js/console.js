@@ -229,6 +229,7 @@ class VmConsole {
     this.root.dataset.consoleState = "simulated";
     this.say(SIMULATED, "muted");
     this.showReconnect(false);
+    this.root.querySelectorAll("[data-console-ctrlaltdel]").forEach((b) => (b.hidden = true));
   }
 
   opened() {

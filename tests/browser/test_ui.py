@@ -81,7 +81,7 @@ def test_admin_walks_the_console_and_resyncs_a_host(live_host, live_server, page
     new = Task.objects.exclude(pk__in=before).get()
     assert new.kind == "host.sync" and new.host_id == live_host.pk
     row = page.locator(f"#task-row-{new.pk}")
-    expect(row).to_contain_text("Host sync")
+    expect(row).to_contain_text("Sync host sim-01")
     expect(row).to_have_attribute("data-state", "succeeded", timeout=15_000)
     shot(page, "ui-resync-taskbar")
 
@@ -246,7 +246,7 @@ def test_wizard_creates_a_vm_and_stop_asks_first(live_host, tenant, live_server,
     task = Task.objects.get(kind="vm.create", vm=vm)
     expect(page.locator(".flash")).to_contain_text(f"task #{task.pk}")
     row = page.locator(f"#task-row-{task.pk}")
-    expect(row).to_contain_text("Vm create")
+    expect(row).to_contain_text("Create VM wiz-01")
     expect(row).to_have_attribute("data-state", "succeeded", timeout=15_000)
     shot(page, "ui-wizard-created")
     page.reload()

@@ -111,7 +111,7 @@ def test_shell_has_tree_search_user_menu_and_task_bar(client, admin_user, synced
     assert 'action="/logout/"' in page
     assert 'id="taskbar-rows"' in page and 'data-poll="taskbar"' in page
     assert "X-CSRFToken" in page
-    assert "Host sync" in page  # the first sync is in the task bar
+    assert "Sync host sim-01" in page  # the first sync is in the task bar
     # Nothing from a CDN.
     assert not re.search(r'(src|href)="https?://', page)
 
@@ -197,7 +197,7 @@ def test_tenant_user_tree_shows_their_tenants_and_no_hosts(
     assert reverse("ui:tree_tenant_vms", args=[tenant.pk]) in page
     assert reverse("ui:tree_tenant_vms", args=[other_tenant.pk]) not in page
     assert reverse("ui:host", args=[synced_host.pk]) not in page
-    assert "Host sync" not in page  # the host's tasks belong to no tenant of theirs
+    assert "Sync host" not in page  # the host's tasks belong to no tenant of theirs
 
 
 def test_other_tenants_vm_is_404_and_host_pages_are_403(

@@ -17,6 +17,7 @@ from hosts.models import Host, StoragePool, Volume
 from hosts.selectors import hosts_for, networks_for, pools_for
 from hosts.storage import backend_for
 from panel import selectors as panel_selectors
+from panel.choices import TaskState
 from panel.generic import task_link
 from panel.models import Tenant
 from panel.tenancy import Action, is_platform_admin, restrict
@@ -335,6 +336,21 @@ def _create(request: HttpRequest, wizard: CreateWizard) -> HttpResponse | None:
         )
     except ValidationError as exc:
         wizard.apply_service_errors(exc)
+        return None
+    task.refresh_from_db(fields=["state", "error"])
+    if task.state == TaskState.FAILED:
+        # The task ran already (a worker in this process, the simulated host) and took the VM
+        # back: the wizard says why, with everything the user typed still in it.
+        wizard.add_step_error(
+            "confirm",
+            format_html(
+                "Creating {} on {} failed: {} ({}). Nothing was kept.",
+                vm.name,
+                vm.host.name,
+                task.error or "no reason was recorded",
+                task_link(task),
+            ),
+        )
         return None
     messages.success(
         request,
