@@ -25,7 +25,7 @@ from .forms import (
     UserCreateForm,
     apply_service_errors,
 )
-from .generic import paginate, require_platform_admin
+from .generic import TASK_COUNT_CAP, paginate, require_platform_admin
 from .models import ApiToken
 from .templatetags.paddock import recent_tasks
 from .tenancy import is_platform_admin
@@ -49,7 +49,7 @@ def task_list(request: HttpRequest) -> HttpResponse:
         {
             "active_tab": "tasks",
             "filterset": filterset,
-            "page": paginate(request, filterset.qs),
+            "page": paginate(request, filterset.qs, cap=TASK_COUNT_CAP),
             "kinds": task_kinds(request.user, tasks),
             "task_states": TaskState.choices,
             "selected_states": request.GET.getlist("state"),

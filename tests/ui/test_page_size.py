@@ -11,6 +11,8 @@ import pytest
 from django.urls import reverse
 
 from hosts.models import Host
+from panel import views as panel_views
+from panel.generic import CappedPaginator
 from panel.models import Task, Tenant
 from vms.models import VirtualMachine
 
@@ -107,3 +109,24 @@ def test_tree_loads_hosts_when_the_datacenter_opens(client, admin_user, inventor
     assert "<path" not in page + hosts and "icons.svg#host" in hosts
     host = _page(client, reverse("ui:tree_host", args=[inventory["host"].pk]))
     assert re.search(r'Virtual machines</span><span class="count">3<', host)
+
+
+def test_task_pages_count_at_most_the_cap_and_keep_the_order(admin_user, inventory):
+    Task.objects.bulk_create(Task(kind="vm.start", user=admin_user) for _ in range(7))
+    tasks = Task.objects.select_related("vm", "host")  # newest first
+    paginator = CappedPaginator(tasks, 2, cap=5)
+    assert paginator.count == 5 and paginator.capped and paginator.num_pages == 3
+    expected = list(tasks.values_list("pk", flat=True))
+    assert [t.pk for t in paginator.page(2)] == expected[2:4]
+    assert [t.pk for t in paginator.page(3)] == expected[4:5]  # the cap ends the last page
+    whole = CappedPaginator(tasks, 50, cap=100)
+    assert whole.count == 8 and not whole.capped
+
+
+def test_task_list_says_more_than_the_cap(client, admin_user, inventory, monkeypatch):
+    monkeypatch.setattr(panel_views, "TASK_COUNT_CAP", 3)
+    Task.objects.bulk_create(Task(kind="vm.start", user=admin_user) for _ in range(4))
+    client.force_login(admin_user)
+    assert "1–3 of more than 3" in _page(client, reverse("ui:task_list"))
+    monkeypatch.setattr(panel_views, "TASK_COUNT_CAP", 100)
+    assert "1–5 of 5" in _page(client, reverse("ui:task_list"))

@@ -88,7 +88,7 @@ ADMIN_PAGES = [
     ("/hosts/{host}/?tab=vms", 7),
     ("/vms/{vm}/", 7),
     ("/search/?q=qc-vm", 4),
-    ("/tasks/", 6),
+    ("/tasks/", 7),
     ("/tree/hosts/", 3),
     ("/tree/hosts/{host}/", 4),
     ("/tree/hosts/{host}/vms/", 4),
