@@ -104,8 +104,14 @@ def test_shell_has_tree_search_user_menu_and_task_bar(client, admin_user, synced
     login(client, admin_user)
     page = text(client.get(reverse("ui:datacenter")))
     assert 'id="tree"' in page
-    assert reverse("ui:tree_host_vms", args=[synced_host.pk]) in page  # lazy node
+    # Only the first level is in the page; the hosts load when the datacenter node opens,
+    # what a host holds when the host opens.
+    assert reverse("ui:tree_hosts") in page and reverse("ui:tree_tenants") in page
     assert 'hx-trigger="paddock:expand once"' in page
+    hosts = text(client.get(reverse("ui:tree_hosts")))
+    assert reverse("ui:tree_host", args=[synced_host.pk]) in hosts
+    host = text(client.get(reverse("ui:tree_host", args=[synced_host.pk])))
+    assert reverse("ui:tree_host_vms", args=[synced_host.pk]) in host
     assert 'action="/search/"' in page
     assert reverse("ui:tokens") in page and "/api/docs/" in page
     assert 'action="/logout/"' in page
@@ -194,9 +200,12 @@ def test_tenant_user_tree_shows_their_tenants_and_no_hosts(
     tenant = acme_vms[0].tenant
     login(client, make_member(tenant, Role.OPERATOR))
     page = text(client.get(reverse("ui:datacenter")))
-    assert reverse("ui:tree_tenant_vms", args=[tenant.pk]) in page
-    assert reverse("ui:tree_tenant_vms", args=[other_tenant.pk]) not in page
-    assert reverse("ui:host", args=[synced_host.pk]) not in page
+    assert reverse("ui:tree_tenants") in page and reverse("ui:tree_hosts") not in page
+    tree = text(client.get(reverse("ui:tree_tenants")))
+    assert reverse("ui:tree_tenant_vms", args=[tenant.pk]) in tree
+    assert reverse("ui:tree_tenant_vms", args=[other_tenant.pk]) not in tree
+    assert reverse("ui:host", args=[synced_host.pk]) not in page + tree
+    assert client.get(reverse("ui:tree_hosts")).status_code == 403
     assert "Sync host" not in page  # the host's tasks belong to no tenant of theirs
 
 
