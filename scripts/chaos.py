@@ -60,6 +60,7 @@ PREFIX = "paddockchaos-"
 URI = "qemu:///system"
 FAULTS = ("web", "worker", "beat", "watcher", "redis", "postgres")
 FINAL = ("succeeded", "failed", "cancelled")
+KILL_MID = ("vm.create", "vm.delete", "vm.snapshot_create", "vm.clone")
 GOAL_SECONDS = 60.0
 #: how long a trial waits for its tasks to end before it counts the rest as lost
 LOST_AFTER_SECONDS = 150.0
@@ -384,6 +385,7 @@ class Verdict:
     stuck_locks: int = 0
     recovery: float = 0.0
     tasks: str = ""
+    struck: str = ""
     notes: list[str] = field(default_factory=list)
 
     def bad(self) -> bool:
@@ -581,18 +583,25 @@ class Chaos:
             t.start()
         self._burst_threads = threads
 
-    def wait_running(self, after_id: int, timeout: float = 15) -> None:
+    def wait_running(self, after_id: int, kind: str = "", timeout: float = 15) -> str:
+        """Wait until a task of the trial (of ``kind``, when given) runs; the kinds running."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.db.rows(
-                "SELECT 1 FROM panel_task WHERE id > %s AND state = 'running'", after_id
-            ):
-                return
+            running = [
+                r[0]
+                for r in self.db.rows(
+                    "SELECT kind FROM panel_task WHERE id > %s AND state = 'running'", after_id
+                )
+            ]
+            if running and (not kind or kind in running):
+                return ", ".join(running)
             time.sleep(0.02)
+        return "nothing"
 
     def inject(self, fault: str, n: int, mark: int, names: dict, a: int, d: int) -> float:
         """Strike ``fault`` in the middle of the burst; the monotonic time it ended."""
         shape = self.shape
+        self.struck = "the requests"
         if fault == "web" and n % 2 == 0:
             # The dual write, for certain: the web process stops right after a task's row is
             # committed and before its message is sent (a failpoint), and is killed there.
@@ -620,7 +629,9 @@ class Chaos:
         self.burst(names, a, d)
         for t in self._burst_threads:
             t.join(35)
-        self.wait_running(mark)
+        # A killed worker strikes each kind in turn: mid create, delete, snapshot and clone.
+        kind = KILL_MID[n % len(KILL_MID)] if fault == "worker" else ""
+        self.struck = self.wait_running(mark, kind)
         if fault in ("worker", "beat", "watcher"):
             shape.kill(fault)
             shape.start(fault)
@@ -644,6 +655,7 @@ class Chaos:
         ended = self.inject(fault, n, mark, names, a, d)
         _elapsed, open_tasks = wait_final(self.db, mark, LOST_AFTER_SECONDS)
         verdict.recovery = round(time.monotonic() - ended, 1)
+        verdict.struck = self.struck
         verdict.tasks = ", ".join(
             f"{kind} {state}" + (f" [{error[:160]}]" if error else "")
             for kind, state, error in self.db.rows(
@@ -733,8 +745,8 @@ def run(trials: int, faults: list[str]) -> int:
                 status = "BAD" if verdict.bad() else "ok"
                 say(
                     f"chaos: {fault} trial {n + 1}/{trials}: {status}, final "
-                    f"{verdict.recovery:.1f} s after the fault ({verdict.tasks})"
-                    + "".join(f"\n    {note}" for note in verdict.notes)
+                    f"{verdict.recovery:.1f} s after the fault; struck mid {verdict.struck} "
+                    f"({verdict.tasks})" + "".join(f"\n    {note}" for note in verdict.notes)
                 )
     finally:
         signal.signal(signal.SIGTERM, previous)
