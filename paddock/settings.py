@@ -341,6 +341,9 @@ PADDOCK = {
     # Folders test-driver node files (test:///path.xml) may be read from: the shipped fixtures
     # unless configured. Anything else is refused, so no URI makes libvirt read a file.
     "TEST_NODE_DIRS": env_list("PADDOCK_TEST_NODE_DIRS", str(BASE_DIR / "hosts" / "fixtures")),
+    # How many times its free space a thin pool may promise to new qcow2 volumes (they take
+    # what is written); full-size volumes always fit the free space (hosts.storage.backends).
+    "THIN_OVERCOMMIT": float(os.environ.get("PADDOCK_THIN_OVERCOMMIT", "1")),
     # POST /api/auth/token/ rates (DRF throttles, before any password check), per client
     # address and per username; password hashes running at once per process, and how long
     # an attempt waits for one (panel.security).
