@@ -152,8 +152,8 @@ class TestVirtualMachines(ModelEndpointTests):
 class TestTasks(ModelEndpointTests):
     url = "/api/tasks/"
     fields = {
-        "id", "kind", "state", "progress", "target", "vm", "host", "destination_host", "user", "tenant", "created",
-        "started", "finished", "error", "result", "log",
+        "id", "kind", "title", "state", "progress", "target", "vm", "host", "destination_host", "user", "tenant",
+        "created", "started", "finished", "error", "result", "log",
     }  # fmt: skip
     filters = {
         "vm": (lambda t: t["acme_vm"].pk, lambda row, t: row["vm"]["id"] == t["acme_vm"].pk),
