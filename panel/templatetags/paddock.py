@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+
 from django import template
+from django.conf import settings
 from django.templatetags.static import static
 from django.utils import timezone
 from django.utils.html import format_html
@@ -28,10 +31,17 @@ _TASK_STATE_ICONS = {
 }
 
 
+@functools.lru_cache(maxsize=4)
+def _sprite(static_url: str) -> str:
+    """The sprite's URL, worked out once (a page draws a few hundred icons; the hashed name of
+    a deployed sprite changes only with a new process)."""
+    return static("img/icons.svg")
+
+
 @register.simple_tag
 def icon(name: str, extra_class: str = "", title: str = "") -> SafeString:
     """An icon of the sprite in static/img/icons.svg."""
-    sprite = static("img/icons.svg")
+    sprite = _sprite(settings.STATIC_URL)
     if title:
         return format_html(
             '<svg class="i i-{} {}" role="img" aria-label="{}"><title>{}</title>'
