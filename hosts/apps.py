@@ -15,6 +15,7 @@ class HostsConfig(AppConfig):
         registry.task_error_formatters.register("libvirt", registrations.task_error_message)
         registry.worker_queues.register("hosts", registrations.host_queues)
         registry.subscriptions.register("hosts", registrations.visible_hosts)
+        registry.subscriptions.register("hosts.current", registrations.current_hosts)
         registry.tree_sections.register("hosts", registrations.tree_hosts)
         registry.tenant_reports.register("placement", registrations.tenant_placement)
         registry.register_task_titles(services.TASK_TITLES)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from panel import taskrunner
+from panel import events, taskrunner
 from panel.tenancy import is_platform_admin
 
 from . import selectors
@@ -29,6 +29,14 @@ def visible_hosts(user, ids: list[int]) -> list[int]:
     if not is_platform_admin(user):
         return []
     return list(Host.objects.filter(pk__in=ids).values_list("pk", flat=True))
+
+
+def current_hosts(user, ids: list[int]) -> list[dict]:
+    """What the hosts of ``ids`` the user may follow are now, as ``host.updated`` messages."""
+    if not is_platform_admin(user):
+        return []
+    hosts = Host.objects.filter(pk__in=ids).order_by("pk")
+    return [events.host_message(host, current=True) for host in hosts]
 
 
 def tree_hosts(user):

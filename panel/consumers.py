@@ -21,7 +21,7 @@ from channels.middleware import BaseMiddleware
 from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 
-from .events import MESSAGE_TYPE
+from .events import MESSAGE_TYPE, task_message
 from .models import ApiToken
 from .registry import subscriptions
 from .selectors import tasks_for
@@ -101,6 +101,21 @@ def _visible(user, wanted: dict[str, list[int]]) -> dict[str, list[int]]:
     return allowed
 
 
+def _current(user, wanted: dict[str, list[int]]) -> list[dict]:
+    """What the objects of ``wanted`` that the user may see are now: the messages their next
+    change would send, marked ``"current": true`` (a page that connects, or reconnects, learns
+    what changed before its socket was there)."""
+    messages: list[dict] = []
+    for key in ("vms", "hosts"):
+        current = subscriptions.get(f"{key}.current")
+        if wanted[key] and current is not None:
+            messages += current(user, wanted[key])
+    if wanted["tasks"]:
+        tasks = tasks_for(user).filter(pk__in=wanted["tasks"]).prefetch_related(None)
+        messages += [task_message(task, current=True) for task in tasks.order_by("pk")]
+    return messages
+
+
 def _parse_subscription(value) -> dict[str, list[int]] | None:
     if not isinstance(value, dict) or set(value) - set(SUBSCRIBABLE):
         return None
@@ -169,6 +184,9 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         await self.receive_json(content)
 
     async def receive_json(self, content, **kwargs):
+        if isinstance(content, dict) and "current" in content:
+            await self._send_current(content["current"])
+            return
         if not isinstance(content, dict) or "subscribe" not in content:
             await self.send_json({"type": "error", "error": "Unknown message."})
             return
@@ -217,6 +235,27 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             # Not visible or not existing: the same answer, as the API gives 404 for both.
             reply["not_found"] = denied
         await self.send_json(reply)
+        for message in await database_sync_to_async(_current)(self.user, allowed):
+            await self.send_json(message)
+
+    async def _send_current(self, value) -> None:
+        """``{"current": {"vms": [...], "hosts": [...], "tasks": [...]}}``: the present state of
+        those objects (the ones the user may see), one message each, then ``{"type":
+        "current", "count": n}``; the groups joined stay as they are."""
+        wanted = _parse_subscription(value)
+        if wanted is None:
+            await self.send_json(
+                {
+                    "type": "error",
+                    "error": "current takes an object of id lists: vms, hosts, tasks "
+                    f"(at most {MAX_SUBSCRIPTION} ids).",
+                }
+            )
+            return
+        messages = await database_sync_to_async(_current)(self.user, wanted)
+        for message in messages:
+            await self.send_json(message)
+        await self.send_json({"type": "current", "count": len(messages)})
 
     async def paddock_event(self, message):
         text = message.get("text")

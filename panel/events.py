@@ -87,6 +87,7 @@ def vm_message(vm, **extra) -> dict:
         "gone": vm.gone,
         "host": vm.host_id,
         "tenant": vm.tenant_id,
+        "lock": vm.lock_id,  # the task holding the VM (its actions wait), or null
         **extra,
     }
 
@@ -115,19 +116,21 @@ def host_changed(host, **extra) -> None:
     send_on_commit(groups_for_host(host), host_message(host, **extra))
 
 
+def task_message(task, **extra) -> dict:
+    return {
+        "type": "task.updated",
+        "id": task.pk,
+        "kind": task.kind,
+        "state": task.state,
+        "progress": task.progress,
+        "target": task.target,
+        "error": task.error,
+        **extra,
+    }
+
+
 def task_changed(task) -> None:
-    send_on_commit(
-        groups_for_task(task),
-        {
-            "type": "task.updated",
-            "id": task.pk,
-            "kind": task.kind,
-            "state": task.state,
-            "progress": task.progress,
-            "target": task.target,
-            "error": task.error,
-        },
-    )
+    send_on_commit(groups_for_task(task), task_message(task))
 
 
 def task_log(task, line: str, level: str) -> None:

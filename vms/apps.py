@@ -14,6 +14,7 @@ class VmsConfig(AppConfig):
         registry.register_lockable(*registrations.LOCKABLE)
         registry.register_conflict(*registrations.CONFLICTS)
         registry.subscriptions.register("vms", registrations.visible_vms)
+        registry.subscriptions.register("vms.current", registrations.current_vms)
         registry.state_labels.register("vm", registrations.STATE_LABELS)
         registry.tenant_reports.register("usage", registrations.tenant_usage)
         registry.register_task_titles(services.TASK_TITLES)

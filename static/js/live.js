@@ -8,6 +8,12 @@
  * - console.status tells a VM page who has its console open.
  * - On a task page the socket narrows to that task and streams its log and progress.
  *
+ * - On connect and on every reconnect the page asks what the objects it shows are now
+ *   ({"current": {vms, hosts, tasks}}: the VMs and hosts drawn with a state, the task bar's
+ *   unfinished tasks, the task page's task); the answers are ordinary *.updated messages marked
+ *   "current", so a change made before the socket was there (the page's own action, a reload,
+ *   a dropped connection) is on screen as soon as the socket is.
+ *
  * Every message is also dispatched on document as a "paddock:event" CustomEvent, so page
  * scripts (console, charts) can listen without a socket of their own. The connection comes
  * back with backoff (1, 2, 4 ... 30 s); a close with 4401 means the session is gone: log in.
@@ -27,6 +33,7 @@
   };
   const HOST_LABELS = { online: "Online", offline: "Offline", unknown: "Unknown", error: "Error" };
   const FINAL_TASK_STATES = ["succeeded", "failed", "cancelled"];
+  const MAX_CURRENT = 1000; // the socket answers at most this many ids at once
 
   const live = {
     ws: null,
@@ -115,6 +122,11 @@
         : { subscribe: null };
     },
 
+    askCurrent: function () {
+      const objects = pageObjects();
+      if (objects.vms.length || objects.hosts.length || objects.tasks.length) this.send({ current: objects });
+    },
+
     handle: function (event) {
       switch (event.type) {
         case "hello":
@@ -123,8 +135,12 @@
           this.connects += 1;
           setLiveFlag(true);
           if (this.subscription) this.send(this.subscribeMessage());
+          // What changed before this socket was there: the objects on the page, as they are.
+          this.askCurrent();
           // Events missed while the socket was down: read the bar once.
           if (this.connects > 1) refreshTaskbar();
+          break;
+        case "current":
           break;
         case "subscribed":
           this.scope = event.scope;
@@ -133,7 +149,9 @@
           if (taskPage.id && (event.scope === "objects" || event.keep_all)) taskPage.reload();
           break;
         case "task.updated":
-          if (window.Paddock && window.Paddock.taskbar) window.Paddock.taskbar.applyEvent(event);
+          if (window.Paddock && window.Paddock.taskbar && !unchangedTask(event)) {
+            window.Paddock.taskbar.applyEvent(event);
+          }
           taskPage.updated(event);
           break;
         case "task.log":
@@ -154,6 +172,40 @@
       document.dispatchEvent(new CustomEvent("paddock:event", { detail: event }));
     },
   };
+
+  /* The ids of what the page shows with a live state, at most MAX_CURRENT in all. */
+  function pageObjects() {
+    let room = MAX_CURRENT;
+    function ids(elements, read) {
+      const seen = [];
+      elements.forEach(function (el) {
+        const id = Number(read(el));
+        if (id > 0 && !seen.includes(id) && seen.length < room) seen.push(id);
+      });
+      room -= seen.length;
+      return seen;
+    }
+    const tasks = ids(
+      Array.from(document.querySelectorAll("#taskbar-rows tr[data-task]")).filter(
+        (tr) => !FINAL_TASK_STATES.includes(tr.dataset.state)
+      ),
+      (tr) => tr.dataset.task
+    );
+    if (taskPage.id && !tasks.includes(taskPage.id) && room > 0) {
+      tasks.push(taskPage.id);
+      room -= 1;
+    }
+    const vms = ids(document.querySelectorAll("[data-vm-id][data-vm-state]"), (el) => el.dataset.vmId);
+    const hosts = ids(document.querySelectorAll("[data-host-id][data-host-status]"), (el) => el.dataset.hostId);
+    return { vms: vms, hosts: hosts, tasks: tasks };
+  }
+
+  /* A "current" answer for a task whose row already shows that final state: nothing to draw. */
+  function unchangedTask(event) {
+    if (!event.current) return false;
+    const row = document.getElementById("task-row-" + event.id);
+    return !!row && row.dataset.state === event.state && FINAL_TASK_STATES.includes(event.state);
+  }
 
   function setLiveFlag(on) {
     document.documentElement.dataset.live = on ? "open" : "down";
@@ -206,11 +258,20 @@
 
   function applyVmState(event) {
     if (!event.id || !event.state) return;
+    let changed = false;
     document.querySelectorAll('[data-vm-id="' + event.id + '"][data-vm-state]').forEach(function (el) {
-      if (el.dataset.vmState !== event.state) paintState(el, event.state);
+      if (el.dataset.vmState !== event.state) {
+        paintState(el, event.state);
+        changed = true;
+      }
     });
     // The VM's own page: its header (power buttons, lifecycle chip) comes from the server.
-    // One action may send several messages in a row; read the header once they settle.
+    // One action may send several messages in a row; read the header once they settle. A
+    // "current" answer that matches what the page shows (a settled VM) needs no new header.
+    const shownLock = document.body.dataset.vmLock;
+    const sameLock = shownLock !== undefined && shownLock === String(event.lock || "");
+    const settled = event.lifecycle === "ready" && event.state === event.desired_state && sameLock;
+    if (event.current && !changed && settled) return;
     if (document.body.dataset.pageVm === String(event.id)) {
       clearTimeout(headerTimer);
       headerTimer = setTimeout(refreshHeader, 250);

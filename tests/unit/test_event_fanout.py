@@ -77,7 +77,7 @@ def test_one_vm_event_costs_constant_group_sends(
     vm = SimpleNamespace(
         pk=7, uuid="00000000-0000-0000-0000-000000000007", name="web-1", state="running",
         state_reason="1", desired_state="running", lifecycle="ready", gone=False, host_id=1,
-        tenant_id=1,
+        tenant_id=1, lock_id=None,
     )  # fmt: skip
 
     def publish_vm_event() -> None:
