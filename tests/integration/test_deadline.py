@@ -122,8 +122,13 @@ def silent_host(monkeypatch):
 
 
 def _add(user, run_tasks, name: str):
+    # Adding tries the connection first; the host is kept offline and its sync is the test.
     host, task = services.host_create(
-        user=user, name=name, uri=f"qemu+ssh://root@{name}.invalid/system", ssh_host_key=PINNED_KEY
+        user=user,
+        name=name,
+        uri=f"qemu+ssh://root@{name}.invalid/system",
+        ssh_host_key=PINNED_KEY,
+        offline=True,
     )
     started = time.monotonic()
     run_tasks()
@@ -163,10 +168,14 @@ def test_a_host_that_falls_silent_after_connecting_fails_naming_the_call(
     stub = silent_host["stub"] = Stub(upstream=LIBVIRTD_SOCKET)
     real_open = connection._open
 
+    opens = []
+
     def open_then_fall_silent(uri, label=""):
         conn = real_open(uri, label)
         if uri == stub.uri:
-            stub.freeze()
+            opens.append(uri)
+            if len(opens) == 2:  # the sync's open (the first is the add's connection check)
+                stub.freeze()
         return conn
 
     monkeypatch.setattr(connection, "_open", open_then_fall_silent)

@@ -60,7 +60,10 @@ def local_domain():
 
 
 def _add_host(user, run_tasks, name: str, uri: str, ssh_host_key: str = ""):
-    host, task = services.host_create(user=user, name=name, uri=uri, ssh_host_key=ssh_host_key)
+    # Adding tries the connection first; one that fails is kept offline and its sync tells.
+    host, task = services.host_create(
+        user=user, name=name, uri=uri, ssh_host_key=ssh_host_key, offline=True
+    )
     started = time.monotonic()
     run_tasks()
     elapsed = time.monotonic() - started

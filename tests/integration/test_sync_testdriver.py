@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import libvirt
 import pytest
+from django.core.exceptions import ValidationError
 from lxml import etree
 
 from hosts import services
@@ -158,8 +159,10 @@ def test_moved_vm_keeps_its_tenant_across_resync(synced_host, admin_user, tenant
 
 
 def test_unreachable_host_ends_in_error_with_libvirts_message(admin_user, tmp_path):
+    with pytest.raises(ValidationError, match=r"missing\.xml"):  # tried first, refused
+        services.host_create(user=admin_user, name="ghost", uri=f"test://{tmp_path}/missing.xml")
     host, task = services.host_create(
-        user=admin_user, name="ghost", uri=f"test://{tmp_path}/missing.xml"
+        user=admin_user, name="ghost", uri=f"test://{tmp_path}/missing.xml", offline=True
     )
     run_queued_tasks()
     host.refresh_from_db()
