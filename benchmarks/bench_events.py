@@ -200,13 +200,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
 async def measure_fanout(url: str, token: str, vm_id: int, dom, server_pid: int) -> dict:
     clients = []
+    rss_before = rss_kib(server_pid)
     started = time.perf_counter()
     for i in range(0, CLIENTS, CONNECT_BATCH):
         batch = min(CONNECT_BATCH, CLIENTS - i)
         clients += await asyncio.gather(*(open_client(url, token, vm_id) for _ in range(batch)))
     connect_s = time.perf_counter() - started
+    rss_per_client = (rss_kib(server_pid) - rss_before) / max(len(clients), 1)
     current = {"index": -1, "state": "", "at": 0.0}
     got: list[dict[int, float]] = [{} for _ in clients]
     received = [0] * UPDATES  # clients that have update k, counted as they arrive
@@ -262,6 +271,7 @@ async def measure_fanout(url: str, token: str, vm_id: int, dom, server_pid: int)
         "lost": lost,
         "last_client": per_update,
         "server_cpu_per_update": server_cpu / UPDATES,
+        "rss_per_client_kib": rss_per_client,
     }
 
 
@@ -379,6 +389,9 @@ def main() -> None:
                 result["server_cpu_per_update"] * 1000,
                 "ms",
                 1,
+            )
+            figure(
+                "web process memory per connected client", result["rss_per_client_kib"], "KiB", 1
             )
             figure("messages delivered", len(result["deliveries"]))
             figure("messages lost", result["lost"])
