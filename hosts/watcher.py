@@ -112,6 +112,16 @@ class _Batch:
     def __bool__(self) -> bool:
         return bool(self.domains or self.pools or self.networks or self.reconcile or self.offline)
 
+    def merge(self, later: _Batch) -> None:
+        """Add what was queued after this batch (the later event of each kind holds)."""
+        self.domains.update(later.domains)
+        self.pools |= later.pools
+        self.networks |= later.networks
+        if later.reconcile:
+            self.add(("reconcile",))
+        if later.offline is not None:
+            self.add(("offline", later.offline))
+
     def add(self, item: tuple) -> None:
         kind = item[0]
         if kind == "domain":
@@ -340,6 +350,13 @@ class HostWatcher:
         with self._lock:
             batch, self._pending = self._pending, _Batch()
             return batch
+
+    def _give_back(self, batch: _Batch) -> None:
+        """Put a batch taken but not applied back in front of what came since; the host stays
+        queued (the caller puts it back in the appliers' queue)."""
+        with self._lock:
+            later, self._pending = self._pending, batch
+            batch.merge(later)
 
     def _done(self) -> bool:
         """After a batch: True (and still queued) when more work came meanwhile."""
@@ -707,7 +724,13 @@ class WatcherPool:
 
     def _apply_loop(self) -> None:
         while True:
-            watcher = self.ready.get()
+            try:
+                watcher = self.ready.get_nowait()
+            except queue.Empty:
+                # Idle: the database connection goes back to the pool (or is closed) before
+                # waiting, so an idle applier holds none.
+                connections.close_all()
+                watcher = self.ready.get()
             if watcher is None:
                 connections.close_all()
                 return
@@ -738,15 +761,21 @@ class WatcherPool:
                         _mark_offline(offline)
                     except Exception:
                         logger.exception("marking %d hosts offline failed", len(offline))
-                for member, batch in batches:
+                for index, (member, batch) in enumerate(batches):
                     batch.offline = None
+                    if index and batch:
+                        # More than offline marks (a reconcile, events): back in the queue,
+                        # for whichever applier is free, so one round does not serialise
+                        # many hosts' syncs.
+                        member._give_back(batch)
+                        self.ready.put(member)
+                        continue
                     member._run_batch(batch)
                     while member._done():
                         member._run_batch(member._take())
                 if self.ready.empty():
-                    # Idle: the database connection goes back to the pool (or is closed), so
-                    # an idle applier holds none; before the hosts count as idle, so a
-                    # stopped watcher leaves no connection in use behind it.
+                    # Before the hosts count as idle: a stopped watcher leaves no connection
+                    # in use behind it.
                     connections.close_all()
             except Exception:
                 logger.exception("applying events failed")

@@ -115,6 +115,18 @@ def test_batch_keeps_the_later_of_offline_and_reconcile():
     assert not _Batch() and batch
 
 
+def test_a_batch_given_back_comes_before_what_was_queued_since():
+    batch, later = _Batch(), _Batch()
+    batch.add(("reconcile",))
+    batch.add(("domain", "u1", "started"))
+    later.add(("domain", "u1", "stopped"))
+    later.add(("domain", "u2", "defined"))
+    later.add(("offline", "refused"))
+    batch.merge(later)
+    assert batch.domains == {"u1": "stopped", "u2": "defined"}
+    assert batch.offline == "refused" and not batch.reconcile
+
+
 class _Recorder(HostWatcher):
     """A watcher whose batches are recorded, slowly, instead of applied."""
 

@@ -78,7 +78,12 @@ class Command(BaseCommand):
             )
             pool = WatcherPool(appliers=appliers)
         stop = threading.Event()
-        # Hosts the watchers are still trying to reach are theirs: they reconcile on connect.
+        manager = WatcherManager(options["rescan"], shard, pool)
+        if not options["no_events"]:
+            # The watchers first, so the reconcile's first round already leaves to them the
+            # hosts they are still trying to reach: they reconcile when they connect.
+            pool.start()
+            manager.rescan()
         skip = None if options["no_events"] else pool.retrying
         reconcile = threading.Thread(
             target=run_forever,
@@ -107,7 +112,7 @@ class Command(BaseCommand):
             if options["no_events"]:
                 stop.wait()
             else:
-                WatcherManager(options["rescan"], shard, pool.start()).run(stop)
+                manager.run(stop)
         except KeyboardInterrupt:
             pass
         finally:
