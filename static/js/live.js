@@ -287,6 +287,8 @@
         const doc = new DOMParser().parseFromString(html, "text/html");
         const fresh = doc.querySelector("main .obj-head");
         if (!fresh) return;
+        // The task holding the VM, as this header was drawn (what a "current" answer is held to).
+        if (doc.body.dataset.vmLock !== undefined) document.body.dataset.vmLock = doc.body.dataset.vmLock;
         // Keep a menu that the user has open as it is.
         if (head.querySelector("details[open]")) return;
         head.replaceWith(fresh);
