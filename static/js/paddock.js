@@ -25,6 +25,8 @@
   }
 
   const openSet = loadOpenSet();
+  // The lazy lists already asked for (not an attribute: htmx would see the element changed).
+  const expanded = new WeakSet();
 
   function setOpen(node, open, remember) {
     if (!node || !node.classList.contains("node")) return;
@@ -33,10 +35,13 @@
     const twisty = node.querySelector(":scope > .tree-row > .twisty");
     if (twisty) twisty.setAttribute("aria-label", open ? "Collapse" : "Expand");
     if (open) {
-      // Lazy children: the <ul> carries hx-get with the trigger "paddock:expand once".
+      // Lazy children: the <ul> carries hx-get with the trigger "paddock:expand once". Each
+      // list is asked once: htmx.process on a list whose classes changed (htmx-request while
+      // it loads) would set it up again, and "once" would then load it a second time.
       const lazy = node.querySelector(":scope > ul.lazy");
-      if (lazy && window.htmx) {
-        window.htmx.process(lazy); // idempotent; makes sure htmx listens before the event
+      if (lazy && window.htmx && !expanded.has(lazy)) {
+        expanded.add(lazy);
+        window.htmx.process(lazy); // makes sure htmx listens before the event
         window.htmx.trigger(lazy, "paddock:expand");
       }
     }
