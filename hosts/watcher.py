@@ -286,6 +286,8 @@ class HostWatcher:
         self._subscription: Subscription | None = None
         self._own_connection = True
         self._probed = False  # the probe before this attempt found the port open
+        self._opening = False  # an opener is on this host now
+        self._again = False  # asked to (re)connect while it was
         self._marked: str | None = None  # the offline message this watcher last wrote
 
     # -- start and stop -----------------------------------------------------------------------
@@ -372,8 +374,16 @@ class HostWatcher:
         """Drop the old connection if any, connect; schedule the next attempt on failure. A
         remote host's port is probed first (:mod:`hosts.probe`); the answer brings the
         watcher back here, to open the connection, or marks the host offline."""
-        if not self._enter():
-            return
+        with self._lock:
+            # Once at a time: a scheduled attempt and a probe's answer (or a lost connection)
+            # may put the watcher in the openers' queue twice; the attempt under way decides.
+            if self._stopped:
+                return
+            if self._opening:
+                self._again = True
+                return
+            self._opening = True
+            self._busy += 1
         try:
             self._disconnect()
             if not self._probed:
@@ -399,6 +409,16 @@ class HostWatcher:
             # reconcile brings the inventory back in line (and the host back online).
             self._put(("reconcile",))
         finally:
+            with self._lock:
+                self._opening = False
+                again, self._again = self._again, False
+            if (
+                again
+                and not self._stopped
+                and not (self.ready.is_set() and connection_alive(self.conn))
+            ):
+                # Asked again meanwhile (the new connection died at once, say): once more.
+                self._pool.schedule(self, 0)
             self._leave()
 
     def _failed(self, message: str) -> None:
