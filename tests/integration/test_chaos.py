@@ -88,8 +88,9 @@ def test_worker_killed_before_undefining_a_delete_is_finished_by_recovery(api, l
     crashing.kill()
     lab["conn"].lookupByName(name)  # still defined (and running) when the worker died
     killed = time.monotonic()
+    time.sleep(4)  # the dead worker's lease (3 s here) runs out; no beat runs in this test
 
-    workers("recovery")
+    workers("recovery")  # a starting worker recovers what dead workers left
     task = _wait_task(task_id, {"succeeded", "failed"})
     assert task.state == "succeeded", task.error
     assert time.monotonic() - killed < 60
