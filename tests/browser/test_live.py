@@ -2,18 +2,31 @@
 when the host changes it out of band, feeds the task bar without polling and streams a task's
 log. pytest-django's live_server speaks WSGI only, so the ASGI application runs under uvicorn
 in a thread of this process (the in-memory channel layer then reaches it, and the test-driver
-host's watcher shares this process's libvirt connection). Screenshots go to test-artifacts/."""
+host's watcher shares this process's libvirt connection). The console test runs the tiny guest
+on the real libvirtd (qemu:///system, TCG): a simulated VM has no console. Screenshots go to
+test-artifacts/."""
 
 from __future__ import annotations
 
 import threading
+import uuid
 
+import libvirt
+import pytest
 from django.db import connections
+from lxml import etree
 from playwright.sync_api import expect
 
-from tests.browser.conftest import BROWSER, log_in, shot
+from hosts.watcher import HostWatcher, ensure_event_loop, wait_until
+from tests.browser.conftest import ARTIFACTS, BROWSER, log_in, shot
+from tests.conftest import add_and_sync_host
+from tests.integration import tinyguest
+from vms.models import VirtualMachine
 
 pytestmark = BROWSER
+
+# The tiny guest's kernel and initrd, built once per session (registered for this module).
+tiny_guest_files = tinyguest.tiny_guest_files
 
 
 def in_thread(fn):
@@ -192,17 +205,66 @@ def test_task_page_streams_log_and_progress(watched_host, asgi_server, page):
     shot(page, "live-task-log")
 
 
-def test_console_tab_in_one_click(watched_host, asgi_server, page):
-    """The test driver has no display: the tab asks for a ticket, opens the socket and says
-    why it closed; a stopped VM gets a message instead, and starting it connects."""
-    from hosts.driver.connection import get_connection
-    from vms.models import VirtualMachine
+@pytest.fixture
+def tiny_console_vm(transactional_db, admin_user, tiny_guest_files):
+    """The tiny guest running on the real libvirtd (qemu:///system, TCG), booted to its
+    shell, on a host added through the service and watched in this process: (vm, domain).
 
-    vm = (
-        VirtualMachine.objects.filter(host=watched_host, state="running", is_template=False)
-        .order_by("name")
-        .first()
-    )
+    Its serial console is a pty the page can open, logged to a file as well, so the guest is
+    known to be up before the page opens. The guest and its log go at teardown."""
+    ensure_event_loop()  # before any connection that needs events or streams opens
+    kernel, initrd = tiny_guest_files
+    conn = libvirt.open(tinyguest.URI)
+    prefix = f"{tinyguest.PREFIX}{uuid.uuid4().hex[:8]}-"
+    name = f"{prefix}console"
+    serial_log = tinyguest.image_dir() / f"{name}.log"
+    xml = etree.fromstring(tinyguest.tiny_guest_xml(name, kernel, initrd, serial_log=None))
+    etree.SubElement(xml.find("devices/serial"), "log", file=str(serial_log), append="off")
+    watcher = None
+    try:
+        dom = conn.defineXML(etree.tostring(xml).decode())
+        dom.create()
+        if tinyguest.wait_for_text(serial_log) is None:
+            raise AssertionError(f"{name}: no {tinyguest.READY_MARKER!r} on its serial console")
+        host = add_and_sync_host(admin_user, tinyguest.URI, name="local")
+        assert host.status == "online", host.last_error
+        assert not host.simulated
+        vm = VirtualMachine.objects.get(host=host, uuid=dom.UUIDString())
+        watcher = HostWatcher(host.pk).start()
+        assert watcher.ready.wait(15), watcher.last_error
+        assert wait_until(lambda: watcher.stats["reconciles"] >= 1, 30)
+        yield vm, dom
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        try:
+            tinyguest.cleanup(conn, prefix)
+        finally:
+            serial_log.unlink(missing_ok=True)
+            conn.close()
+
+
+# The canvas noVNC draws on holds more than one colour: the guest's screen, not a blank.
+CANVAS_DRAWN = """root => {
+    const canvas = root.querySelector("[data-console-screen] canvas");
+    if (!canvas || !canvas.width || !canvas.height) return false;
+    const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+    const first = data[0] << 16 | data[1] << 8 | data[2];
+    for (let i = 4; i < data.length; i += 4) {
+        if ((data[i] << 16 | data[i + 1] << 8 | data[i + 2]) !== first) return true;
+    }
+    return false;
+}"""
+
+
+@pytest.mark.integration
+def test_console_tab_in_one_click(tiny_console_vm, asgi_server, page):
+    """A VM on the real libvirtd: one click on the Console tab asks for a ticket (with the
+    CSRF header) and draws the guest's display; the serial kind gets a ticket of its own and
+    shows what the guest prints; a stopped VM gets a message instead, starting it connects
+    again; the pop-out window is the console alone. (A simulated VM's tab says it has none:
+    tests/browser/test_day_two.py.)"""
+    vm, dom = tiny_console_vm
     base = asgi_server
     log_in(page, base)
     page.goto(f"{base}/vms/{vm.pk}/")
@@ -212,38 +274,73 @@ def test_console_tab_in_one_click(watched_host, asgi_server, page):
         "request",
         lambda r: tickets.append(r) if r.method == "POST" and "/console/" in r.url else None,
     )
-    page.get_by_role("link", name="Console", exact=True).click()
+    tab = page.locator("nav.tabs a[data-tab=console]")
+    expect(tab).not_to_contain_text("simulated")
+    tab.click()
     console = page.locator("[data-console]")
-    expect(console).to_have_attribute("data-console-state", "closed", timeout=10_000)
-    expect(console.locator("[data-console-state]")).to_have_attribute("data-level", "error")
-    expect(console.locator("[data-console-reconnect]")).to_be_visible()
+    expect(console).to_have_attribute("data-console-state", "connected", timeout=30_000)
+    expect(console.locator("[data-console-state]")).to_have_text("Connected")
     assert len(tickets) == 1 and tickets[0].post_data_json == {"kind": "vnc"}
     assert tickets[0].headers.get("x-csrftoken")
-    shot(page, "live-console-refused")
+    assert tickets[0].response().status == 201
+    assert any(f"/ws/console/{vm.pk}/vnc/" in url for url in page.sockets)
+    page.wait_for_function(CANVAS_DRAWN, arg=console.element_handle(), timeout=30_000)
+    shot(page, "live-console-vnc")
+    console.locator("[data-console-screen] canvas").screenshot(
+        path=str(ARTIFACTS / "live-console-vnc-screen.png")
+    )
 
-    # Serial: a ticket of its own.
+    # Serial: a ticket of its own, the guest's shell on ttyS0, keystrokes typed in the page.
     console.locator("[data-console-kind=serial]").click()
     expect(console).to_have_attribute("data-kind", "serial")
-    expect(console).to_have_attribute("data-console-state", "closed", timeout=10_000)
+    expect(console).to_have_attribute("data-console-state", "connected", timeout=30_000)
     assert [t.post_data_json["kind"] for t in tickets] == ["vnc", "serial"]
+    assert tickets[1].headers.get("x-csrftoken") and tickets[1].response().status == 201
+    terminal = console.locator(".xterm-rows")
+    console.locator(".xterm").click()
+    page.keyboard.type("echo hi-paddock-$((40+2))")
+    page.keyboard.press("Enter")
+    expect(terminal).to_contain_text("hi-paddock-42", timeout=60_000)
+    shot(page, "live-console-serial")
 
     # The VM stops: a clear message instead of a console.
-    dom = get_connection(watched_host).lookupByUUIDString(str(vm.uuid))
     in_thread(dom.destroy)
-    expect(console.locator("[data-console-off]")).to_be_visible(timeout=10_000)
-    expect(console.locator("[data-console-off]")).to_contain_text("is not running")
+    off = console.locator("[data-console-off]")
+    expect(off).to_be_visible(timeout=15_000)
+    expect(off).to_contain_text("is not running")
+    expect(console).to_have_attribute("data-console-state", "off")
+    expect(console.locator("[data-console-screen]")).to_be_hidden()
     shot(page, "live-console-off")
-    in_thread(dom.create)
-    expect(console.locator("[data-console-off]")).to_be_hidden(timeout=10_000)
-    page.wait_for_timeout(500)
-    assert len(tickets) == 3
 
-    # The pop-out window is the console alone.
-    popout = page.context.new_page()
-    popout.goto(f"{base}/vms/{vm.pk}/console/?kind=vnc")
-    expect(popout.locator("[data-console]")).to_have_attribute("data-kind", "vnc")
+    # Started again (paused, so no boot line is printed before the console is there): the
+    # tab connects by itself and shows the guest's boot on the serial console.
+    in_thread(lambda: dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED))
+    expect(off).to_be_hidden(timeout=15_000)
+    expect(console).to_have_attribute("data-console-state", "connected", timeout=30_000)
+    assert [t.post_data_json["kind"] for t in tickets] == ["vnc", "serial", "serial"]
+    in_thread(dom.resume)
+    expect(terminal).to_contain_text(tinyguest.READY_MARKER, timeout=tinyguest.BOOT_TIMEOUT * 1000)
+    shot(page, "live-console-serial-boot")
+
+    # The pop-out window is the console alone, connected; this tab steps aside for it.
+    console.locator("[data-console-kind=vnc]").click()
+    expect(console).to_have_attribute("data-console-state", "connected", timeout=30_000)
+    with page.expect_popup() as opened:
+        console.locator("[data-console-popout]").click()
+    popout = opened.value
+    errors: list[str] = []
+    popout.on("pageerror", lambda exc: errors.append(str(exc)))
+    expect(popout).to_have_url(f"{base}/vms/{vm.pk}/console/?kind=vnc")
+    alone = popout.locator("[data-console]")
+    expect(alone).to_have_attribute("data-kind", "vnc")
+    expect(alone).to_have_attribute("data-console-state", "connected", timeout=30_000)
+    popout.wait_for_function(CANVAS_DRAWN, arg=alone.element_handle(), timeout=30_000)
     expect(popout.locator("#tree")).to_have_count(0)
+    expect(popout.locator("nav.tabs")).to_have_count(0)
+    expect(console.locator("[data-console-state]")).to_have_text("Opened in a separate window.")
+    shot(popout, "live-console-popout")
     popout.close()
+    assert not errors, errors
 
 
 def test_charts_draw_history_and_live_points(watched_host, asgi_server, page):
