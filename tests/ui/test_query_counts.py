@@ -92,7 +92,7 @@ ADMIN_PAGES = [
     ("/tree/hosts/", 3),
     ("/tree/hosts/{host}/", 4),
     ("/tree/hosts/{host}/vms/", 4),
-    ("/tree/tenants/", 3),
+    ("/tree/tenants/", 4),
 ]
 GROWN = ("hosts", "vms", "tasks", "tenants")
 

@@ -3,15 +3,17 @@ their VM counts."""
 
 from __future__ import annotations
 
+from django.db.models import Count
 from django.http import HttpRequest
 from django.urls import reverse
 
 from hosts import selectors as host_selectors
 from panel import selectors as panel_selectors
 from panel.generic import TreeChildrenView
-from panel.tenancy import is_platform_admin
+from panel.tenancy import is_platform_admin, visible_tenants
 
 from .. import selectors
+from ..models import VirtualMachine
 
 
 class TreeVmsView(TreeChildrenView):
@@ -52,10 +54,19 @@ class TreeTenantsView(TreeChildrenView):
     context_children_name = "tenants"
 
     def get_children(self, request: HttpRequest, parent):
-        return panel_selectors.tenants_for(request.user).order_by("name")
+        return visible_tenants(request.user).order_by("name")
 
     def more_url(self, parent) -> str:
         return reverse("ui:tenant_list")
 
     def get_extra_context(self, request: HttpRequest, parent, children: list) -> dict:
+        # The shown tenants' VMs counted in one grouped query on the vm_counts index.
+        counts = dict(
+            VirtualMachine.objects.filter(gone=False, tenant__in=children)
+            .order_by()
+            .values_list("tenant_id")
+            .annotate(n=Count("*"))
+        )
+        for tenant in children:
+            tenant.vm_count = counts.get(tenant.pk, 0)
         return {"is_platform_admin": is_platform_admin(request.user)}
