@@ -322,6 +322,10 @@ def test_task_events_reach_the_task_group(synced_host, admin_user):
             await comm.send_json_to({"subscribe": {"tasks": [task.pk]}})
             reply = await comm.receive_json_from(timeout=15)
             assert reply["tasks"] == [task.pk]
+            # The subscription is answered with the task as it is now, then its events follow.
+            current = await comm.receive_json_from(timeout=15)
+            assert current["type"] == "task.updated" and current["current"] is True
+            assert (current["id"], current["state"]) == (task.pk, task.state)
             await sync_to_async(events.task_log)(task, "step one", "info")
             await sync_to_async(events.task_changed)(task)
             log = await comm.receive_json_from(timeout=15)
@@ -438,6 +442,12 @@ def test_keep_all_adds_objects_to_the_broad_feed(synced_host, admin_user, tenant
             reply = await comm.receive_json_from(timeout=15)
             assert reply["scope"] == "all" and reply["keep_all"] is True
             assert reply["vms"] == [vms[0].pk]
+            current = await comm.receive_json_from(timeout=15)
+            assert (current["type"], current["id"], current["current"]) == (
+                "vm.updated",
+                vms[0].pk,
+                True,
+            )
             # A task of another VM of the tenant still arrives (the broad feed is kept) ...
             await sync_to_async(events.task_changed)(other_task)
             got = await comm.receive_json_from(timeout=15)
