@@ -16,6 +16,6 @@ class HostsConfig(AppConfig):
         registry.worker_queues.register("hosts", registrations.host_queues)
         registry.subscriptions.register("hosts", registrations.visible_hosts)
         registry.subscriptions.register("hosts.current", registrations.current_hosts)
-        registry.tree_sections.register("hosts", registrations.tree_hosts)
+        registry.tree_sections.register("hosts", "ui:tree_hosts")
         registry.tenant_reports.register("placement", registrations.tenant_placement)
         registry.register_task_titles(services.TASK_TITLES)

@@ -39,13 +39,6 @@ def current_hosts(user, ids: list[int]) -> list[dict]:
     return [events.host_message(host, current=True) for host in hosts]
 
 
-def tree_hosts(user):
-    """The hosts level of the resource tree (platform admins only)."""
-    if not is_platform_admin(user):
-        return []
-    return selectors.hosts().order_by("name")
-
-
 def tenant_placement(tenant) -> dict:
     """The hosts, pools and networks the tenant's operators may create VMs on (the placement
     selectors, as a tenant's operator sees them)."""

@@ -18,8 +18,9 @@ them here from its ``AppConfig.ready()``, and the core reads the registry when i
     ``fn(user, ids) -> iterable of ids``: which objects of a kind of the events socket
     (``"vms"``, ``"hosts"``) the user may follow (``panel.consumers``);
 ``tree_sections``
-    ``fn(user) -> queryset or list``: the first level of the resource tree under a name the tree
-    template reads (``panel.templatetags.paddock``);
+    the URL name of a lazily loaded list the resource tree's Datacenter node opens to for a
+    platform admin (``"hosts"``: ``ui:tree_hosts``); a tenant user's opens to the tenants
+    (``panel.templatetags.paddock.resource_tree``);
 ``state_labels``
     ``{value: label}`` of an app's states, by kind (``"vm"``), for the state badges;
 ``task_titles``
@@ -99,7 +100,7 @@ task_error_formatters: Registry[Callable[[BaseException], str | None]] = Registr
 conflict_errors: Registry[type[Exception]] = Registry("conflict errors")
 worker_queues: Registry[Callable[[], list[str]]] = Registry("worker queues")
 subscriptions: Registry[Callable] = Registry("event subscriptions")
-tree_sections: Registry[Callable] = Registry("resource tree sections")
+tree_sections: Registry[str] = Registry("resource tree sections")
 state_labels: Registry[dict[str, str]] = Registry("state labels")
 tenant_reports: Registry[Callable] = Registry("tenant reports")
 task_titles: Registry[Callable] = Registry("task titles")

@@ -7,13 +7,14 @@ import functools
 from django import template
 from django.conf import settings
 from django.templatetags.static import static
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from panel import selectors as panel_selectors
 from panel.choices import TaskState
-from panel.registry import state_labels
+from panel.registry import state_labels, tree_sections
 from panel.tenancy import is_platform_admin, role_in
 
 register = template.Library()
@@ -204,9 +205,14 @@ def resource_tree(context) -> dict:
     size with 5 hosts or 2,000; ``tree_reveal`` names the nodes to open for the page's object.
     """
     request = context["request"]
+    admin = is_platform_admin(request.user)
+    # The Datacenter node opens to what the apps registered for admins (the hosts), else the
+    # tenants the user belongs to.
+    sections = list(tree_sections.values()) if admin else []
     return {
         "request": request,
-        "is_platform_admin": is_platform_admin(request.user),
+        "is_platform_admin": admin,
+        "dc_children": reverse(sections[0] if sections else "ui:tree_tenants"),
         "reveal": context.get("tree_reveal", ""),
     }
 
