@@ -586,16 +586,19 @@ class Chaos:
     def wait_running(self, after_id: int, kind: str = "", timeout: float = 15) -> str:
         """Wait until a task of the trial (of ``kind``, when given) runs; the kinds running."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            running = [
-                r[0]
-                for r in self.db.rows(
-                    "SELECT kind FROM panel_task WHERE id > %s AND state = 'running'", after_id
-                )
-            ]
-            if running and (not kind or kind in running):
-                return ", ".join(running)
-            time.sleep(0.02)
+        # One connection for the whole wait: a short task is over before a new one is open.
+        with psycopg.connect(self.db.url, autocommit=True) as conn:
+            while time.monotonic() < deadline:
+                running = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT kind FROM panel_task WHERE id > %s AND state = 'running'",
+                        (after_id,),
+                    )
+                ]
+                if running and (not kind or kind in running):
+                    return ", ".join(running)
+                time.sleep(0.01)
         return "nothing"
 
     def inject(self, fault: str, n: int, mark: int, names: dict, a: int, d: int) -> float:
@@ -627,8 +630,6 @@ class Chaos:
             shape.start("web")
             return time.monotonic()
         self.burst(names, a, d)
-        for t in self._burst_threads:
-            t.join(35)
         # A killed worker strikes each kind in turn: mid create, delete, snapshot and clone.
         kind = KILL_MID[n % len(KILL_MID)] if fault == "worker" else ""
         self.struck = self.wait_running(mark, kind)
@@ -643,7 +644,10 @@ class Chaos:
             self.pg.stop("immediate")
             time.sleep(1)
             self.pg.start()
-        return time.monotonic()
+        ended = time.monotonic()
+        for t in self._burst_threads:  # requests answered (or refused) during the fault
+            t.join(35)
+        return ended
 
     def trial(self, fault: str, n: int) -> Verdict:
         verdict = Verdict()
@@ -657,9 +661,14 @@ class Chaos:
         verdict.recovery = round(time.monotonic() - ended, 1)
         verdict.struck = self.struck
         verdict.tasks = ", ".join(
-            f"{kind} {state}" + (f" [{error[:160]}]" if error else "")
-            for kind, state, error in self.db.rows(
-                "SELECT kind, state, error FROM panel_task WHERE id > %s ORDER BY id", mark
+            f"{kind} {state}"
+            + (" by recovery" if state == "succeeded" and "stopped before" in (last or "") else "")
+            + (f" [{error[:160]}]" if error else "")
+            for kind, state, error, last in self.db.rows(
+                "SELECT t.kind, t.state, t.error, (SELECT l.message FROM panel_tasklogentry l "
+                "WHERE l.task_id = t.id ORDER BY l.id DESC LIMIT 1) "
+                "FROM panel_task t WHERE t.id > %s ORDER BY t.id",
+                mark,
             )
         )
         for task_id, kind, state in open_tasks:
