@@ -70,6 +70,20 @@ class VirtualMachine(models.Model):
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
+    # Free-form Markdown the operators keep on the VM (the service caps it at NOTES_MAX_LENGTH).
+    notes = models.TextField(blank=True)
+
+    # The last sample the metrics collector took of the VM, written to the row (one bulk update
+    # per host and interval) so the grid sorts by them in the database.
+    cpu_percent = models.FloatField(null=True, blank=True)
+    memory_percent = models.FloatField(null=True, blank=True)
+    # The guest's addresses as its QEMU guest agent reports them (loopback left out).
+    ip_addresses = models.JSONField(default=list, blank=True)
+    sampled_at = models.DateTimeField(null=True, blank=True)
+    # When the VM was first seen running since it was last seen stopped (uptime); null when not
+    # running. Written by vms.sync.observe.
+    started_at = models.DateTimeField(null=True, blank=True)
+
     objects = GoneQuerySet.as_manager()
 
     class Meta:
