@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 
 from django.conf import settings
-from django.db import models
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from . import registry
 from .choices import FINAL_TASK_STATES, Role, TaskState
-from .validators import validate_name
+from .validators import TAG_RE, validate_name
 
 DEFAULT_TENANT_NAME = "default"
 
@@ -225,3 +228,55 @@ class TaskLogEntry(models.Model):
 
     def __str__(self) -> str:
         return f"[{self.level}] {self.message}"
+
+
+# The named colours of tag chips; the stylesheet draws each in light and dark mode. Any other
+# colour is a #rrggbb, drawn as the chip's dot.
+TAG_PALETTE = ("grey", "red", "orange", "yellow", "green", "teal", "blue", "purple", "pink")
+HEX_COLOUR_RE = re.compile(r"^#[0-9a-fA-F]{6}\Z")
+
+
+def validate_tag_colour(value: str) -> None:
+    if value in TAG_PALETTE or HEX_COLOUR_RE.match(value or ""):
+        return
+    raise ValidationError(
+        f"Use one of {', '.join(TAG_PALETTE)} or a #rrggbb colour.", code="invalid_colour"
+    )
+
+
+class TagColour(models.Model):
+    """The colour of a tag's chips in the tree, the VM list and a VM's summary."""
+
+    tag = models.CharField(
+        max_length=50,
+        unique=True,
+        validators=[RegexValidator(TAG_RE, message="Use up to 50 letters, digits or _.:=-.")],
+    )
+    colour = models.CharField(max_length=7, validators=[validate_tag_colour])
+
+    class Meta:
+        ordering = ["tag"]
+
+    def __str__(self) -> str:
+        return f"{self.tag}: {self.colour}"
+
+    def save(self, *args, **kwargs):
+        if HEX_COLOUR_RE.match(self.colour or ""):
+            self.colour = self.colour.lower()
+        super().save(*args, **kwargs)
+
+    @property
+    def is_named(self) -> bool:
+        return self.colour in TAG_PALETTE
+
+    @classmethod
+    def replace_all(cls, colours: dict[str, str]) -> None:
+        """Make ``colours`` (tag -> colour) the whole set: other tags lose their colour."""
+        with transaction.atomic():
+            cls.objects.exclude(tag__in=list(colours)).delete()
+            existing = {tc.tag: tc for tc in cls.objects.select_for_update()}
+            for tag, colour in colours.items():
+                row = existing.get(tag) or cls(tag=tag)
+                if row.pk is None or row.colour != colour:
+                    row.colour = colour
+                    row.save()
