@@ -8,7 +8,15 @@ from rest_framework import serializers
 
 from panel.bounds import MAX_ID
 from panel.choices import Role
-from panel.models import ApiToken, Membership, Task, Tenant
+from panel.models import (
+    TAG_PALETTE,
+    ApiToken,
+    Membership,
+    TagColour,
+    Task,
+    Tenant,
+    validate_tag_colour,
+)
 from panel.tenancy import is_platform_admin
 
 User = get_user_model()
@@ -52,6 +60,7 @@ class TaskSerializer(serializers.ModelSerializer):
     tenant = BriefSerializer(read_only=True, allow_null=True)
     user = BriefUserSerializer(read_only=True, allow_null=True)
     log = serializers.SerializerMethodField()
+    wait_until = serializers.SerializerMethodField()
     title = serializers.CharField(
         read_only=True, help_text="What the task does, verb and object: 'Stop web-01'."
     )
@@ -61,8 +70,14 @@ class TaskSerializer(serializers.ModelSerializer):
         fields = [
             "id", "kind", "title", "state", "progress", "target", "vm", "host", "destination_host", "user",
             "tenant", "created", "started", "finished", "error", "result", "log",
+            "cancel_requested", "wait_until",
         ]  # fmt: skip
         read_only_fields = fields
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_wait_until(self, task: Task) -> str | None:
+        """When the task's wait ends (a shutdown waiting for the guest): a page's countdown."""
+        return task.params.get("wait_until") if not task.is_final else None
 
     @extend_schema_field(
         serializers.ListField(
@@ -184,3 +199,24 @@ class ApiTokenSerializer(serializers.ModelSerializer):
         model = ApiToken
         fields = ["id", "name", "prefix", "created", "last_used", "expires"]
         read_only_fields = ["id", "prefix", "created", "last_used", "expires"]
+
+
+class TagColourSerializer(serializers.Serializer):
+    tag = serializers.CharField(
+        max_length=50, validators=[TagColour._meta.get_field("tag").validators[0]]
+    )
+    colour = serializers.CharField(
+        max_length=7,
+        validators=[validate_tag_colour],
+        help_text=f"One of {', '.join(TAG_PALETTE)}, or #rrggbb.",
+    )
+
+
+class TagColourListSerializer(serializers.ListSerializer):
+    child = TagColourSerializer()
+
+    def validate(self, attrs):
+        tags = [item["tag"] for item in attrs]
+        if len(set(tags)) != len(tags):
+            raise serializers.ValidationError("A tag is listed more than once.")
+        return attrs

@@ -11,10 +11,10 @@ from rest_framework.exceptions import AuthenticationFailed, PermissionDenied, Va
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from panel import selectors, services
+from panel import selectors, services, taskrunner
 from panel.choices import Role
 from panel.filtersets import MembershipFilterSet, TaskFilterSet, TenantFilterSet, UserFilterSet
-from panel.models import ApiToken, Tenant
+from panel.models import ApiToken, TagColour, Tenant
 from panel.registry import tenant_reports
 from panel.security import TokenAddressThrottle, TokenUsernameThrottle, lockout_response
 from panel.tenancy import is_platform_admin
@@ -23,6 +23,8 @@ from .serializers import (
     ApiTokenSerializer,
     MembershipSerializer,
     MembershipUpdateSerializer,
+    TagColourListSerializer,
+    TagColourSerializer,
     TaskSerializer,
     TenantSerializer,
     TenantUpdateSerializer,
@@ -48,6 +50,27 @@ class TaskViewSet(ScopedViewSetMixin, viewsets.ReadOnlyModelViewSet):
 
     def scoped_queryset(self, user):
         return selectors.tasks_for(user)
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: OpenApiResponse(TaskSerializer, description="Cancelled (it was queued)."),
+            202: OpenApiResponse(
+                TaskSerializer, description="Asked: it stops at its next safe point."
+            ),
+            409: OpenApiResponse(description="It ended already, or cannot stop safely."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Cancel the task: a queued one at once, a running one at its next safe point (what
+        it made is undone as on a failure). Who may run its action may cancel it."""
+        try:
+            task = taskrunner.task_cancel(user=request.user, task=self.get_object())
+        except taskrunner.CancelRefused as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        code = status.HTTP_200_OK if task.is_final else status.HTTP_202_ACCEPTED
+        return Response(TaskSerializer(task).data, status=code)
 
 
 class TenantViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):
@@ -234,6 +257,27 @@ class ApiTokenViewSet(
 
     def perform_destroy(self, instance):
         services.token_revoke(user=self.request.user, token=instance)
+
+
+class TagColourView(APIView):
+    """The colours of tags' chips: everyone reads them, platform admins set the whole list
+    (PUT replaces it; a tag left out loses its colour)."""
+
+    @extend_schema(responses={200: TagColourSerializer(many=True)})
+    def get(self, request):
+        rows = TagColour.objects.values("tag", "colour")
+        return Response(TagColourSerializer(rows, many=True).data)
+
+    @extend_schema(
+        request=TagColourSerializer(many=True), responses={200: TagColourSerializer(many=True)}
+    )
+    def put(self, request):
+        if not is_platform_admin(request.user):
+            raise PermissionDenied("Only platform admins set tag colours.")
+        ser = TagColourListSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        TagColour.replace_all({item["tag"]: item["colour"] for item in ser.validated_data})
+        return self.get(request)
 
 
 class WhoAmIView(APIView):

@@ -14,6 +14,8 @@ from django.utils.safestring import SafeString
 
 from panel import selectors as panel_selectors
 from panel.choices import TaskState
+from panel.markdown import render_markdown
+from panel.models import TAG_PALETTE, TagColour
 from panel.registry import state_labels, tree_sections
 from panel.tenancy import is_platform_admin, role_in
 
@@ -75,6 +77,38 @@ def task_state(state: str, label: bool = True) -> SafeString:
             '<span class="tstate tstate-{}" title="{}">{}</span>', state, text, glyph
         )
     return format_html('<span class="tstate tstate-{}">{}{}</span>', state, glyph, text)
+
+
+def tag_colours(request) -> dict[str, str]:
+    """Tag -> colour, read once per request (a list page draws a chip per tag of each row)."""
+    colours = getattr(request, "_paddock_tag_colours", None) if request is not None else None
+    if colours is None:
+        colours = dict(TagColour.objects.values_list("tag", "colour"))
+        if request is not None:
+            request._paddock_tag_colours = colours
+    return colours
+
+
+@register.simple_tag(takes_context=True)
+def tag_chip(context, tag: str) -> SafeString:
+    """A tag as a chip in its colour: a palette colour's class, or a #rrggbb as the chip's dot
+    (an SVG fill, since the CSP allows no style attribute)."""
+    colour = tag_colours(context.get("request")).get(tag, "")
+    if colour in TAG_PALETTE:
+        return format_html('<span class="tag tag-c-{}" data-tag="{}">{}</span>', colour, tag, tag)
+    if colour:
+        return format_html(
+            '<span class="tag tag-hex" data-tag="{}"><svg class="tag-dot" viewBox="0 0 8 8" '
+            'aria-hidden="true"><circle cx="4" cy="4" r="4" fill="{}"></circle></svg>{}</span>',
+            tag, colour, tag,
+        )  # fmt: skip
+    return format_html('<span class="tag" data-tag="{}">{}</span>', tag, tag)
+
+
+@register.filter
+def markdown(text: str) -> SafeString:
+    """Markdown notes as sanitized HTML (``panel.markdown``)."""
+    return render_markdown(text or "")
 
 
 @register.filter

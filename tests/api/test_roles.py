@@ -249,6 +249,9 @@ MATRIX = [
     R("post", "/api/tokens/", S(201, 201, 201, 201, 201, 201), {"name": "ci"}),
     R("get", "/api/tokens/{pk}/", S(200, 404, 404, 404, 404, 404), pk="token"),
     R("delete", "/api/tokens/{pk}/", S(204, 404, 404, 404, 404, 404), pk="token"),
+    # Tag colours: everyone reads them, platform admins set them
+    R("get", "/api/tag-colours/", ALL_200),
+    R("put", "/api/tag-colours/", PLATFORM, [{"tag": "web", "colour": "blue"}]),
     # Identity, health, the schema
     # No authenticator runs on this door, so a wrong password is DRF's 403.
     R("post", "/api/auth/token/", S(403, 403, 403, 403, 403, 403, 403),
