@@ -179,6 +179,12 @@ class Task(models.Model):
     # restarted empty) is sent again by the resend sweep, less often each time.
     sent_at = models.DateTimeField(null=True, blank=True)
     sends = models.PositiveIntegerField(default=0)
+    # A running task's cancel request: its handler checks it at its safe points, undoes what
+    # it did as a failure would, and the task ends ``cancelled`` (``panel.taskrunner.cancel``).
+    cancel_requested = models.DateTimeField(null=True, blank=True)
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     objects = TaskQuerySet.as_manager()
 

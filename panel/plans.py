@@ -170,14 +170,19 @@ def apply(
     *,
     before: Callable[[Step, int], None] | None = None,
     after: Callable[[Step, int], None] | None = None,
+    check: Callable[[], None] | None = None,
 ) -> Plan:
     """Apply the plan's remaining steps in order. ``before``/``after`` are called around each
     step with its index (for progress and log lines). A failing step's exception propagates;
-    what was recorded until then stays on the plan for :func:`rollback`."""
+    what was recorded until then stays on the plan for :func:`rollback`. ``check`` runs
+    before each step, the plan's safe points: it raises to stop there (a task's cancel), and
+    what the steps before it made is rolled back as on a failure."""
     run = PlanRun(plan, context, save)
     for index in range(plan.done, len(plan.steps)):
         step = plan.steps[index]
         handler = handler_for(step)
+        if check is not None:
+            check()
         if before is not None:
             before(step, index)
         result = handler(step, run)

@@ -9,6 +9,13 @@ overwrite the verdict. Recovery resolves expired leases through each kind's ``re
 for an idempotent kind such as a delete, it finishes the work and the task succeeds; either
 way its locks are released.
 
+A task is cancelled with :func:`cancel`: a queued one ends ``cancelled`` at once (final: no
+sweep sends it again, no claim runs it); a running one gets a request (``cancel_requested``)
+its handler checks at its safe points (``TaskContext.check_cancel``: between plan steps, in a
+wait loop), undoing what it did as on a failure, and ends ``cancelled`` too. A kind whose
+running tasks have no safe point says why (``task_kind(stoppable=...)``), and the cancel is
+refused with that reason.
+
 A failed task stores its exception's message; an app that raises its own kind of error (the
 driver's host calls) registers how to word it (``panel.registry.task_error_formatters``).
 """
@@ -28,6 +35,8 @@ from datetime import timedelta
 import redis
 from celery import shared_task
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -39,6 +48,7 @@ from .events import task_changed, task_log
 from .failpoints import failpoint
 from .models import Task, TaskLogEntry
 from .registry import task_error_formatters
+from .tenancy import Action, can
 
 logger = logging.getLogger(__name__)
 
@@ -59,21 +69,56 @@ class Recovery:
 Recover = Callable[[Task], "str | Recovery"]
 
 
+#: why a running task of a kind cannot stop now (None: it stops at its next safe point)
+Stoppable = Callable[[Task], "str | None"]
+
+NOT_STOPPABLE = (
+    "A running {title} task cannot be stopped safely: it is one change on the host with no "
+    "point to stop at. It ends on its own."
+)
+
+
 @dataclass
 class TaskKind:
     name: str
     handler: Handler
     recover: Recover | None = None
+    #: whether a running task checks for a cancel at safe points (or, per task, why not)
+    stoppable: bool | Stoppable = False
+    #: tidies the inventory after a queued task was cancelled (a create's unborn VM row)
+    cancelled: Callable[[Task], None] | None = None
+    #: the role action that may run, and so cancel, a task of this kind
+    permission: str = Action.VM_CHANGE
+
+    def refusal(self, task: Task) -> str | None:
+        """Why this running task cannot be cancelled (None: it can)."""
+        if callable(self.stoppable):
+            return self.stoppable(task)
+        return None if self.stoppable else NOT_STOPPABLE.format(title=task.title)
 
 
 _KINDS: dict[str, TaskKind] = {}
 
 
-def task_kind(name: str, *, recover: Recover | None = None) -> Callable[[Handler], Handler]:
+def task_kind(
+    name: str,
+    *,
+    recover: Recover | None = None,
+    stoppable: bool | Stoppable = False,
+    cancelled: Callable[[Task], None] | None = None,
+    permission: str = Action.VM_CHANGE,
+) -> Callable[[Handler], Handler]:
     """Register the function that carries out tasks of ``name``."""
 
     def register(fn: Handler) -> Handler:
-        _KINDS[name] = TaskKind(name=name, handler=fn, recover=recover)
+        _KINDS[name] = TaskKind(
+            name=name,
+            handler=fn,
+            recover=recover,
+            stoppable=stoppable,
+            cancelled=cancelled,
+            permission=permission,
+        )
         return fn
 
     return register
@@ -157,6 +202,11 @@ def dispatch(task_id: int, queue: str | None = None) -> None:
 # --- running ----------------------------------------------------------------------------------
 
 
+class TaskCancelled(Exception):
+    """Raised at a handler's safe point when its task was cancelled: the handler undoes what
+    it did as on any failure, and the task ends ``cancelled`` with this message."""
+
+
 class TaskContext:
     """What a handler gets: the task row, and ways to log and report progress."""
 
@@ -181,6 +231,25 @@ class TaskContext:
         )
         self.task.progress = percent
         task_changed(self.task)
+
+    def check_cancel(self) -> None:
+        """A safe point: raise TaskCancelled when the task was asked to stop, or was ended
+        meanwhile (a Stop preempting a pending shutdown ends it at once)."""
+        row = _until_database_answers(
+            lambda: (
+                Task.objects.filter(pk=self.task.pk)
+                .values("state", "lease_owner", "cancel_requested", "error", "cancelled_by_id")
+                .first()
+            )
+        )
+        if row is None:
+            raise TaskCancelled("The task is gone.")
+        if row["state"] == TaskState.CANCELLED:
+            raise TaskCancelled(row["error"] or "Cancelled.")
+        if row["cancel_requested"] is not None:
+            raise TaskCancelled(_cancelled_message(row["cancelled_by_id"]))
+        if row["state"] != TaskState.RUNNING or row["lease_owner"] != self.owner:
+            raise TaskCancelled("This worker lost the task: it was ended meanwhile.")
 
 
 class _Heartbeat(threading.Thread):
@@ -242,6 +311,11 @@ def execute(task_id: int, owner: str | None = None) -> bool:
     try:
         kind = get_kind(task.kind)
         result = kind.handler(ctx) or {}
+    except TaskCancelled as exc:
+        message = str(exc)
+        logger.info("task %s (%s) cancelled: %s", task_id, task.kind, message)
+        if finish(task, owner, TaskState.CANCELLED, error=message):
+            ctx.log(message, level="warning")
     except (OperationalError, InterfaceError) as exc:
         # The database went away mid-task: what the handler did on the host is unknown here,
         # so it is resolved as a dead worker's task is, once the database answers again.
@@ -376,6 +450,10 @@ def _outcome(task: Task, kind: TaskKind | None, why: str) -> tuple[Recovery, str
     if outcome.finished:
         values = {"state": TaskState.SUCCEEDED, "progress": 100, "error": ""}
         values["result"] = outcome.result or {}
+    elif task.cancel_requested is not None:
+        # Asked to stop, then undone as a failure is: the end the user asked for.
+        message = f"{_cancelled_message(task.cancelled_by_id)} {message}"
+        values = {"state": TaskState.CANCELLED, "error": message}
     else:
         values = {"state": TaskState.FAILED, "error": message}
     return outcome, message, values
@@ -479,3 +557,103 @@ def requeue_orphaned_queued_tasks() -> int:
     for task_id, host_id in rows:
         dispatch(task_id, queue_for(host_id))
     return len(rows)
+
+
+# --- cancelling -------------------------------------------------------------------------------
+
+
+class CancelRefused(Exception):
+    """The task cannot be cancelled: it ended already, or it runs and has no safe point to
+    stop at (the reason is the kind's). The API answers 409 with the message."""
+
+
+def _username(user_id: int | None) -> str | None:
+    if user_id is None:
+        return None
+    return get_user_model().objects.filter(pk=user_id).values_list("username", flat=True).first()
+
+
+def _cancelled_message(user_id: int | None) -> str:
+    who = _username(user_id)
+    return f"Cancelled by {who}." if who else "Cancelled."
+
+
+def _kind_or_none(name: str) -> TaskKind | None:
+    try:
+        return get_kind(name)
+    except KeyError:
+        return None
+
+
+def task_cancel(*, user, task: Task) -> Task:
+    """Cancel ``task`` for ``user``, who may if their role may run its kind's action in the
+    task's tenant (the task itself is looked up among those the user may see)."""
+    kind = _kind_or_none(task.kind)
+    permission = kind.permission if kind is not None else Action.VM_CHANGE
+    if not can(user, permission, task.tenant_id):
+        raise PermissionDenied("Your role may not cancel this task.")
+    return cancel(task, user)
+
+
+def cancel(task: Task, user=None, *, preempt: bool = False) -> Task:
+    """Cancel ``task``. Queued: it ends ``cancelled`` at once, its locks released, and the
+    kind's ``cancelled`` hook tidies what the request wrote. Running: a cancel request the
+    handler honours at its next safe point, or CancelRefused with the kind's reason.
+    ``preempt`` ends a running task at once, its locks released, for a caller that knows
+    the rest of its work is only waiting (a Stop over a pending shutdown): its worker finds
+    it ended at its next check and does nothing more. Ended already: CancelRefused."""
+    user_id = user.pk if user is not None and user.is_authenticated else None
+    message = _cancelled_message(user_id)
+    kind = _kind_or_none(task.kind)
+    for _attempt in range(3):  # each CAS that loses sees a newer state
+        now = timezone.now()
+        ended = {
+            "state": TaskState.CANCELLED,
+            "finished": now,
+            "error": message,
+            "cancel_requested": now,
+            "cancelled_by_id": user_id,
+            "lease_expires": None,
+        }
+        with transaction.atomic():
+            done = Task.objects.filter(pk=task.pk, state=TaskState.QUEUED).update(**ended)
+            if done:
+                locks.release_all(task)
+                TaskLogEntry.objects.create(task=task, message=message, level="warning")
+                if kind is not None and kind.cancelled is not None:
+                    kind.cancelled(task)
+        if done:
+            break
+        task.refresh_from_db()
+        if task.is_final:
+            raise CancelRefused(f"Task #{task.pk} ended already ({task.state}).")
+        if task.state != TaskState.RUNNING:
+            continue
+        if preempt:
+            with transaction.atomic():
+                done = Task.objects.filter(
+                    pk=task.pk, state=TaskState.RUNNING, lease_owner=task.lease_owner
+                ).update(**ended)
+                if done:
+                    locks.release_all(task)
+                    TaskLogEntry.objects.create(task=task, message=message, level="warning")
+            if done:
+                break
+            continue
+        reason = kind.refusal(task) if kind is not None else NOT_STOPPABLE.format(title=task.title)
+        if reason:
+            raise CancelRefused(reason)
+        done = Task.objects.filter(
+            pk=task.pk, state=TaskState.RUNNING, cancel_requested__isnull=True
+        ).update(cancel_requested=now, cancelled_by_id=user_id)
+        if done:
+            who = _username(user_id) or "the system"
+            TaskLogEntry.objects.create(
+                task=task,
+                message=f"Cancel asked by {who}: the task stops at its next safe point.",
+                level="warning",
+            )
+        break  # asked now, or asked already: the handler stops at its next safe point
+    task.refresh_from_db()
+    task_changed(task)
+    return task

@@ -60,6 +60,7 @@ class TaskSerializer(serializers.ModelSerializer):
     tenant = BriefSerializer(read_only=True, allow_null=True)
     user = BriefUserSerializer(read_only=True, allow_null=True)
     log = serializers.SerializerMethodField()
+    wait_until = serializers.SerializerMethodField()
     title = serializers.CharField(
         read_only=True, help_text="What the task does, verb and object: 'Stop web-01'."
     )
@@ -69,8 +70,14 @@ class TaskSerializer(serializers.ModelSerializer):
         fields = [
             "id", "kind", "title", "state", "progress", "target", "vm", "host", "destination_host", "user",
             "tenant", "created", "started", "finished", "error", "result", "log",
+            "cancel_requested", "wait_until",
         ]  # fmt: skip
         read_only_fields = fields
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_wait_until(self, task: Task) -> str | None:
+        """When the task's wait ends (a shutdown waiting for the guest): a page's countdown."""
+        return task.params.get("wait_until") if not task.is_final else None
 
     @extend_schema_field(
         serializers.ListField(

@@ -11,7 +11,7 @@ from rest_framework.exceptions import AuthenticationFailed, PermissionDenied, Va
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from panel import selectors, services
+from panel import selectors, services, taskrunner
 from panel.choices import Role
 from panel.filtersets import MembershipFilterSet, TaskFilterSet, TenantFilterSet, UserFilterSet
 from panel.models import ApiToken, TagColour, Tenant
@@ -50,6 +50,27 @@ class TaskViewSet(ScopedViewSetMixin, viewsets.ReadOnlyModelViewSet):
 
     def scoped_queryset(self, user):
         return selectors.tasks_for(user)
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: OpenApiResponse(TaskSerializer, description="Cancelled (it was queued)."),
+            202: OpenApiResponse(
+                TaskSerializer, description="Asked: it stops at its next safe point."
+            ),
+            409: OpenApiResponse(description="It ended already, or cannot stop safely."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Cancel the task: a queued one at once, a running one at its next safe point (what
+        it made is undone as on a failure). Who may run its action may cancel it."""
+        try:
+            task = taskrunner.task_cancel(user=request.user, task=self.get_object())
+        except taskrunner.CancelRefused as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        code = status.HTTP_200_OK if task.is_final else status.HTTP_202_ACCEPTED
+        return Response(TaskSerializer(task).data, status=code)
 
 
 class TenantViewSet(ScopedViewSetMixin, viewsets.ModelViewSet):

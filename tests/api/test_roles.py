@@ -220,6 +220,8 @@ MATRIX = [
     # Tasks
     R("get", "/api/tasks/", ALL_200),
     R("get", "/api/tasks/{pk}/", SEEN, pk="acme_task"),
+    # A queued task of no particular kind: who may change the VM may cancel it (operators up).
+    R("post", "/api/tasks/{pk}/cancel/", S(200, 200, 200, 403, 403, 404), pk="acme_task"),
     # Tenants
     R("get", "/api/tenants/", ALL_200),
     R("post", "/api/tenants/", S(201, 403, 403, 403, 403, 403), {"name": "newco", "max_vms": 2}),
