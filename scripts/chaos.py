@@ -571,12 +571,15 @@ class Chaos:
         for i in range(extra_creates):
             requests.append(("POST", "/api/vms/", self.create_body(f"{names['b']}x{i}")))
 
+        self._answers: list[str] = []
+
         def send(method, path, body):
             with contextlib.suppress(httpx.HTTPError):
-                httpx.request(
+                r = httpx.request(
                     method, f"{self.api.base}{path}", json=body, headers=self.api.headers,
                     timeout=30,
                 )  # fmt: skip
+                self._answers.append(f"{method} {path}: {r.status_code} {r.text[:200]}")
 
         threads = [threading.Thread(target=send, args=r, daemon=True) for r in requests]
         for t in threads:
@@ -614,7 +617,11 @@ class Chaos:
             shape.start("web", PADDOCK_FAILPOINTS="task.dispatch",
                         PADDOCK_FAILPOINT_MARKER=str(marker))  # fmt: skip
             self.burst(names, a, d, extra_creates=3)
-            _wait(marker.exists, 30, "the web failpoint")
+            try:
+                _wait(marker.exists, 30, "the web failpoint")
+                self.struck = "a request between its commit and its send"
+            except RuntimeError as exc:  # killed all the same; the trial says so
+                self.struck = f"the requests ({exc}; answers: {self._answers})"
             time.sleep(0.3)  # the other requests queue behind it
             shape.kill("web")
             for t in self._burst_threads:
