@@ -13,10 +13,14 @@ else. ``vm.create`` and ``vm.clone`` do it through their plan (``task.params["pl
 from __future__ import annotations
 
 import logging
+import time
 import uuid as uuidlib
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
 
 from hosts import storage
 from hosts.driver.connection import get_connection
@@ -28,6 +32,7 @@ from panel import plans
 from panel.failpoints import failpoint
 from panel.models import Task
 from panel.taskrunner import Recovery, TaskContext, task_kind
+from panel.tenancy import Action
 from panel.units import GIB
 
 from . import domxml, hooks
@@ -276,7 +281,13 @@ def _recover_create(task: Task) -> str:
     )
 
 
-@task_kind("vm.create", recover=_recover_create)
+@task_kind(
+    "vm.create",
+    recover=_recover_create,
+    stoppable=True,
+    cancelled=_forget_unborn,
+    permission=Action.VM_CREATE,
+)
 def run_vm_create(ctx: TaskContext) -> dict:
     task = ctx.task
     vm = _vm(ctx)
@@ -305,6 +316,7 @@ def run_vm_create(ctx: TaskContext) -> dict:
             _save_plan(task),
             before=before,
             after=after,
+            check=ctx.check_cancel,
         )
         ctx.progress(90)
     except Exception:
@@ -327,7 +339,13 @@ def run_vm_create(ctx: TaskContext) -> dict:
 # --- clone ------------------------------------------------------------------------------------
 
 
-@task_kind("vm.clone", recover=_recover_create)
+@task_kind(
+    "vm.clone",
+    recover=_recover_create,
+    stoppable=True,
+    cancelled=_forget_unborn,
+    permission=Action.VM_CREATE,
+)
 def run_vm_clone(ctx: TaskContext) -> dict:
     task = ctx.task
     vm = _vm(ctx)
@@ -342,7 +360,13 @@ def run_vm_clone(ctx: TaskContext) -> dict:
     try:
         if Guest.get(conn, task.params["source_uuid"]).is_active:
             raise RuntimeError("The source VM was started meanwhile; cloning stopped.")
-        plans.apply(plan, _Apply(conn=conn, ctx=ctx, vm=vm), _save_plan(task), after=after)
+        plans.apply(
+            plan,
+            _Apply(conn=conn, ctx=ctx, vm=vm),
+            _save_plan(task),
+            after=after,
+            check=ctx.check_cancel,
+        )
     except Exception:
         ctx.log("Rolling back what this task created", level="warning")
         plans.rollback(plan, _Apply(conn=conn, ctx=ctx, vm=vm))
@@ -404,7 +428,19 @@ def _volumes_to_delete(vm: VirtualMachine, task: Task) -> list[str]:
     ]
 
 
-@task_kind("vm.delete", recover=_recover_delete)
+def _delete_cancelled(task: Task) -> None:
+    """A delete cancelled before it ran: the VM stays as it was."""
+    VirtualMachine.objects.filter(pk=task.vm_id, lifecycle=Lifecycle.DELETING).update(
+        lifecycle=Lifecycle.READY
+    )
+
+
+@task_kind(
+    "vm.delete",
+    recover=_recover_delete,
+    cancelled=_delete_cancelled,
+    permission=Action.VM_DELETE,
+)
 def run_vm_delete(ctx: TaskContext) -> dict:
     vm = _vm(ctx)
     conn = get_connection(vm.host)
@@ -453,7 +489,46 @@ def _resync_after_failure(vm: VirtualMachine, conn) -> None:
         pass
 
 
-@task_kind("vm.power")
+#: how often a shutdown's wait looks at the guest and at the task's cancel request
+SHUTDOWN_POLL_SECONDS = 0.5
+
+
+def _power_stoppable(task: Task) -> str | None:
+    """Only a shutdown waits (for the guest): the other actions are one quick call."""
+    if task.params.get("action") == PowerAction.SHUTDOWN:
+        return None
+    return (
+        f"{task.title} is one call to the host and cannot be stopped halfway; it ends in seconds."
+    )
+
+
+def _power_cancelled(task: Task) -> None:
+    """A power action cancelled before it ran: the VM is wanted as it is."""
+    VirtualMachine.objects.filter(pk=task.vm_id).update(desired_state=F("state"))
+
+
+def _wait_for_shutoff(ctx: TaskContext, guest: Guest, timeout: float) -> bool:
+    """Wait up to ``timeout`` for the guest to power off, checking between short sleeps
+    whether the task was cancelled (a Stop preempting it, a Cancel); False on timeout. The
+    deadline is written into the task for the page's countdown."""
+    deadline = time.monotonic() + timeout
+    until = timezone.now() + timedelta(seconds=timeout)
+    _remember(ctx.task, wait_until=until.isoformat())
+    ctx.progress(10)  # the pages hear of the deadline
+    while time.monotonic() < deadline:
+        if guest.state == SHUTOFF:
+            return True
+        ctx.check_cancel()
+        time.sleep(min(SHUTDOWN_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+    return guest.state == SHUTOFF
+
+
+@task_kind(
+    "vm.power",
+    stoppable=_power_stoppable,
+    cancelled=_power_cancelled,
+    permission=Action.VM_POWER,
+)
 def run_vm_power(ctx: TaskContext) -> dict:
     vm, p, conn, guest = _open(ctx)
     action = p["action"]
@@ -474,7 +549,8 @@ def run_vm_power(ctx: TaskContext) -> dict:
         elif action == PowerAction.SHUTDOWN:
             guest.shutdown()
             timeout = p.get("timeout", 120)
-            if not guest.wait_for_state({SHUTOFF}, timeout):
+            ctx.log(f"Waiting up to {timeout} s for the guest to power off")
+            if not _wait_for_shutoff(ctx, guest, timeout):
                 if not p.get("force"):
                     raise RuntimeError(
                         f"The guest did not shut down within {timeout} s "
@@ -698,7 +774,7 @@ def run_nic_detach(ctx: TaskContext) -> dict:
 # --- snapshots --------------------------------------------------------------------------------
 
 
-@task_kind("vm.snapshot_create")
+@task_kind("vm.snapshot_create", permission=Action.VM_SNAPSHOT)
 def run_snapshot_create(ctx: TaskContext) -> dict:
     vm, p, conn, guest = _open(ctx)
     live = guest.is_active
@@ -708,7 +784,7 @@ def run_snapshot_create(ctx: TaskContext) -> dict:
     return {"name": p["name"], "memory": live}
 
 
-@task_kind("vm.snapshot_revert")
+@task_kind("vm.snapshot_revert", permission=Action.VM_SNAPSHOT)
 def run_snapshot_revert(ctx: TaskContext) -> dict:
     vm, p, conn, guest = _open(ctx)
     name = p["name"]
@@ -719,7 +795,7 @@ def run_snapshot_revert(ctx: TaskContext) -> dict:
     return {"name": name, "state": vm.state}
 
 
-@task_kind("vm.snapshot_delete")
+@task_kind("vm.snapshot_delete", permission=Action.VM_SNAPSHOT)
 def run_snapshot_delete(ctx: TaskContext) -> dict:
     vm, p, conn, guest = _open(ctx)
     name = p["name"]
@@ -919,7 +995,7 @@ def _recover_tune(task: Task) -> str:
     return "Rolled back: " + (", ".join(removed) if removed else "nothing was changed") + "."
 
 
-@task_kind("vm.tune", recover=_recover_tune)
+@task_kind("vm.tune", recover=_recover_tune, stoppable=True)
 def run_vm_tune(ctx: TaskContext) -> dict:
     task = ctx.task
     vm = _vm(ctx)
@@ -933,7 +1009,7 @@ def run_vm_tune(ctx: TaskContext) -> dict:
         ctx.progress(10 + 85 * (index + 1) // total)
 
     try:
-        plans.apply(plan, context, _save_plan(task), after=after)
+        plans.apply(plan, context, _save_plan(task), after=after, check=ctx.check_cancel)
     except Exception as exc:
         ctx.log("Putting back what this task changed", level="warning")
         removed = plans.rollback(

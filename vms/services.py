@@ -730,6 +730,8 @@ def vm_power(
     if not 5 <= int(timeout) <= 3600:
         raise ValidationError({"timeout": "Between 5 and 3600 seconds."})
     with transaction.atomic():
+        if action == PowerAction.STOP:
+            _preempt_pending_power(user, vm)
         task = taskrunner.create_task(
             kind="vm.power",
             user=user,
@@ -742,6 +744,35 @@ def vm_power(
         )
         VirtualMachine.objects.filter(pk=vm.pk).update(desired_state=POWER_DESIRED[action])
     return task
+
+
+#: pending power actions a Stop ends first (as Proxmox does): they only wait for the guest
+PREEMPTED_BY_STOP = (PowerAction.SHUTDOWN, PowerAction.REBOOT)
+
+
+def stop_preempts(holder: Task | None) -> bool:
+    """Whether a Stop may end ``holder`` (the task holding the VM) and run instead: a pending
+    shutdown or reboot of the VM."""
+    return (
+        holder is not None
+        and not holder.is_final
+        and holder.kind == "vm.power"
+        and holder.params.get("action") in PREEMPTED_BY_STOP
+    )
+
+
+def _preempt_pending_power(user, vm: VirtualMachine) -> None:
+    """End the pending shutdown or reboot holding ``vm``'s lock (it ends ``cancelled``, its
+    lock released), so the Stop that follows takes the lock. Any other holder is left to
+    answer the conflict."""
+    holder_id = VirtualMachine.objects.filter(pk=vm.pk).values_list("lock_id", flat=True).first()
+    holder = Task.objects.filter(pk=holder_id).first() if holder_id else None
+    if not stop_preempts(holder):
+        return
+    try:
+        taskrunner.cancel(holder, user, preempt=True)
+    except taskrunner.CancelRefused:
+        pass  # it ended meanwhile: its lock is free, or taken by what the conflict names
 
 
 # --- edit -------------------------------------------------------------------------------------
