@@ -26,22 +26,25 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import close_old_connections
+from django.db.models import BooleanField, ExpressionWrapper, Q
 
 from hosts.choices import HostStatus
 from hosts.driver import stats
 from hosts.driver.connection import HostConnectError, get_connection, parse_uri
 from hosts.models import Host, StoragePool
 from hosts.shards import ALL, Shard
+from vms.choices import VMState
 from vms.models import VirtualMachine
 
 from .simulator import simulate_host
 from .store import get_store
-from .values import Round, derive_host_cpu, derive_vm, pool_values, vm_counters
+from .values import Round, derive_host_cpu, derive_vm, live_columns, pool_values, vm_counters
 
 logger = logging.getLogger(__name__)
 
@@ -79,12 +82,20 @@ def _collect_real(host, conn, now: float) -> Round:
     rnd = Round(host_id=host.pk, ts=now, simulated=False)
     records = stats.domain_stats(conn)
     rnd.bulk_calls = 1
-    inventory = {
-        str(u).replace("-", ""): (pk, vcpus)
-        for pk, u, vcpus in VirtualMachine.objects.filter(host=host, gone=False).values_list(
-            "pk", "uuid", "vcpus"
+    inventory = {}
+    agents = set()  # VMs whose definition has a guest agent channel
+    for pk, u, vcpus, agent in (
+        VirtualMachine.objects.filter(host=host, gone=False)
+        .annotate(
+            agent=ExpressionWrapper(
+                Q(definition__contains=stats.AGENT_CHANNEL), output_field=BooleanField()
+            )
         )
-    }
+        .values_list("pk", "uuid", "vcpus", "agent")
+    ):
+        inventory[str(u).replace("-", "")] = (pk, vcpus)
+        if agent:
+            agents.add(str(u))
     with _previous_lock:
         prev = _previous.get(host.pk)
     dt = (mono - prev.mono) if prev else 0.0
@@ -100,6 +111,13 @@ def _collect_real(host, conn, now: float) -> Round:
         if known is None:
             continue  # not imported yet: the next sync brings it
         rnd.vms[known[0]] = derive_vm(prev.vms.get(uuid) if prev else None, cur, dt, known[1])
+
+    # The guest agents' addresses of the running VMs that have one.
+    running_agents = [u for u in agents if inventory[u.replace("-", "")][0] in rnd.vms]
+    rnd.extra["ip_addresses"] = {
+        inventory[key][0]: addresses
+        for key, addresses in stats.guest_addresses(conn, running_agents).items()
+    }
 
     # The host itself.
     cpu = stats.host_cpu(conn)
@@ -161,6 +179,7 @@ def collect_host(host, *, conn=None, now: float | None = None, store=None, publi
         if conn is None:
             conn = get_connection(host)
         rnd = _collect_real(host, conn, now)
+    write_live_columns(rnd)
     store = store or get_store()
     store.ingest("vm", now, rnd.vms)
     store.ingest("host", now, {host.pk: rnd.host})
@@ -168,6 +187,34 @@ def collect_host(host, *, conn=None, now: float | None = None, store=None, publi
     if publish:
         _publish(rnd)
     return rnd
+
+
+# What a round writes to the rows of its host's running VMs (the grid sorts by them).
+LIVE_FIELDS = ["cpu_percent", "memory_percent", "ip_addresses", "sampled_at"]
+
+
+def write_live_columns(rnd: Round) -> int:
+    """The round's last figures of each running VM on its row, in one UPDATE for the host
+    (``bulk_update``: a ``CASE`` on the primary key per column), however many VMs it has. A
+    VM stopped since the round read it is left alone: stopping clears them (``vms.sync``)."""
+    if not rnd.vms:
+        return 0
+    sampled = datetime.fromtimestamp(rnd.ts, tz=UTC)
+    addresses = rnd.extra.get("ip_addresses", {})
+    rows = []
+    for pk, values in rnd.vms.items():
+        cpu, memory = live_columns(values)
+        rows.append(
+            VirtualMachine(
+                pk=pk,
+                cpu_percent=cpu,
+                memory_percent=memory,
+                ip_addresses=addresses.get(pk, []),
+                sampled_at=sampled,
+            )
+        )
+    running = VirtualMachine.objects.filter(state=VMState.RUNNING, gone=False)
+    return running.bulk_update(rows, LIVE_FIELDS)
 
 
 def _publish(rnd: Round) -> None:

@@ -109,3 +109,13 @@ def pool_values(capacity: int, allocation: int, available: int) -> dict:
         "allocation_bytes": allocation,
         "available_bytes": available,
     }
+
+
+def live_columns(values: dict, memory_mib: int | None = None) -> tuple[float | None, float | None]:
+    """The CPU % and memory % a VM's row keeps of one round's ``values``: memory used of the
+    guest's current (balloon) memory, else of its configured ``memory_mib``."""
+    cpu = values.get("cpu_percent")
+    used = values.get("memory_used_bytes")
+    total = values.get("memory_balloon_bytes") or (memory_mib or 0) * 1048576
+    memory = None if used is None or not total else min(100.0, 100.0 * used / total)
+    return (None if cpu is None else float(cpu)), memory

@@ -67,6 +67,9 @@ _MIRRORED = (
 # What marking a VM gone writes.
 GONE_FIELDS = ["gone", "gone_at", "state", "vnc_port"]
 
+# When the VM started (uptime) and the collector's last sample: cleared when it stops.
+LIVE_FIELDS = ("started_at", "cpu_percent", "memory_percent", "ip_addresses")
+
 
 def vm_state(name: str) -> str:
     """A VM state for one of the driver's state names."""
@@ -99,6 +102,15 @@ def _observed(spec: DomainSpec, state: str, reason: str, autostart: bool, persis
     return values
 
 
+def _live(vm: VirtualMachine | None, state: str, now: datetime) -> dict:
+    """``started_at`` set when a VM is first seen running (kept while it runs, paused or not),
+    cleared with the last sample's figures when it is seen stopped."""
+    if state in ACTIVE_STATES:
+        started = vm.started_at if vm is not None else None
+        return {"started_at": started or now}
+    return {"started_at": None, "cpu_percent": None, "memory_percent": None, "ip_addresses": []}
+
+
 def new_vm(
     host: Host,
     tenant: Tenant,
@@ -118,6 +130,7 @@ def new_vm(
         description=spec.description,
         desired_state=state,
         synced_at=now,
+        **_live(None, state, now),
         **_observed(spec, state, reason, autostart, persistent),
     )
 
@@ -143,6 +156,7 @@ def observe(
     """
     values = _observed(spec, state, reason, autostart, persistent)
     values.update(host_id=host_id, gone=False, gone_at=None)
+    values.update(_live(vm, state, now))
     if state == VMState.SHUTOFF:
         values["vcpus_hotplugged"] = False
     changed = {f for f, v in values.items() if getattr(vm, f) != v}
@@ -385,6 +399,7 @@ def refresh_vm(
         fields.append("desired_state")
     if state == VMState.SHUTOFF:
         fields.append("vcpus_hotplugged")
+    fields += [f for f in LIVE_FIELDS if f in changed]
     owned = {(d.target, d.source) for d in vm.disks.filter(owned=True)}
     volumes_by_path = dict(
         Volume.objects.filter(pool__host_id=vm.host_id, gone=False)

@@ -10,6 +10,7 @@ counters, its free hugepages and the usage of its active pools follow. A failed 
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 
 import libvirt
@@ -93,3 +94,50 @@ def active_pools(conn, names) -> dict[str, tuple[int, int, int]]:
             continue
         usage[pool.name()] = (capacity, allocation, available)
     return usage
+
+
+# The virtio-serial channel a QEMU guest agent answers on, as a domain's XML names it.
+AGENT_CHANNEL = "org.qemu.guest_agent.0"
+
+
+def _addresses(interfaces: dict) -> list[str]:
+    """The addresses of ``interfaceAddresses``' answer, loopback and link-local left out."""
+    out: list[str] = []
+    for name, iface in sorted((interfaces or {}).items()):
+        if name == "lo":
+            continue
+        for entry in iface.get("addrs") or []:
+            try:
+                addr = ipaddress.ip_address(str(entry.get("addr", "")).split("%")[0])
+            except ValueError:
+                continue
+            if addr.is_loopback or addr.is_link_local:
+                continue
+            if str(addr) not in out:
+                out.append(str(addr))
+    return out
+
+
+def guest_addresses(conn, uuids) -> dict[str, list[str]]:
+    """``{uuid without dashes: addresses}`` the guest agent of each domain in ``uuids`` reports
+    (``interfaceAddresses`` with the agent as source, one call each under the connection's
+    deadline). A domain whose agent is absent or does not answer gets ``[]``; once the host
+    itself stops answering in time, the rest get ``[]`` too, so the round goes on."""
+    out: dict[str, list[str]] = {}
+    silent = False
+    for uuid in uuids:
+        key = str(uuid).replace("-", "")
+        out[key] = []
+        if silent:
+            continue
+        try:
+            dom = conn.lookupByUUIDString(str(uuid))
+            out[key] = _addresses(
+                dom.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, 0)
+            )
+        except HostConnectError as exc:  # the call's deadline passed
+            logger.info("guest agents of %s skipped: %s", uuid, exc)
+            silent = True
+        except libvirt.libvirtError as exc:
+            logger.debug("guest agent of %s: %s", uuid, libvirt_error_message(exc))
+    return out

@@ -196,7 +196,9 @@ def test_large_node_sync_uses_bulk_queries(admin_user, make_node, django_assert_
     host, _ = services.host_create(user=admin_user, name="big", uri=uri)
     from hosts.sync import sync_host
 
-    with django_assert_max_num_queries(80):
+    # 81: on SQLite (999 variables a statement) the VM rows' live columns make the 300
+    # inserts one batch longer; PostgreSQL inserts them in one.
+    with django_assert_max_num_queries(81):
         summary = sync_host(host)
     assert summary["domains"] == 300
     assert VirtualMachine.objects.filter(host=host).count() == 300
