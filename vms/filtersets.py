@@ -1,6 +1,11 @@
 """Filters of VMs, shared by the API list and the UI list."""
 
+from datetime import UTC, datetime
+
 import django_filters
+from django.core.exceptions import ValidationError
+from django.db.models import DateTimeField, Value
+from django.db.models.functions import Coalesce
 
 from hosts.filtersets import GoneFilterMixin
 from panel.bounds import parse_id
@@ -9,6 +14,65 @@ from panel.filtersets import IdFilter
 from .choices import VMState
 from .models import VirtualMachine
 from .selectors import search_condition
+
+# Far past and far future stand in for "no sample" and "not running" so a sorted column has no
+# NULLs: the cursor pagination (panel.api.pagination) compares every ordering value.
+_NO_SAMPLE = Value(-1.0)
+_NOT_STARTED = Value(datetime(9999, 12, 31, tzinfo=UTC))
+
+# ``?ordering=`` name -> (field or annotation to order by, its annotation when it needs one).
+ORDERINGS = {
+    "name": ("name", None),
+    "state": ("state", None),
+    "host": ("host__name", None),
+    "tenant": ("tenant__name", None),
+    "vcpus": ("vcpus", None),
+    "memory_mib": ("memory_mib", None),
+    "created": ("created", None),
+    "cpu_percent": ("sort_cpu_percent", Coalesce("cpu_percent", _NO_SAMPLE)),
+    "memory_percent": ("sort_memory_percent", Coalesce("memory_percent", _NO_SAMPLE)),
+    # Uptime: the longest running first is the earliest started_at; stopped VMs last.
+    "started_at": (
+        "sort_started_at",
+        Coalesce("started_at", _NOT_STARTED, output_field=DateTimeField()),
+    ),
+}
+
+
+def _orderings(value: str) -> list[tuple[str, bool]]:
+    """``(name, descending)`` of each comma-separated part of ``?ordering=``."""
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    return [(part.removeprefix("-"), part.startswith("-")) for part in parts]
+
+
+def validate_ordering(value: str) -> None:
+    unknown = [name for name, _desc in _orderings(value) if name not in ORDERINGS]
+    if unknown:
+        raise ValidationError(
+            f"Unknown field {unknown[0]!r}; sort by one of {', '.join(ORDERINGS)} "
+            "(-field: descending)."
+        )
+
+
+class OrderingFilter(django_filters.CharFilter):
+    """``?ordering=field`` (``-field`` descending, several comma separated) among
+    :data:`ORDERINGS`; anything else is a form error on ``ordering`` (400 in the API)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("validators", [validate_ordering])
+        super().__init__(*args, **kwargs)
+
+    def filter(self, qs, value):
+        if not value:
+            return qs
+        order, annotations = [], {}
+        for name, desc in _orderings(value):
+            target, annotation = ORDERINGS[name]
+            if annotation is not None:
+                annotations[target] = annotation
+            order.append(f"-{target}" if desc else target)
+        # Ties are broken by the id: pages by offset stay stable, and the cursor needs it.
+        return qs.annotate(**annotations).order_by(*order, "pk")
 
 
 class VirtualMachineFilterSet(GoneFilterMixin):
@@ -23,10 +87,13 @@ class VirtualMachineFilterSet(GoneFilterMixin):
     drift = django_filters.BooleanFilter(
         method="filter_drift", help_text="VMs whose live tuning differs from what was applied"
     )
+    ordering = OrderingFilter(help_text=f"Sort by one of {', '.join(ORDERINGS)} (-x: descending)")
 
     class Meta:
         model = VirtualMachine
-        fields = ["host", "tenant", "name", "q", "state", "is_template", "gone", "drift"]
+        fields = [
+            "host", "tenant", "name", "q", "state", "is_template", "gone", "drift", "ordering",
+        ]  # fmt: skip
 
     def filter_tenant(self, queryset, name, value):
         # Only ASCII digits within 64 bits are an id ("³" is a digit to str.isdigit, not to int).

@@ -26,9 +26,11 @@ from hosts.selectors import hosts_for, networks_for, pools_for
 from hosts.storage import backend_for, volume_name_for
 from hosts.storage.backends import space_problem
 from panel import taskrunner
+from panel.locks import LockConflict
 from panel.models import Task, Tenant
 from panel.plans import DOMAIN, STORAGE, Plan
-from panel.tenancy import Action, can, is_platform_admin
+from panel.registry import conflict_errors
+from panel.tenancy import Action, can, is_platform_admin, restrict
 from panel.units import GIB, volume_bytes
 from panel.validators import NAME_RE, validate_tags
 
@@ -56,6 +58,9 @@ MIN_MEMORY_MIB = 64
 # Bounds no real host reaches, checked before a value meets the database or libvirt.
 MAX_VCPUS = 4096
 MAX_MEMORY_MIB = 2**31 - 1  # 2 PiB
+
+# The Markdown notes of a VM (rendered on its Summary).
+NOTES_MAX_LENGTH = 20_000
 
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}\Z")
 SNAPSHOT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
@@ -789,6 +794,7 @@ def vm_update(
     vcpus: int | None = None,
     memory_mib: int | None = None,
     autostart: bool | None = None,
+    notes: str | None = None,
 ) -> Task | None:
     """Edit a VM. Paddock's own fields change at once; what the host must change is a task.
 
@@ -809,6 +815,13 @@ def vm_update(
             errors.add("tags", "; ".join(exc.messages))
         vm.tags = tags
         fields.append("tags")
+    if notes is not None:
+        if len(notes) > NOTES_MAX_LENGTH:
+            errors.add(
+                "notes", f"At most {NOTES_MAX_LENGTH:,} characters; these are {len(notes):,}."
+            )
+        vm.notes = notes
+        fields.append("notes")
     if tenant is not None and tenant.pk != vm.tenant_id:
         if not is_platform_admin(user):
             raise PermissionDenied("Only platform admins move VMs between tenants.")
@@ -1221,6 +1234,67 @@ def vm_delete(*, user, vm: VirtualMachine, delete_volumes: bool = False) -> Task
         )
         VirtualMachine.objects.filter(pk=vm.pk).update(lifecycle=Lifecycle.DELETING)
     return task
+
+
+# --- bulk actions ----------------------------------------------------------------------------
+
+# What the VM grid does to its selected rows, each VM its own task.
+BULK_ACTIONS = {
+    "start": "Start",
+    "shutdown": "Shut down",
+    "stop": "Stop",
+    "delete": "Delete",
+}
+MAX_BULK = 500
+
+
+@dataclass
+class BulkResult:
+    """What a bulk action did: the task of each VM that got one, the reason of each refused."""
+
+    action: str
+    tasks: list[tuple[VirtualMachine, Task]]
+    refused: list[tuple[int, VirtualMachine | None, str]]  # (id asked, its VM if seen, why)
+
+
+def _refusal(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return " ".join(exc.messages)
+    return str(exc)
+
+
+def bulk_action(*, user, action: str, ids: list[int], delete_volumes: bool = False) -> BulkResult:
+    """``action`` (start, shutdown, stop, delete) on each VM of ``ids``, through the same
+    service as the VM's own button: one task per VM. What a VM may not get (the user's role,
+    its state, a task holding it) is refused for that VM alone, with the reason; an id the user
+    cannot see is refused like one that does not exist."""
+    if action not in BULK_ACTIONS:
+        raise ValidationError({"action": f"One of {', '.join(BULK_ACTIONS)}."})
+    ids = list(dict.fromkeys(ids))
+    if not ids:
+        raise ValidationError({"ids": "Select at least one VM."})
+    if len(ids) > MAX_BULK:
+        raise ValidationError({"ids": f"At most {MAX_BULK} VMs at once; asked {len(ids)}."})
+    found = {vm.pk: vm for vm in restrict(
+        VirtualMachine.objects.select_related("host", "tenant"), user, Action.VM_VIEW
+    ).filter(pk__in=ids)}  # fmt: skip
+    result = BulkResult(action=action, tasks=[], refused=[])
+    for pk in ids:
+        vm = found.get(pk)
+        if vm is None:
+            result.refused.append((pk, None, "No such VM."))
+            continue
+        try:
+            with transaction.atomic():
+                if action == "delete":
+                    task = vm_delete(user=user, vm=vm, delete_volumes=delete_volumes)
+                else:
+                    task = vm_power(user=user, vm=vm, action=action)
+        except (ValidationError, PermissionDenied, LockConflict, *conflict_errors.values()) as exc:
+            result.refused.append((pk, vm, _refusal(exc)))
+            continue
+        result.tasks.append((vm, task))
+    return result
 
 
 # --- task titles ------------------------------------------------------------------------------

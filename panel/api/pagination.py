@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import json
 from collections import OrderedDict
@@ -64,8 +65,17 @@ def _after(ordering: list[str], values: list) -> Q:
     return condition
 
 
+class _CursorEncoder(DjangoJSONEncoder):
+    # Datetimes to the microsecond: DjangoJSONEncoder keeps milliseconds, and a cursor after a
+    # rounded-down time would hand out the same row again (?ordering=created, started_at).
+    def default(self, o):
+        if isinstance(o, datetime.datetime):
+            return o.isoformat()
+        return super().default(o)
+
+
 def encode_cursor(values: list) -> str:
-    raw = json.dumps(values, cls=DjangoJSONEncoder, separators=(",", ":")).encode()
+    raw = json.dumps(values, cls=_CursorEncoder, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

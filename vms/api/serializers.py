@@ -19,6 +19,7 @@ from vms.choices import (
     NicModel,
 )
 from vms.models import Disk, Nic, VirtualMachine
+from vms.services import BULK_ACTIONS, MAX_BULK
 
 # Bounds that keep numbers inside the database's 64-bit integers and libvirt's sizes (the
 # services check what fits the host); beyond them a request is a 400 with a field message.
@@ -56,7 +57,8 @@ class VirtualMachineSerializer(serializers.ModelSerializer):
             "vcpus", "max_vcpus", "memory_mib", "max_memory_mib", "virt_type", "os_type", "arch",
             "machine", "firmware", "cpu_mode", "cpu_model", "boot_devices", "autostart",
             "persistent", "is_template", "lifecycle", "description", "tags", "gone", "gone_at",
-            "synced_at", "lock", "disks", "nics", "created", "updated",
+            "synced_at", "lock", "disks", "nics", "created", "updated", "notes",
+            "cpu_percent", "memory_percent", "started_at", "ip_addresses", "sampled_at",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -168,6 +170,8 @@ class VirtualMachineCreateSerializer(serializers.Serializer):
 
 class VirtualMachineEditSerializer(VirtualMachineUpdateSerializer):
     name = serializers.CharField(max_length=63, required=False)
+    # Markdown; its length is the service's rule (vms.services.NOTES_MAX_LENGTH).
+    notes = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
     vcpus = serializers.IntegerField(min_value=1, max_value=MAX_COUNT, required=False)
     memory_mib = serializers.IntegerField(min_value=1, max_value=MAX_COUNT, required=False)
     autostart = serializers.BooleanField(required=False)
@@ -230,3 +234,13 @@ class SnapshotSerializer(serializers.Serializer):
 class CloneSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=63)
     mode = serializers.ChoiceField(choices=CloneMode.values, default=CloneMode.FULL)
+
+
+class BulkActionSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=BULK_ACTIONS)
+    ids = serializers.ListField(
+        child=IdField(), min_length=1, max_length=MAX_BULK, help_text="VM ids"
+    )
+    delete_volumes = serializers.BooleanField(
+        required=False, default=False, help_text="delete: also delete their volumes"
+    )

@@ -9,7 +9,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from panel.api.serializers import TaskEnvelopeSerializer, TaskSerializer
+from panel.api.serializers import BriefSerializer, TaskEnvelopeSerializer, TaskSerializer
 from panel.models import Tenant
 from panel.selectors import tenants_for
 from vms import console as vm_console
@@ -19,6 +19,7 @@ from vms.filtersets import VirtualMachineFilterSet
 
 from .serializers import (
     VM_ROWS,
+    BulkActionSerializer,
     CdromSerializer,
     CloneSerializer,
     DiskAttachSerializer,
@@ -31,6 +32,41 @@ from .serializers import (
     VirtualMachineSerializer,
     vm_rows,
 )
+
+BulkResultSerializer = inline_serializer(
+    "VmBulkResult",
+    {
+        "action": serializers.CharField(),
+        "tasks": inline_serializer(
+            "VmBulkTask", {"vm": BriefSerializer(), "task": TaskSerializer()}, many=True
+        ),
+        "refused": inline_serializer(
+            "VmBulkRefusal",
+            {
+                "id": serializers.IntegerField(),
+                "vm": BriefSerializer(allow_null=True),
+                "detail": serializers.CharField(),
+            },
+            many=True,
+        ),
+    },
+)
+
+
+def bulk_body(result: services.BulkResult) -> dict:
+    """The answer to a bulk action: each VM's task, each refused id with its reason."""
+    return {
+        "action": result.action,
+        "tasks": [
+            {"vm": {"id": vm.pk, "name": vm.name}, "task": TaskSerializer(task).data}
+            for vm, task in result.tasks
+        ],
+        "refused": [
+            {"id": pk, "vm": None if vm is None else {"id": vm.pk, "name": vm.name}, "detail": why}
+            for pk, vm, why in result.refused
+        ],
+    }
+
 
 VmTaskSerializer = inline_serializer(
     "VmTaskEnvelope", {"vm": VirtualMachineSerializer(), "task": TaskSerializer()}
@@ -64,8 +100,22 @@ class VirtualMachineViewSet(
         # Read as rows (vms.api.serializers.vm_rows): the same shape as the serializer at a
         # fraction of its cost per VM, which is most of a big page's time.
         queryset = self.filter_queryset(self.get_queryset()).prefetch_related(None)
-        page = self.paginate_queryset(queryset.values(*VM_ROWS.paths))
+        # A sort key that is an annotation (``?ordering=cpu_percent``) is read with the row:
+        # the cursor pagination takes the last row's values of the ordering.
+        sort_keys = [f for f in queryset.query.annotations if f not in VM_ROWS.paths]
+        page = self.paginate_queryset(queryset.values(*VM_ROWS.paths, *sort_keys))
         return self.get_paginated_response(vm_rows(page))
+
+    @extend_schema(request=BulkActionSerializer, responses={202: BulkResultSerializer})
+    @action(detail=False, methods=["post"])
+    def bulk(self, request):
+        """Start, shut down, stop or delete several VMs: one task each; the VMs that may not
+        get one are answered in ``refused`` with the reason (an id the user cannot see is
+        refused like one that does not exist)."""
+        ser = BulkActionSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        result = services.bulk_action(user=request.user, **ser.validated_data)
+        return Response(bulk_body(result), status=status.HTTP_202_ACCEPTED)
 
     # -- create, edit, delete --------------------------------------------------------------
 
