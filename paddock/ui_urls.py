@@ -5,7 +5,7 @@ span the apps from ``paddock.views``."""
 from django.urls import include, path
 
 import panel.bounds  # noqa: F401  (registers the <id:> and <name:> path converters)
-from panel import views
+from panel import tag_colours, views
 
 from . import views as pages
 
@@ -17,6 +17,7 @@ urlpatterns = [
     path("tenants/", pages.tenant_list, name="tenant_list"),
     path("users/", views.user_list, name="user_list"),
     path("tokens/", views.tokens, name="tokens"),
+    path("tag-colours/", tag_colours.tag_colours, name="tag_colours"),
     path("tokens/<id:pk>/revoke/", views.token_revoke, name="token_revoke"),
     # Hosts and what they hold, VMs, and their nodes of the resource tree
     path("", include("hosts.urls")),

@@ -50,4 +50,6 @@ urlpatterns = [
     path("tree/hosts/<id:pk>/vms/", tree.TreeHostVmsView.as_view(), name="tree_host_vms"),
     path("tree/tenants/", tree.TreeTenantsView.as_view(), name="tree_tenants"),
     path("tree/tenants/<id:pk>/vms/", tree.TreeTenantVmsView.as_view(), name="tree_tenant_vms"),
+    path("tree/tags/", tree.TreeTagsView.as_view(), name="tree_tags"),
+    path("tree/tags/vms/", tree.TreeTagVmsView.as_view(), name="tree_tag_vms"),
 ]

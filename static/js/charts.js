@@ -8,6 +8,12 @@
   const RANGE_SECONDS = { hour: 3600, day: 86400, week: 7 * 86400, month: 31 * 86400, year: 366 * 86400 };
   const COLORS = ["#2f6fb3", "#d18f00", "#2e9d46", "#8e44ad", "#cf3a2f"];
 
+  /* An axis colour from the stylesheet's tokens, so the charts read in light and dark mode. */
+  function token(name, fallback) {
+    const v = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+    return v || fallback;
+  }
+
   const CHARTS = {
     vm: [
       { title: "CPU", unit: "%", series: [["cpu_percent", "CPU"]], max: 100 },
@@ -146,12 +152,12 @@
             y: { range: (u, min, max) => [0, Math.max(def.max && max <= def.max ? def.max : max * 1.1, 1e-6)] },
           },
           axes: [
-            { stroke: "#6b7785", grid: { stroke: "#e7eaee" }, ticks: { stroke: "#d8dde3" } },
+            { stroke: token("--chart-axis", "#6b7785"), grid: { stroke: token("--chart-grid", "#e7eaee") }, ticks: { stroke: token("--line", "#d8dde3") } },
             {
-              stroke: "#6b7785",
+              stroke: token("--chart-axis", "#6b7785"),
               size: 70,
-              grid: { stroke: "#e7eaee" },
-              ticks: { stroke: "#d8dde3" },
+              grid: { stroke: token("--chart-grid", "#e7eaee") },
+              ticks: { stroke: token("--line", "#d8dde3") },
               values: (u, vals) => vals.map(fmt),
             },
           ],

@@ -54,7 +54,7 @@
 
   function restoreTree(root) {
     root.querySelectorAll(".node[data-node]").forEach(function (node) {
-      if (openSet.has(node.dataset.node)) setOpen(node, true, false);
+      if (openSet.has(node.dataset.node) && !otherGroup(node)) setOpen(node, true, false);
     });
   }
 
@@ -96,12 +96,91 @@
     });
   }
 
+  // --- the tree's grouping: hosts and tenants, or tags (html[data-tree-group], theme.js) -------
+
+  const GROUP_KEY = "paddock.tree.group";
+
+  function treeGroup() {
+    return document.documentElement.dataset.treeGroup === "tag" ? "tag" : "host";
+  }
+
+  /* Whether a node sits under the grouping not shown (its list should not load). */
+  function otherGroup(node) {
+    const top = node.closest("[data-group]");
+    return !!top && top.dataset.group !== treeGroup();
+  }
+
+  function setTreeGroup(tree, group) {
+    if (group === "tag") document.documentElement.dataset.treeGroup = "tag";
+    else delete document.documentElement.dataset.treeGroup;
+    try {
+      if (group === "tag") localStorage.setItem(GROUP_KEY, "tag");
+      else localStorage.removeItem(GROUP_KEY);
+    } catch (e) {
+      /* storage disabled: the grouping lasts for this page */
+    }
+    document.querySelectorAll("button[data-tree-group]").forEach(function (btn) {
+      btn.setAttribute("aria-pressed", btn.dataset.treeGroup === treeGroup() ? "true" : "false");
+    });
+    // The shown grouping's first level: the tags open at once, like the datacenter.
+    const tags = tree.querySelector('.node[data-node="tags"]');
+    if (group === "tag" && tags) tags.classList.add("open");
+    tree.querySelectorAll(":scope > ul > .node.open").forEach(function (node) {
+      if (!otherGroup(node)) setOpen(node, true, false);
+    });
+  }
+
+  // --- the tree as a drawer on a narrow screen ----------------------------------------------
+
+  function setDrawer(open) {
+    document.body.classList.toggle("drawer-open", open);
+    document.querySelectorAll("[data-drawer-toggle]").forEach(function (btn) {
+      btn.setAttribute("aria-expanded", open ? "true" : "false");
+    });
+    if (open) {
+      const tree = document.getElementById("tree");
+      const current = tree && tree.querySelector("a.tree-link.current");
+      (current || tree || document.body).focus({ preventScroll: true });
+    }
+  }
+
+  function initDrawer() {
+    document.addEventListener("click", function (ev) {
+      if (ev.target.closest("[data-drawer-toggle]")) {
+        setDrawer(!document.body.classList.contains("drawer-open"));
+      } else if (ev.target.closest("[data-drawer-close]")) {
+        setDrawer(false);
+      } else if (ev.target.closest(".sidebar a[href]")) {
+        setDrawer(false); // it closes on navigation
+      }
+    });
+    document.addEventListener("keydown", function (ev) {
+      if (ev.key === "Escape" && document.body.classList.contains("drawer-open")) setDrawer(false);
+    });
+    window.addEventListener("pageshow", function () {
+      setDrawer(false);
+    });
+  }
+
   function initTree() {
     const tree = document.getElementById("tree");
     if (!tree) return;
+    if (treeGroup() === "tag") {
+      const tags = tree.querySelector('.node[data-node="tags"]');
+      if (tags) tags.classList.add("open");
+    }
+    document.querySelectorAll("button[data-tree-group]").forEach(function (btn) {
+      btn.setAttribute("aria-pressed", btn.dataset.treeGroup === treeGroup() ? "true" : "false");
+      btn.addEventListener("click", function () {
+        setTreeGroup(tree, btn.dataset.treeGroup);
+      });
+    });
     // The page holds the first level only: nodes it draws open (the datacenter) load their
-    // children now, like remembered and revealed ones; the rest load when opened.
-    tree.querySelectorAll(".node.open").forEach((node) => setOpen(node, true, false));
+    // children now, like remembered and revealed ones; the rest load when opened. The
+    // grouping not shown loads nothing.
+    tree.querySelectorAll(".node.open").forEach(function (node) {
+      if (!otherGroup(node)) setOpen(node, true, false);
+    });
     restoreTree(tree);
     revealPath(tree);
     markCurrent(tree);
@@ -936,6 +1015,7 @@
 
   function init() {
     initTree();
+    initDrawer();
     initPolling();
     taskbar.init();
     initSearch();

@@ -1,16 +1,22 @@
 """The VM nodes of the resource tree: a host's VMs (admins) and a tenant's; the tenants with
-their VM counts."""
+their VM counts; and, when the tree groups by tag, the tags with their counts and a tag's VMs."""
 
 from __future__ import annotations
 
-from django.db.models import Count
+from dataclasses import dataclass
+
+from django.db import connection
+from django.db.models import Count, QuerySet
+from django.db.models.expressions import RawSQL
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils.http import urlencode
 
 from hosts import selectors as host_selectors
 from panel import selectors as panel_selectors
-from panel.generic import TreeChildrenView
+from panel.generic import TREE_LIMIT, TreeChildrenView
 from panel.tenancy import is_platform_admin, visible_tenants
+from panel.validators import TAG_RE
 
 from .. import selectors
 from ..models import VirtualMachine
@@ -70,3 +76,77 @@ class TreeTenantsView(TreeChildrenView):
         for tenant in children:
             tenant.vm_count = counts.get(tenant.pk, 0)
         return {"is_platform_admin": is_platform_admin(request.user)}
+
+
+@dataclass
+class TagGroup:
+    """A tag's node: its name ("" for the VMs without a tag) and how many visible VMs carry it."""
+
+    name: str
+    count: int
+
+
+def tag_counts(vms: QuerySet, limit: int) -> list[TagGroup]:
+    """The tags of ``vms`` with their counts, in one grouped query over the tags' JSON arrays
+    (the untagged VMs last, as the tag ""): the first ``limit`` by name."""
+    sql, params = vms.order_by().values("tags").query.sql_with_params()
+    if connection.vendor == "postgresql":
+        query = (
+            f"SELECT t.tag, COUNT(*) FROM ({sql}) v LEFT JOIN LATERAL "
+            "jsonb_array_elements_text(CASE jsonb_typeof(v.tags) WHEN 'array' THEN v.tags "
+            "ELSE '[]'::jsonb END) AS t(tag) ON true "
+            "GROUP BY t.tag ORDER BY t.tag IS NULL, t.tag LIMIT %s"
+        )
+    else:
+        query = (
+            f"SELECT j.value, COUNT(*) FROM ({sql}) v LEFT JOIN json_each(v.tags) j "
+            "GROUP BY j.value ORDER BY j.value IS NULL, j.value LIMIT %s"
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(query, [*params, limit])
+        return [TagGroup(tag or "", n) for tag, n in cursor.fetchall()]
+
+
+def with_tag(vms: QuerySet, tag: str) -> QuerySet:
+    """``vms`` that carry ``tag`` ("" for those with no tag)."""
+    if not tag:
+        return vms.filter(tags=[])
+    if connection.vendor == "postgresql":
+        return vms.filter(tags__contains=[tag])  # jsonb @>
+    table = VirtualMachine._meta.db_table
+    return vms.filter(
+        pk__in=RawSQL(f"SELECT v.id FROM {table} v, json_each(v.tags) j WHERE j.value = %s", [tag])
+    )
+
+
+class TreeTagsView(TreeChildrenView):
+    """The tree's root when it groups by tag: the tags of the VMs the user may see, each with
+    its count (one grouped query); a tag's VMs load when it opens."""
+
+    root = True
+    template_name = "vms/_tree_tags.html"
+    context_children_name = "tags"
+
+    def get_children(self, request: HttpRequest, parent):
+        vms = selectors.vms_for(request.user).prefetch_related(None).filter(gone=False)
+        return tag_counts(vms, TREE_LIMIT + 1)
+
+    def more_url(self, parent) -> str:
+        return reverse("ui:vm_list")
+
+
+class TreeTagVmsView(TreeVmsView):
+    """A tag's node: the visible VMs carrying ``?tag=`` (``?tag=`` empty: the untagged)."""
+
+    root = True
+
+    def get_children(self, request: HttpRequest, parent):
+        tag = request.GET.get("tag", "")
+        if tag and not TAG_RE.match(tag):
+            return VirtualMachine.objects.none()
+        self.tag = tag
+        vms = selectors.vms_for(request.user).prefetch_related(None).filter(gone=False)
+        return with_tag(vms, tag).order_by("name")
+
+    def more_url(self, parent) -> str:
+        return f"{reverse('ui:vm_list')}?{urlencode({'tag': self.tag})}"
