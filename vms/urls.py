@@ -9,6 +9,7 @@ from .views import actions, lists, pages, tree
 
 urlpatterns = [
     path("vms/", lists.VmListView.as_view(), name="vm_list"),
+    path("vms/bulk/", lists.VmBulkView.as_view(), name="vm_bulk"),
     path("vms/create/", views.vm_create, name="vm_create"),
     path("vms/create/options/", views.vm_create_options, name="vm_create_options"),
     path("vms/<id:pk>/", pages.VmView.as_view(), name="vm"),

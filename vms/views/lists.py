@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from hosts.models import Host
+from panel.bounds import parse_id
 from panel.generic import PanelView, paginate
 from panel.tenancy import is_platform_admin, visible_tenants
 
-from .. import selectors
+from .. import selectors, services
 from ..choices import VMState
-from ..filtersets import VirtualMachineFilterSet
+from ..filtersets import ORDERINGS, VirtualMachineFilterSet
 
 # A host or tenant filter lists at most this many choices; beyond, it takes an id.
 CHOICES_LIMIT = 100
@@ -31,6 +33,8 @@ def vm_table_context(request: HttpRequest, fixed: dict | None = None) -> dict:
     filterset = VirtualMachineFilterSet(data, queryset=queryset)
     admin = is_platform_admin(request.user)
     context = {
+        "columns": sort_columns(request, filterset),
+        "bulk_actions": services.BULK_ACTIONS,
         "filterset": filterset,
         "page": paginate(request, filterset.qs),
         "vm_states": VMState.choices,
@@ -58,10 +62,50 @@ def vm_table_context(request: HttpRequest, fixed: dict | None = None) -> dict:
     return context
 
 
+def sort_columns(request: HttpRequest, filterset) -> dict[str, dict]:
+    """Each sortable column's header link (``?ordering=``, the other filters kept, back to the
+    first page) and whether the table is sorted by it now: "asc", "desc" or ""."""
+    current = (filterset.form.cleaned_data.get("ordering") or "") if filterset.is_valid() else ""
+    columns = {}
+    for name in ORDERINGS:
+        params = request.GET.copy()
+        params.pop("page", None)
+        sorted_by = "asc" if current == name else "desc" if current == f"-{name}" else ""
+        params["ordering"] = f"-{name}" if sorted_by == "asc" else name
+        columns[name] = {"url": f"?{params.urlencode()}", "sorted": sorted_by}
+    return columns
+
+
 class VmListView(PanelView):
     """Every VM the user may see (the table's filters share the API's FilterSet)."""
 
     def handle(self, request: HttpRequest, **kwargs) -> HttpResponse:
         context = vm_table_context(request)
         context["active_tab"] = "vms"
+        return render(request, "vms/vm_list.html", context)
+
+
+class VmBulkView(PanelView):
+    """The grid's bulk bar: one task per selected VM (``vms.services.bulk_action``, as
+    POST /api/vms/bulk/); the answer is the group's result, in place (``grid.js``) or above
+    the list without JavaScript."""
+
+    methods = ("POST",)
+
+    def handle(self, request: HttpRequest, **kwargs) -> HttpResponse:
+        ids = [parse_id(raw) for raw in request.POST.getlist("ids")]
+        try:
+            result = services.bulk_action(
+                user=request.user,
+                action=request.POST.get("action", ""),
+                ids=[pk for pk in ids if pk is not None],
+                delete_volumes=request.POST.get("delete_volumes") == "on",
+            )
+            context = {"result": result, "label": services.BULK_ACTIONS[result.action]}
+        except ValidationError as exc:
+            context = {"error": " ".join(exc.messages)}
+        if request.headers.get("X-Requested-With") == "paddock-grid":
+            status = 400 if "error" in context else 200
+            return render(request, "vms/_bulk_result.html", context, status=status)
+        context = {**vm_table_context(request), **context, "active_tab": "vms"}
         return render(request, "vms/vm_list.html", context)
