@@ -14,6 +14,7 @@ urlpatterns = [
     path("vms/create/options/", views.vm_create_options, name="vm_create_options"),
     path("vms/<id:pk>/", pages.VmView.as_view(), name="vm"),
     path("vms/<id:pk>/edit/", pages.VmEditView.as_view(), name="vm_edit"),
+    path("vms/<id:pk>/notes/", pages.VmNotesView.as_view(), name="vm_notes"),
     path("vms/<id:pk>/console/", pages.VmConsolePopoutView.as_view(), name="vm_console_popout"),
     path("vms/<id:pk>/power/<str:action>/", actions.VmPowerView.as_view(), name="vm_power"),
     path("vms/<id:pk>/clone/", actions.VmCloneView.as_view(), name="vm_clone"),

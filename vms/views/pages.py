@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 
 from panel import selectors as panel_selectors
 from panel.filtersets import TaskFilterSet
@@ -140,6 +140,30 @@ class VmConsolePopoutView(VmPage, PanelView):
         if not _may_console(request, vm):
             raise PermissionDenied("Your role may not open this VM's console.")
         return render(request, "vms/console_popout.html", {"vm": vm, "kind": console_kind(request)})
+
+
+class VmNotesView(VmPage, PanelView):
+    """A VM's notes saved from its Summary (edit in place): answers the notes panel, or the
+    page itself when the browser posted the form without htmx."""
+
+    methods = ("POST",)
+    permission = Action.VM_CHANGE
+    permission_what = "edit this VM's notes"
+
+    def handle(self, request: HttpRequest, **kwargs) -> HttpResponse:
+        vm = self.get_object(request, **kwargs)
+        self.check_permission(request, vm)
+        notes = request.POST.get("notes", "").replace("\r\n", "\n")
+        error = ""
+        try:
+            services.vm_update(user=request.user, vm=vm, notes=notes)
+        except ValidationError as exc:
+            error = "; ".join(getattr(exc, "message_dict", {}).get("notes", exc.messages))
+            vm.refresh_from_db(fields=["notes"])
+        if not request.headers.get("HX-Request"):
+            return redirect(vm.get_absolute_url()) if not error else HttpResponse(error, status=400)
+        context = {"vm": vm, "can_edit": True, "notes_error": error, "notes_draft": notes}
+        return render(request, "vms/_notes.html", context, status=400 if error else 200)
 
 
 class VmEditView(VmPage, ObjectEditView):
