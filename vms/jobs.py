@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from hosts import storage
@@ -31,7 +31,7 @@ from hosts.sync import sync_pools
 from panel import plans
 from panel.failpoints import failpoint
 from panel.models import Task
-from panel.taskrunner import Recovery, TaskContext, task_kind
+from panel.taskrunner import Recovery, TaskCancelled, TaskContext, task_kind
 from panel.tenancy import Action
 from panel.units import GIB
 
@@ -558,6 +558,13 @@ def run_vm_power(ctx: TaskContext) -> dict:
                     )
                 ctx.log(f"Still running after {timeout} s: forcing it off", level="warning")
                 guest.destroy()
+    except TaskCancelled:
+        _resync_after_failure(vm, conn)
+        # Wanted as it is again, unless the Stop that preempted this task holds the VM now.
+        VirtualMachine.objects.filter(
+            Q(lock__isnull=True) | Q(lock_id=ctx.task.pk), pk=vm.pk
+        ).update(desired_state=F("state"))
+        raise
     except Exception:
         _resync_after_failure(vm, conn)
         raise

@@ -168,6 +168,7 @@ def test_a_shutdown_waiting_for_the_guest_stops_at_a_cancel(api, acme_sim, monke
     assert shutdown.params["wait_until"]  # the countdown's deadline was written
     vm.refresh_from_db()
     assert vm.lock_id is None and vm.state == "running"
+    assert vm.desired_state == "running"  # wanted as it is again
 
 
 def test_a_running_task_without_a_safe_point_refuses_with_its_reason(api, acme_sim):
@@ -265,6 +266,7 @@ def test_stop_preempts_a_running_shutdown_whose_worker_then_does_nothing(
     assert shutdown.error == f"Cancelled by {acme_sim['member'].username}."
     vm.refresh_from_db()
     assert vm.lock_id == stops[0].pk  # the shutdown's worker left the Stop's lock alone
+    assert vm.desired_state == "shutoff"  # and what the Stop wants
     run_queued_tasks()
     stops[0].refresh_from_db()
     assert stops[0].state == TaskState.SUCCEEDED

@@ -84,6 +84,8 @@ def power_buttons(vm: VirtualMachine, reason_blocked: str) -> list[dict]:
         ):
             continue
         reason = reason_blocked
+        if action == PowerAction.STOP and services.stop_preempts(busy_task(vm)):
+            reason = ""  # a Stop ends a pending shutdown or reboot first (as Proxmox does)
         if not reason and vm.state not in services.POWER_FROM[action]:
             reason = f"Not possible while {vm.get_state_display().lower()}"
         buttons.append(
