@@ -39,7 +39,7 @@ from panel.generic import (
     task_link,
 )
 from panel.locks import LockConflict
-from panel.models import Tenant
+from panel.models import Task, Tenant
 from panel.units import GIB
 
 from . import selectors, services
@@ -235,7 +235,19 @@ class PoolView(ObjectView):
             "volumes_filter": volumes,
             "page": page,
             "pool_blocked": _pool_blocked(obj),
+            "follow": _followed_task(request, obj),
         }
+
+
+def _followed_task(request: HttpRequest, pool: StoragePool) -> Task | None:
+    """The volume task the page was sent back to follow (``?task=``), when it is on this pool's
+    host: the page shows how it goes and draws its volumes again when it ends."""
+    raw = request.GET.get("task", "")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
+        return None
+    return Task.objects.filter(
+        pk=int(raw), host_id=pool.host_id, kind__startswith="volume."
+    ).first()
 
 
 class NetworkView(ObjectView):
@@ -278,6 +290,10 @@ class PoolActionView(ActionView):
 
     def return_url(self) -> str:
         return reverse("ui:pool", args=[self.pool.pk])
+
+    def following(self, task) -> str:
+        """The pool's page following ``task``: its volume list is drawn again when it ends."""
+        return f"{self.return_url()}?task={task.pk}"
 
     def reveal(self, request: HttpRequest, obj) -> str:
         return f"host-{self.pool.host_id} host-{self.pool.host_id}-pools"
@@ -331,7 +347,7 @@ class VolumeCreateView(PoolActionView):
             size_gib=data["size_gib"],
             format=data.get("format", ""),
         )
-        return None, queued_message(f"Creation of volume {data['name']}", task)
+        return self.following(task), queued_message(f"Creation of volume {data['name']}", task)
 
 
 class VolumeUploadView(PoolActionView):
@@ -394,7 +410,7 @@ class VolumeGrowView(VolumeActionView):
         task = services.volume_grow(
             user=self.request.user, volume=volume, size_gib=data["size_gib"]
         )
-        return None, queued_message(f"Growing volume {volume.name}", task)
+        return self.following(task), queued_message(f"Growing volume {volume.name}", task)
 
 
 class VolumePublishView(VolumeActionView):
@@ -448,7 +464,7 @@ class VolumeDeleteView(VolumeActionView):
 
     def perform(self, data):
         task = services.volume_delete(user=self.request.user, volume=self.object)
-        return None, queued_message(f"Deletion of volume {self.object.name}", task)
+        return self.following(task), queued_message(f"Deletion of volume {self.object.name}", task)
 
 
 # --- tree nodes ----------------------------------------------------------------------------

@@ -42,12 +42,14 @@ def test_create_volume_queues_a_task_that_creates_it_in_libvirt(admin, pool, run
 
     response = admin.post(url, {"name": "scratch-01.qcow2", "size_gib": "2", "format": "qcow2"})
     assert response.status_code == 302
-    assert response["Location"] == reverse("ui:pool", args=[pool.pk])
     task = Task.objects.get(kind="volume.create")
+    # Back to the pool, which follows the task and draws its volumes again when it ends.
+    assert response["Location"] == f"{reverse('ui:pool', args=[pool.pk])}?task={task.pk}"
     assert task.params["name"] == "scratch-01.qcow2"
 
     landing = admin.get(response["Location"])
     assert f'href="{reverse("ui:task", args=[task.pk])}"' in text(landing)
+    assert f'data-follow-task="{task.pk}"' in text(landing)
 
     run_tasks()
     task.refresh_from_db()
@@ -65,7 +67,8 @@ def test_create_in_the_dialog_redirects_with_hx_redirect(admin, pool):
 
     response = admin.post(url, {"name": "dlg-01.raw", "size_gib": "1", "format": "raw"}, **HX)
     assert response.status_code == 204
-    assert response["HX-Redirect"] == reverse("ui:pool", args=[pool.pk])
+    task = Task.objects.get(kind="volume.create")
+    assert response["HX-Redirect"] == f"{reverse('ui:pool', args=[pool.pk])}?task={task.pk}"
 
 
 def test_duplicate_name_re_renders_the_dialog_with_the_field_error(admin, pool):
