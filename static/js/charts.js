@@ -223,6 +223,14 @@
     });
   }
 
+  // A new colour scheme (the user menu's switch, theme.js) draws the charts again in its colours.
+  document.addEventListener("paddock:theme", function () {
+    document.querySelectorAll("[data-metrics]").forEach(function (root) {
+      const charts = root.paddockCharts;
+      if (charts && charts.plots.length) charts.load(charts.range);
+    });
+  });
+
   window.Paddock = window.Paddock || {};
   window.Paddock.charts = { init: init };
 

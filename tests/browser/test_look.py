@@ -220,7 +220,14 @@ def test_dark_mode_follows_the_system_and_the_users_choice(live_host, live_serve
     light.click('[data-theme-choice="system"]')
     assert background(light) == LIGHT_BG
     light.goto(f"{base}/vms/{vm.pk}/")
+    expect(light.locator("[data-metrics] figure.chart").first).to_be_visible()
     shot(light, "look-vm-light")
+    # The charts are drawn again in the new scheme's colours.
+    light.click("details[data-menu] > summary")
+    with light.expect_response(lambda r: "/metrics/" in r.url and "range=hour" in r.url):
+        light.click('[data-theme-choice="dark"]')
+    expect(light.locator("[data-metrics] figure.chart").first).to_be_visible()
+    light.click('[data-theme-choice="system"]')  # the menu stays open on a choice
     light.goto(f"{base}/vms/create/")
     shot(light, "look-wizard-light")
 
