@@ -199,6 +199,9 @@ def test_dark_mode_follows_the_system_and_the_users_choice(live_host, live_serve
     shot(dark, "look-vm-dark")
     dark.goto(f"{base}/vms/create/")
     shot(dark, "look-wizard-dark")
+    dark.goto(f"{base}/vms/{vm.pk}/?tab=tuning")
+    assert background(dark, ".panel") == "rgb(27, 34, 40)"
+    shot(dark, "look-tuning-dark")
     # "Light" in the user menu wins over the system's dark.
     dark.click("details[data-menu] > summary")
     dark.click('[data-theme-choice="light"]')
