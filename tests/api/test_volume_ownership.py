@@ -184,7 +184,17 @@ def test_operator_uses_published_image_and_iso(api, shared):
 @pytest.mark.parametrize("mode", ["full", "linked"])
 def test_operator_clones_own_disk(api, shared, mode):
     client = api.as_user(shared["operator"])
-    disks = [{"source_volume": shared["own_disk"].pk, "clone": mode}]
+    own = shared["own_disk"]
+    pool = own.pool
+    disks = [{"source_volume": own.pk, "clone": mode}]
+    if mode == "linked":
+        # The overlay may grow to the disk's whole size, which the simulated host reserves at
+        # once: it must fit in the pool's free space (hosts.storage.backends.space_problem).
+        assert own.capacity > pool.available
+        refused = _create(client, shared, disks=disks)
+        assert refused.status_code == 400, refused.content
+        assert "GiB asked" in str(refused.json()["disks[0]"])
+        StoragePool.objects.filter(pk=pool.pk).update(available=own.capacity * 2)
     response = _create(client, shared, disks=disks)
     assert response.status_code == 202, response.content
 
