@@ -193,6 +193,9 @@ class Shape:
         )
         self.env = env
         self.procs: dict[str, subprocess.Popen] = {}
+        # Processes that exited on their own and were started again, as a supervisor would
+        # (compose's "restart: unless-stopped", make demo's loop): (name, its last log line).
+        self.exits: list[tuple[str, str]] = []
 
     def commands(self) -> dict[str, list[str]]:
         bindir = os.path.dirname(PY)
@@ -248,9 +251,14 @@ class Shape:
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
     def check_alive(self) -> None:
-        for name, proc in self.procs.items():
+        """Start again what exited on its own (the chaos run never stops a process without
+        starting it again), and note it: the tasks must come out right all the same."""
+        for name, proc in list(self.procs.items()):
             if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited on its own:\n{self.tail(name)}")
+                lines = [line for line in self.tail(name).splitlines() if line.strip()]
+                self.exits.append((name, lines[-1][:200] if lines else f"exit {proc.returncode}"))
+                say(f"chaos: {name} exited on its own ({self.exits[-1][1]}); starting it again")
+                self.start(name)
 
 
 # --- the panel's API --------------------------------------------------------------------------
@@ -386,6 +394,7 @@ class Verdict:
     recovery: float = 0.0
     tasks: str = ""
     struck: str = ""
+    self_exits: int = 0  # processes that exited on their own during the trial (started again)
     notes: list[str] = field(default_factory=list)
 
     def bad(self) -> bool:
@@ -658,6 +667,7 @@ class Chaos:
 
     def trial(self, fault: str, n: int) -> Verdict:
         verdict = Verdict()
+        exits_before = len(self.shape.exits)
         base = f"{self.prefix}{fault[:3]}{n}"
         names = {k: f"{base}{k}" for k in "abcd"}
         a = self.create(names["a"])
@@ -684,6 +694,9 @@ class Chaos:
         self.shape.check_alive()
         truth(self.db, self.lv, verdict, self.seen)
         self.tidy(base, verdict)
+        for name, why in self.shape.exits[exits_before:]:
+            verdict.self_exits += 1
+            verdict.notes.append(f"{name} exited on its own and was started again: {why}")
         return verdict
 
     def tidy(self, base: str, verdict: Verdict) -> None:
@@ -726,7 +739,10 @@ class Chaos:
 
 
 def table(results: dict[str, list[Verdict]]) -> str:
-    head = ("fault", "trials", "lost", "duplicated", "orphans", "stuck locks", "max recovery s")
+    head = (
+        "fault", "trials", "lost", "duplicated", "orphans", "stuck locks", "max recovery s",
+        "exited on their own",
+    )  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for fault, verdicts in results.items():
         cells = (
@@ -738,6 +754,7 @@ def table(results: dict[str, list[Verdict]]) -> str:
             sum(v.orphans for v in verdicts),
             sum(v.stuck_locks for v in verdicts),
             f"{max((v.recovery for v in verdicts), default=0):.1f}",
+            sum(v.self_exits for v in verdicts),
         )  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)

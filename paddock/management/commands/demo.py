@@ -68,17 +68,39 @@ class Command(BaseCommand):
             raise KeyboardInterrupt  # a service manager's SIGTERM stops the children too
 
         signal.signal(signal.SIGTERM, stop)
-        procs = {
-            name: subprocess.Popen(cmd, cwd=settings.BASE_DIR, umask=0o077)
-            for name, cmd in commands.items()
-        }
-        for name, proc in procs.items():
+
+        def start(name: str) -> subprocess.Popen:
+            proc = subprocess.Popen(commands[name], cwd=settings.BASE_DIR, umask=0o077)
             self.stdout.write(f"  started {name} (pid {proc.pid})")
+            return proc
+
+        procs = {name: start(name) for name in commands}
+        # A process that exits is started again, as the compose file's "restart:
+        # unless-stopped" does (a worker can exit on a broker reconnect): after 1 s, doubling
+        # to 30 s while it keeps exiting within a minute of its start.
+        started = {name: time.monotonic() for name in procs}
+        backoff = dict.fromkeys(procs, 1.0)
+        due: dict[str, float] = {}
         try:
-            while all(p.poll() is None for p in procs.values()):
+            while True:
+                now = time.monotonic()
+                for name, proc in procs.items():
+                    if name in due or proc.poll() is None:
+                        continue
+                    if now - started[name] > 60:
+                        backoff[name] = 1.0
+                    due[name] = now + backoff[name]
+                    self.stderr.write(
+                        f"{name} exited with {proc.returncode}; starting it again in "
+                        f"{backoff[name]:.0f} s"
+                    )
+                    backoff[name] = min(backoff[name] * 2, 30.0)
+                for name, when in list(due.items()):
+                    if when <= now:
+                        del due[name]
+                        procs[name] = start(name)
+                        started[name] = time.monotonic()
                 time.sleep(0.5)
-            dead = [n for n, p in procs.items() if p.poll() is not None]
-            self.stderr.write(f"{', '.join(dead)} exited; stopping the others")
         except KeyboardInterrupt:
             pass
         finally:
