@@ -48,9 +48,11 @@ def _orderings(value: str) -> list[tuple[str, bool]]:
 def validate_ordering(value: str) -> None:
     unknown = [name for name, _desc in _orderings(value) if name not in ORDERINGS]
     if unknown:
+        # The value goes in as a parameter: django-filter interpolates every message with its
+        # params, so a "%" typed into the query must not be part of the message itself.
         raise ValidationError(
-            f"Unknown field {unknown[0]!r}; sort by one of {', '.join(ORDERINGS)} "
-            "(-field: descending)."
+            "Unknown field %(field)s; sort by one of %(fields)s (-field: descending).",
+            params={"field": repr(unknown[0]), "fields": ", ".join(ORDERINGS)},
         )
 
 
