@@ -384,3 +384,40 @@ def test_a_host_past_its_deadline_is_not_asked_again_this_round():
     )
     assert stats.guest_addresses(conn, ["a", "b"]) == {"a": [], "b": []}
     assert conn.looked_up == ["a"]
+
+
+def test_the_real_collector_path_reads_the_agents_of_vms_with_its_channel(synced_host, monkeypatch):
+    """The round a real host gets (``_collect_real``), on the test driver's libvirt API, which
+    answers interfaceAddresses for any running domain: only the VM whose definition has the
+    agent channel is asked, and its addresses reach its row. (The test driver has no host CPU
+    or memory counters: those two calls answer empty here.)"""
+    from metrics.collector import _collect_real
+
+    monkeypatch.setattr(stats, "host_cpu", lambda conn: {})
+    monkeypatch.setattr(stats, "host_memory", lambda conn: {})
+
+    conn = get_connection(synced_host)
+    running = list(
+        VirtualMachine.objects.filter(host=synced_host, state=VMState.RUNNING).order_by("name")
+    )
+    with_agent, without = running[0], running[1]
+    channel = "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>"
+    VirtualMachine.objects.filter(pk=with_agent.pk).update(
+        definition=with_agent.definition.replace("</devices>", channel + "</devices>")
+    )
+    rnd = _collect_real(synced_host, conn, 1_700_000_000.0)
+    assert write_live_columns(rnd) == len(rnd.vms) > 1
+    with_agent.refresh_from_db()
+    without.refresh_from_db()
+    expected = stats.guest_addresses(conn, [str(with_agent.uuid)])[
+        str(with_agent.uuid).replace("-", "")
+    ]
+    assert expected and with_agent.ip_addresses == expected
+    assert without.ip_addresses == [] and without.sampled_at is not None
+
+
+def test_a_stopped_domain_answers_no_addresses_through_the_driver(synced_host):
+    conn = get_connection(synced_host)
+    off = VirtualMachine.objects.filter(host=synced_host, state=VMState.SHUTOFF).first()
+    key = str(off.uuid).replace("-", "")
+    assert stats.guest_addresses(conn, [str(off.uuid)]) == {key: []}
