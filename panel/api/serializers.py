@@ -212,10 +212,16 @@ class TagColourSerializer(serializers.Serializer):
     )
 
 
+# The whole list is read and written at once: a bound on what one PUT may hold.
+MAX_TAG_COLOURS = 1000
+
+
 class TagColourListSerializer(serializers.ListSerializer):
     child = TagColourSerializer()
 
     def validate(self, attrs):
+        if len(attrs) > MAX_TAG_COLOURS:
+            raise serializers.ValidationError(f"At most {MAX_TAG_COLOURS} tag colours.")
         tags = [item["tag"] for item in attrs]
         if len(set(tags)) != len(tags):
             raise serializers.ValidationError("A tag is listed more than once.")

@@ -256,6 +256,7 @@ NOT_LISTS = {
     "/api/vms/{pk}/console/",  # who is on the console now: the console's own store
     "/api/vms/{pk}/tuning/", "/api/hosts/{pk}/tuning/",  # one VM's / host's tuning
     "/api/tenants/{pk}/tuning-default/",
+    "/api/tag-colours/",  # the whole palette in one query, at most MAX_TAG_COLOURS rows
 }  # fmt: skip
 
 

@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.template import Context, Template
 from django.test import RequestFactory
 
+from panel.api.serializers import MAX_TAG_COLOURS
 from panel.markdown import render_markdown
 from panel.models import TagColour
 
@@ -110,3 +111,12 @@ def test_markdown_removes_script_event_handlers_and_javascript_links():
 def test_markdown_escapes_what_it_does_not_allow():
     assert str(render_markdown('<iframe src="https://x"></iframe>text')).strip() == "<p>text</p>"
     assert str(render_markdown("")) == ""
+
+
+def test_more_tag_colours_than_one_put_may_hold_is_a_400(api, admin_user):
+    api.as_user(admin_user)
+    body = [{"tag": f"t{n}", "colour": "blue"} for n in range(MAX_TAG_COLOURS + 1)]
+    response = api.put("/api/tag-colours/", body, format="json")
+    assert response.status_code == 400, response.content
+    assert str(MAX_TAG_COLOURS) in str(response.json())
+    assert not TagColour.objects.exists()
