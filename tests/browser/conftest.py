@@ -19,6 +19,8 @@ import pytest
 from django.db import connections
 from playwright.sync_api import expect, sync_playwright
 
+from paddock import embedded
+from paddock.celery import app as celery_app
 from tests.conftest import add_and_sync_host
 
 # Playwright's sync API runs an event loop in the test's thread; the ORM calls the test makes
@@ -94,6 +96,18 @@ def watched_host(transactional_db, admin_user, node_uri):
     assert wait_until(lambda: watcher.stats["reconciles"] >= 1, 30)
     yield host
     watcher.stop()
+
+
+@pytest.fixture
+def worker_thread():
+    """Tasks go to the embedded Celery worker (a thread, the in-memory broker) instead of running
+    inside the request: the worker and the page race as they do in production."""
+    eager = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = False
+    worker = embedded.start_worker(concurrency=2)
+    yield worker
+    worker.stop()
+    celery_app.conf.task_always_eager = eager
 
 
 @pytest.fixture

@@ -21,8 +21,6 @@ import pytest
 from playwright.sync_api import expect
 
 from hosts.driver.guest import Guest
-from paddock import embedded
-from paddock.celery import app as celery_app
 from panel import taskrunner
 from panel.models import Task
 from tests.browser.conftest import BROWSER, log_in, shot
@@ -31,16 +29,6 @@ pytestmark = BROWSER
 
 SLOWED = ("vm.snapshot_create", "vm.snapshot_revert", "vm.snapshot_delete", "volume.create",
           "volume.delete")  # fmt: skip
-
-
-@pytest.fixture
-def worker_thread():
-    eager = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = False
-    worker = embedded.start_worker(concurrency=2)
-    yield worker
-    worker.stop()
-    celery_app.conf.task_always_eager = eager
 
 
 @pytest.fixture

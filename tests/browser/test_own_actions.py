@@ -19,8 +19,6 @@ from dataclasses import replace
 import pytest
 from playwright.sync_api import expect
 
-from paddock import embedded
-from paddock.celery import app as celery_app
 from panel import taskrunner
 from panel.consumers import EventsConsumer
 from tests.browser.conftest import BROWSER, log_in, shot
@@ -29,17 +27,6 @@ from tests.browser.test_live import wait_live
 pytestmark = BROWSER
 
 ROUNDS = 10
-
-
-@pytest.fixture
-def worker_thread():
-    """Tasks go to a worker thread instead of running inside the request."""
-    eager = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = False
-    worker = embedded.start_worker(concurrency=2)
-    yield worker
-    worker.stop()
-    celery_app.conf.task_always_eager = eager
 
 
 @pytest.fixture
