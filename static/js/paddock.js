@@ -487,6 +487,88 @@
     });
   }
 
+  // --- results in place -------------------------------------------------------------------
+
+  /* After an action: when it sends the user back to the page they are on, re-read that page and
+   * put in place what the action changes (the header with its buttons, the messages, the banner
+   * that follows the new task) instead of loading the page again: the open tab (a console, the
+   * charts) stays as it is. Anywhere else is a navigation. */
+  const NOTICES = ["> .flash", "> [data-follow-task]", "> [data-task-state]"];
+
+  function notices(content) {
+    return NOTICES.flatMap((sel) => Array.from(content.querySelectorAll(":scope " + sel)));
+  }
+
+  function redrawOrGo(to, html) {
+    const target = new URL(to, location.href);
+    const head = document.querySelector("#main > .obj-head");
+    const content = document.querySelector("#main > .content");
+    if (target.origin !== location.origin || target.pathname !== location.pathname || !head || !content) {
+      location.href = to;
+      return;
+    }
+    // The page as the action's answer names it (it may add what to follow: ?task=), or the
+    // page the answer already is (a redirect fetch followed: its messages are in it).
+    const page = html
+      ? Promise.resolve(html)
+      : fetch(target.href, { credentials: "same-origin" }).then((r) =>
+          r.ok ? r.text() : Promise.reject(r.status)
+        );
+    return page
+      .then(function (html) {
+        const doc = new DOMParser().parseFromString(html, "text/html");
+        const freshHead = doc.querySelector("#main > .obj-head");
+        const freshContent = doc.querySelector("#main > .content");
+        if (!freshHead || !freshContent) return Promise.reject("no header");
+        head.replaceWith(freshHead);
+        notices(content).forEach((el) => el.remove());
+        const fresh = notices(freshContent);
+        content.prepend(...fresh);
+        if (doc.body.dataset.vmLock !== undefined) document.body.dataset.vmLock = doc.body.dataset.vmLock;
+        if (window.htmx) {
+          window.htmx.process(freshHead);
+          fresh.forEach((el) => window.htmx.process(el));
+        }
+        document.dispatchEvent(new CustomEvent("paddock:header", { detail: { element: freshHead } }));
+      })
+      .catch(function () {
+        location.href = to;
+      });
+  }
+
+  /* The header's one-click actions (Start, Shutdown ...) post in place too. */
+  function initInplaceActions() {
+    document.addEventListener("submit", function (ev) {
+      const form = ev.target.closest(".obj-actions form.inline-form");
+      if (!form || ev.defaultPrevented || (form.method || "").toLowerCase() !== "post") return;
+      ev.preventDefault();
+      const button = ev.submitter || form.querySelector("[type=submit]");
+      if (button) button.disabled = true;
+      fetch(form.action, {
+        method: "POST",
+        body: new FormData(form),
+        headers: { "HX-Request": "true" },
+        credentials: "same-origin",
+      })
+        .then((r) => {
+          const to = r.headers.get("HX-Redirect");
+          if (to) return redrawOrGo(to);
+          if (r.redirected && r.ok) return r.text().then((html) => redrawOrGo(r.url, html));
+          if (r.status === 400 || r.status === 409) {
+            return r.text().then(function (html) {
+              dialog.ensure();
+              dialog.show(html);
+              if (button) button.disabled = false;
+            });
+          }
+          return Promise.reject(r.status);
+        })
+        .catch(function () {
+          location.href = form.action;
+        });
+    });
+  }
+
   // --- dialog: action forms in place -------------------------------------------------------
 
   /* A link with data-dialog opens its page's form in a modal <dialog> instead of navigating
@@ -567,7 +649,8 @@
         .then((r) => {
           const to = r.headers.get("HX-Redirect");
           if (to) {
-            location.href = to;
+            this.close();
+            redrawOrGo(to);
             return null;
           }
           if (r.ok || r.status === 400) return r.text();
@@ -1024,6 +1107,7 @@
     initConfirm();
     initAlerts();
     initDialogs();
+    initInplaceActions();
     initSwitches(document);
     document.querySelectorAll("form[data-wizard]").forEach(initWizard);
     document.documentElement.dataset.ready = "1";

@@ -64,6 +64,7 @@ def test_the_vm_page_shows_its_own_actions_result_every_time(
     page.goto(f"{base}/vms/{vm.pk}/")
     wait_live(page)
     header = page.locator(f'.obj-title .head-state[data-vm-id="{vm.pk}"]')
+    page.evaluate("window.__sameDocument = true")  # gone if the page loads again
     state = "running"
     for n in range(ROUNDS):
         if state == "running":
@@ -81,6 +82,8 @@ def test_the_vm_page_shows_its_own_actions_result_every_time(
         else:
             expect(start, f"round {n + 1}").to_be_enabled(timeout=10_000)
         wait_live(page)
+    # The actions' results came in place: the page never loaded again.
+    assert page.evaluate("window.__sameDocument") is True
     shot(page, "own-actions-final")
 
 
