@@ -122,7 +122,8 @@ class TestVirtualMachines(ModelEndpointTests):
         "vcpus", "max_vcpus", "memory_mib", "max_memory_mib", "virt_type", "os_type", "arch",
         "machine", "firmware", "cpu_mode", "cpu_model", "boot_devices", "autostart",
         "persistent", "is_template", "lifecycle", "description", "tags", "gone", "gone_at",
-        "synced_at", "lock", "disks", "nics", "created", "updated",
+        "synced_at", "lock", "disks", "nics", "created", "updated", "notes",
+        "cpu_percent", "memory_percent", "started_at", "ip_addresses", "sampled_at",
     }  # fmt: skip
     filters = {
         "host": (lambda t: t["host"].pk, host_is()),
@@ -153,7 +154,8 @@ class TestTasks(ModelEndpointTests):
     url = "/api/tasks/"
     fields = {
         "id", "kind", "title", "state", "progress", "target", "vm", "host", "destination_host", "user", "tenant",
-        "created", "started", "finished", "error", "result", "log",
+        "created", "started", "finished", "error", "result", "log", "cancel_requested",
+        "wait_until",
     }  # fmt: skip
     filters = {
         "vm": (lambda t: t["acme_vm"].pk, lambda row, t: row["vm"]["id"] == t["acme_vm"].pk),
