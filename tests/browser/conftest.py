@@ -99,9 +99,12 @@ def watched_host(transactional_db, admin_user, node_uri):
 
 
 @pytest.fixture
-def worker_thread():
+def worker_thread(settings):
     """Tasks go to the embedded Celery worker (a thread, the in-memory broker) instead of running
-    inside the request: the worker and the page race as they do in production."""
+    inside the request: the worker and the page race as they do in production. As in the
+    embedded default, every task goes to the one queue it consumes (with REDIS_URL set, tasks
+    would otherwise go to their host's queue, which this worker may not have joined yet)."""
+    settings.EMBEDDED = True
     eager = celery_app.conf.task_always_eager
     celery_app.conf.task_always_eager = False
     worker = embedded.start_worker(concurrency=2)
