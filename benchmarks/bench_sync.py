@@ -59,6 +59,10 @@ def one_round(n: int, node_xml: str, workdir: Path) -> dict:
     from vms.models import Disk, Nic, VirtualMachine
     from vms.sync import read_domains
 
+    # Each round starts from an empty inventory: the node file is the same, and a VM is its UUID
+    # across hosts, so a second host with the same domains would hold moves, not new VMs.
+    VirtualMachine.objects.all().delete()
+    Host.objects.all().delete()
     path = workdir / f"node-{n}.xml"
     path.write_text(node_xml, encoding="utf-8")
     host = Host.objects.create(name=f"bench-sync-{n}", uri=node_uri(path), simulated=True)
