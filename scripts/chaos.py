@@ -404,10 +404,13 @@ class Verdict:
         )
 
 
-def wait_final(db: Db, after_id: int, timeout: float) -> tuple[float, list[tuple]]:
-    """Seconds until every task newer than ``after_id`` is final; the ones that never were."""
+def wait_final(db: Db, after_id: int, timeout: float, tick=None) -> tuple[float, list[tuple]]:
+    """Seconds until every task newer than ``after_id`` is final; the ones that never were.
+    ``tick`` runs on every look (the shape's supervisor: what exited is started again)."""
     start = time.monotonic()
     while True:
+        if tick is not None:
+            tick()
         open_tasks = db.rows(
             "SELECT id, kind, state FROM panel_task WHERE id > %s AND state <> ALL(%s)",
             after_id,
@@ -674,7 +677,9 @@ class Chaos:
         d = self.create(names["d"], start=True)
         mark = self.last_task()
         ended = self.inject(fault, n, mark, names, a, d)
-        _elapsed, open_tasks = wait_final(self.db, mark, LOST_AFTER_SECONDS)
+        _elapsed, open_tasks = wait_final(
+            self.db, mark, LOST_AFTER_SECONDS, tick=self.shape.check_alive
+        )
         verdict.recovery = round(time.monotonic() - ended, 1)
         verdict.struck = self.struck
         verdict.tasks = ", ".join(
@@ -710,7 +715,7 @@ class Chaos:
             if r.status_code != 202:
                 verdict.stuck_locks += 1
                 verdict.notes.append(f"delete of {name} refused: {r.status_code} {r.text[:200]}")
-        _elapsed, open_tasks = wait_final(self.db, mark, 120)
+        _elapsed, open_tasks = wait_final(self.db, mark, 120, tick=self.shape.check_alive)
         if open_tasks:
             verdict.lost += len(open_tasks)
             verdict.notes.append(f"tidying left {open_tasks}")
