@@ -13,7 +13,7 @@ from panel.filtersets import IdFilter
 
 from .choices import VMState
 from .models import VirtualMachine
-from .selectors import search_condition
+from .selectors import search_condition, with_tag
 
 # Far past and far future stand in for "no sample" and "not running" so a sorted column has no
 # NULLs: the cursor pagination (panel.api.pagination) compares every ordering value.
@@ -89,12 +89,14 @@ class VirtualMachineFilterSet(GoneFilterMixin):
     drift = django_filters.BooleanFilter(
         method="filter_drift", help_text="VMs whose live tuning differs from what was applied"
     )
+    tag = django_filters.CharFilter(method="filter_tag", help_text="VMs that carry this tag")
     ordering = OrderingFilter(help_text=f"Sort by one of {', '.join(ORDERINGS)} (-x: descending)")
 
     class Meta:
         model = VirtualMachine
         fields = [
-            "host", "tenant", "name", "q", "state", "is_template", "gone", "drift", "ordering",
+            "host", "tenant", "name", "q", "state", "is_template", "gone", "drift", "tag",
+            "ordering",
         ]  # fmt: skip
 
     def filter_tenant(self, queryset, name, value):
@@ -110,6 +112,9 @@ class VirtualMachineFilterSet(GoneFilterMixin):
         if value:
             return queryset.filter(tuning__drift=True)
         return queryset.exclude(tuning__drift=True)
+
+    def filter_tag(self, queryset, name, value):
+        return with_tag(queryset, value)
 
     def filter_q(self, queryset, name, value):
         return queryset.filter(search_condition(value))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
+from django.db import connection
 from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models.expressions import RawSQL
 
 from hosts.models import ISO_Q, Volume
 from panel.tenancy import Action, is_platform_admin, restrict
@@ -56,6 +58,18 @@ def search(user, query: str, limit: int = 20) -> QuerySet[VirtualMachine]:
         restrict(VirtualMachine.objects.select_related("host", "tenant"), user)
         .filter(search_condition(query), gone=False)
         .order_by("name")[:limit]
+    )
+
+
+def with_tag(vms: QuerySet, tag: str) -> QuerySet:
+    """``vms`` that carry ``tag`` ("" for those with no tag)."""
+    if not tag:
+        return vms.filter(tags=[])
+    if connection.vendor == "postgresql":
+        return vms.filter(tags__contains=[tag])  # jsonb @>
+    table = VirtualMachine._meta.db_table
+    return vms.filter(
+        pk__in=RawSQL(f"SELECT v.id FROM {table} v, json_each(v.tags) j WHERE j.value = %s", [tag])
     )
 
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from django.db import connection
 from django.db.models import Count, QuerySet
-from django.db.models.expressions import RawSQL
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.http import urlencode
@@ -107,18 +106,6 @@ def tag_counts(vms: QuerySet, limit: int) -> list[TagGroup]:
         return [TagGroup(tag or "", n) for tag, n in cursor.fetchall()]
 
 
-def with_tag(vms: QuerySet, tag: str) -> QuerySet:
-    """``vms`` that carry ``tag`` ("" for those with no tag)."""
-    if not tag:
-        return vms.filter(tags=[])
-    if connection.vendor == "postgresql":
-        return vms.filter(tags__contains=[tag])  # jsonb @>
-    table = VirtualMachine._meta.db_table
-    return vms.filter(
-        pk__in=RawSQL(f"SELECT v.id FROM {table} v, json_each(v.tags) j WHERE j.value = %s", [tag])
-    )
-
-
 class TreeTagsView(TreeChildrenView):
     """The tree's root when it groups by tag: the tags of the VMs the user may see, each with
     its count (one grouped query); a tag's VMs load when it opens."""
@@ -146,7 +133,7 @@ class TreeTagVmsView(TreeVmsView):
             return VirtualMachine.objects.none()
         self.tag = tag
         vms = selectors.vms_for(request.user).prefetch_related(None).filter(gone=False)
-        return with_tag(vms, tag).order_by("name")
+        return selectors.with_tag(vms, tag).order_by("name")
 
     def more_url(self, parent) -> str:
         return f"{reverse('ui:vm_list')}?{urlencode({'tag': self.tag})}"
