@@ -68,3 +68,25 @@ def tenancy(synced_host, tenant, other_tenant, admin_user, make_member) -> dict:
         "globex_membership": Membership.objects.get(user=users["outsider"], tenant=globex),
         "token": token,
     }
+
+
+@pytest.fixture
+def acme_sim(sim_placement, tenant, acme_users):
+    """host, pool (default), net (lan); tenant acme (granted nothing) and its users per role."""
+    return {**sim_placement, "tenant": tenant, **acme_users}
+
+
+def create_body(acme_sim, **over) -> dict:
+    """A valid POST /api/vms/ body on the simulated host's pool and network; ``over`` replaces
+    fields."""
+    body = {
+        "name": "app-01",
+        "tenant": acme_sim["tenant"].pk,
+        "host": acme_sim["host"].pk,
+        "vcpus": 2,
+        "memory_mib": 1024,
+        "disks": [{"size_gib": 8, "pool": acme_sim["pool"].pk, "format": "qcow2"}],
+        "nics": [{"network": acme_sim["net"].pk}],
+    }
+    body.update(over)
+    return body

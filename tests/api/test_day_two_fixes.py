@@ -15,29 +15,15 @@ from hosts.models import Host
 from hosts.storage.backends import space_problem, thin_overcommit
 from panel.models import Task
 from panel.units import GIB
+from tests.api.conftest import create_body
 from tests.conftest import run_queued_tasks
 from vms.models import VirtualMachine
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def acme_sim(sim_placement, tenant, acme_users):
-    return {**sim_placement, "tenant": tenant, **acme_users}
-
-
 def _body(acme_sim, **over):
-    body = {
-        "name": "app-01",
-        "tenant": acme_sim["tenant"].pk,
-        "host": acme_sim["host"].pk,
-        "vcpus": 1,
-        "memory_mib": 1024,
-        "disks": [{"size_gib": 8, "pool": acme_sim["pool"].pk, "format": "qcow2"}],
-        "nics": [{"network": acme_sim["net"].pk}],
-    }
-    body.update(over)
-    return body
+    return create_body(acme_sim, **{"vcpus": 1, **over})
 
 
 # --- delete with snapshots -------------------------------------------------------------------

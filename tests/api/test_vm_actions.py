@@ -8,30 +8,15 @@ import pytest
 from hosts.driver.connection import get_connection
 from hosts.models import StoragePool, Volume
 from panel.models import Task
+from tests.api.conftest import create_body
 from tests.conftest import run_queued_tasks
 from vms.models import VirtualMachine
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def acme_sim(sim_placement, tenant, acme_users):
-    """host, pool (default), net (lan); tenant acme (granted nothing) and its users per role."""
-    return {**sim_placement, "tenant": tenant, **acme_users}
-
-
 def _body(acme_sim, **over):
-    body = {
-        "name": "app-01",
-        "tenant": acme_sim["tenant"].pk,
-        "host": acme_sim["host"].pk,
-        "vcpus": 2,
-        "memory_mib": 1024,
-        "disks": [{"size_gib": 8, "pool": acme_sim["pool"].pk, "format": "qcow2"}],
-        "nics": [{"network": acme_sim["net"].pk}],
-    }
-    body.update(over)
-    return body
+    return create_body(acme_sim, **over)
 
 
 def _nothing_made(acme_sim, name="app-01"):
